@@ -1,0 +1,57 @@
+"""The `easel` command: run, console, make-tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from storage.errors import EaselError
+
+
+def _config_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    if os.environ.get("EASEL_CONFIG"):
+        return Path(os.environ["EASEL_CONFIG"])
+    default = Path("config.toml")
+    return default if default.exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="easel", description="Self-hosted image-generation bot.")
+    parser.add_argument("--config", help="config file (default: $EASEL_CONFIG, else ./config.toml if present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to the terminal too")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="start every configured frontend (the console when none is)")
+    sub.add_parser("console", help="talk to easel in this terminal, or pipe commands into it")
+    tiny = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (draws noise) for tests")
+    tiny.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.command == "make-tiny-model":
+        from generation.tiny import make_tiny_model
+
+        print(make_tiny_model(args.dir))
+        return 0
+
+    from bot.app import configure_logging, serve
+    from bot.config import load_config
+
+    try:
+        config = load_config(_config_path(args.config))
+    except EaselError as exc:
+        print(f"easel: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.storage.data_dir, args.verbose)
+    try:
+        asyncio.run(serve(config, console_only=args.command == "console"))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""One command grammar for every frontend: text in, a typed Command or a CommandError out.
+
+    /imagine <prompt> [--no TEXT] [--seed N] [--steps N] [--cfg F] [--ar W:H | --size WxH]
+                      [--n N] [--strength F] [--scheduler NAME]      (key=value works too)
+    /rerun [SEED | #JOB] [key=value …]
+    /history [N]   /cancel [#JOB]   /queue   /help
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Callable
+
+from bot.config import DefaultsConfig, LimitsConfig
+from generation.schedulers import SCHEDULERS, scheduler_help
+from storage.errors import EaselError
+from storage.records import JobParams
+
+MAX_SEED = 2**32 - 1
+
+
+class CommandError(EaselError):
+    """The command cannot be run as written; the text says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings given on a command line; None means "not given" (use the default, or keep the old one)."""
+
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    width: int | None = None
+    height: int | None = None
+    count: int | None = None
+    strength: float | None = None
+    scheduler: str | None = None
+
+    def given(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def apply(self, params: JobParams) -> JobParams:
+        """The params with every given setting replaced and every other one kept."""
+        return params.replace(**self.given())
+
+
+@dataclass(frozen=True)
+class Imagine:
+    prompt: str
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """Redraw a job: by id, by seed (your latest with it) or, with neither, your last job."""
+
+    job_id: int | None
+    seed: int | None
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class ShowHistory:
+    limit: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    job_id: int | None
+
+
+@dataclass(frozen=True)
+class ShowQueue:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+Command = Imagine | Rerun | ShowHistory | Cancel | ShowQueue | Help
+
+
+# ---- values ------------------------------------------------------------------------------
+def _int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise CommandError(f"{name} must be a whole number, got {text!r}") from None
+    return parse
+
+
+def _float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise CommandError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise CommandError(f"{name} must be a finite number, got {text!r}")
+        return value
+    return parse
+
+
+def _pair(name: str, separator: str, example: str) -> Callable[[str], tuple[int, int]]:
+    pattern = re.compile(rf"^\s*(\d+)\s*{re.escape(separator)}\s*(\d+)\s*$", re.IGNORECASE)
+
+    def parse(text: str) -> tuple[int, int]:
+        match = pattern.match(text)
+        if not match:
+            raise CommandError(f"{name} must look like {example}, got {text!r}")
+        return int(match[1]), int(match[2])
+    return parse
+
+
+def _scheduler(text: str) -> str:
+    name = text.lower().replace("-", "_").replace("+", "p")
+    if name not in SCHEDULERS:
+        raise CommandError(f"unknown scheduler {text!r}; choose one of: {scheduler_help()}")
+    return name
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of /imagine and /rerun: its names, how its value is read, and a line of help."""
+
+    name: str
+    aliases: tuple[str, ...]
+    parse: Callable[[str], object]
+    help: str
+    greedy: bool = False  # the value runs to the next option (a negative prompt has spaces)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("no", ("negative",), str, "negative prompt: what to keep out of the picture", greedy=True),
+    Option("seed", (), _int("seed"), f"0–{MAX_SEED}; the same seed and settings redraw the same picture"),
+    Option("steps", (), _int("steps"), "denoising steps: a few dozen for drafts, hundreds for a final rerun"),
+    Option("cfg", ("guidance",), _float("cfg"), "how strictly to follow the prompt (≈7 is a good start)"),
+    Option("ar", ("aspect",), _pair("ar", ":", "16:9"), "aspect ratio at the default pixel count, e.g. 16:9"),
+    Option("size", (), _pair("size", "x", "768x512"), "exact size WxH in pixels, multiples of 8"),
+    Option("n", ("count",), _int("n"), "how many images (seeds s, s+1, …)"),
+    Option("strength", (), _float("strength"), "image→image: 0 keeps the input, 1 ignores it"),
+    Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}"),
+)
+_BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
+
+
+# ---- parsing -----------------------------------------------------------------------------
+def _option_token(token: str, loose_keys: bool) -> tuple[Option, str | None] | None:
+    """If token starts an option, return it and any inline value ("--steps=30", "steps=30")."""
+    if token.startswith("--") and len(token) > 2:
+        name, _, value = token[2:].partition("=")
+        option = _BY_NAME.get(name.lower())
+        if option is None:
+            raise CommandError(f"unknown option --{name}; options are {', '.join('--' + o.name for o in OPTIONS)}")
+        return option, (value if "=" in token else None)
+    name, equals, value = token.partition("=")
+    if equals and name:
+        option = _BY_NAME.get(name.lower())
+        if option is not None:
+            return option, value
+        if not loose_keys:
+            raise CommandError(f"unknown setting {name!r}; settings are {', '.join(o.name for o in OPTIONS)}")
+    return None
+
+
+def _split_options(words: list[str], loose_keys: bool) -> tuple[list[str], dict[str, object]]:
+    """Separate free words from options; with loose_keys, unknown key=value stays free text."""
+    free: list[str] = []
+    raw: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        found = _option_token(words[index], loose_keys)
+        index += 1
+        if found is None:
+            free.append(words[index - 1])
+            continue
+        option, value = found
+        if option.name in raw:
+            raise CommandError(f"{option.name} is given twice")
+        parts = [] if value is None else [value]
+        if option.greedy or value is None:
+            while index < len(words) and (option.greedy or not parts) and _option_token(words[index], True) is None:
+                parts.append(words[index])
+                index += 1
+        text = " ".join(part for part in parts if part).strip().strip("\"'")
+        if not text:
+            raise CommandError(f"--{option.name} needs a value: {option.help}")
+        raw[option.name] = text
+    return free, {name: _BY_NAME[name].parse(text) for name, text in raw.items()}
+
+
+def _settings(values: dict[str, object], defaults: DefaultsConfig) -> Settings:
+    if "ar" in values and "size" in values:
+        raise CommandError("give either --ar or --size, not both")
+    width = height = None
+    if "size" in values:
+        width, height = values["size"]
+    elif "ar" in values:
+        width, height = size_for_aspect(*values["ar"], defaults.width * defaults.height)
+    return Settings(
+        negative_prompt=values.get("no"),
+        seed=values.get("seed"),
+        steps=values.get("steps"),
+        cfg=values.get("cfg"),
+        width=width,
+        height=height,
+        count=values.get("n"),
+        strength=values.get("strength"),
+        scheduler=values.get("scheduler"),
+    )
+
+
+def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
+    """A width and height in multiples of 64 with about `area` pixels and the given aspect ratio."""
+    if ratio_w <= 0 or ratio_h <= 0:
+        raise CommandError(f"aspect ratio sides must be positive, got {ratio_w}:{ratio_h}")
+    if max(ratio_w, ratio_h) > 4 * min(ratio_w, ratio_h):
+        raise CommandError(f"aspect ratio must be between 1:4 and 4:1, got {ratio_w}:{ratio_h}")
+    width = math.sqrt(area * ratio_w / ratio_h)
+    height = area / width
+    return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
+
+
+def parse(text: str, defaults: DefaultsConfig) -> Command:
+    """Read one command line. Raises CommandError with a message meant for the person who typed it."""
+    words = text.split()
+    if not words:
+        raise CommandError("type a command, e.g. /imagine a red lighthouse at dusk (/help lists them)")
+    head, rest = words[0].lower(), words[1:]
+    if not head.startswith("/"):
+        raise CommandError(f"commands start with /, e.g. /imagine {text.strip()} (/help lists them)")
+    name = head[1:].split("@", 1)[0]  # Telegram appends @botname in groups
+    if name == "imagine":
+        free, values = _split_options(rest, loose_keys=True)
+        prompt = " ".join(free).strip()
+        if not prompt:
+            raise CommandError("the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk")
+        return Imagine(prompt, _settings(values, defaults))
+    if name == "rerun":
+        free, values = _split_options(rest, loose_keys=False)
+        job_id = seed = None
+        if len(free) > 1:
+            raise CommandError(f"/rerun takes one seed or #job and key=value settings, got {' '.join(free)!r}")
+        if free:
+            target = free[0]
+            if target.startswith("#"):
+                job_id = _positive("job number", target[1:])
+            else:
+                seed = _int("seed")(target)
+        return Rerun(job_id, seed, _settings(values, defaults))
+    if name == "history":
+        limit = _positive("history length", rest[0]) if rest else 10
+        _no_more(name, rest[1:])
+        return ShowHistory(min(limit, 50))
+    if name == "cancel":
+        _no_more(name, rest[1:])
+        return Cancel(_positive("job number", rest[0].lstrip("#")) if rest else None)
+    if name == "queue":
+        _no_more(name, rest)
+        return ShowQueue()
+    if name in ("help", "start"):
+        return Help()
+    raise CommandError(f"unknown command /{name}; commands are /imagine, /rerun, /history, /cancel, /queue, /help")
+
+
+def _positive(what: str, text: str) -> int:
+    value = _int(what)(text)
+    if value < 1:
+        raise CommandError(f"{what} must be 1 or more, got {value}")
+    return value
+
+
+def _no_more(name: str, extra: list[str]) -> None:
+    if extra:
+        raise CommandError(f"/{name} does not take {' '.join(extra)!r}")
+
+
+# ---- limits ------------------------------------------------------------------------------
+def check_params(params: JobParams, limits: LimitsConfig) -> None:
+    """Enforce the configured limits on a job about to be queued; the message names the range."""
+    if len(params.prompt) > limits.max_prompt_chars:
+        raise CommandError(f"the prompt is {len(params.prompt)} characters; the limit is {limits.max_prompt_chars}")
+    if len(params.negative_prompt) > limits.max_prompt_chars:
+        raise CommandError(
+            f"the negative prompt is {len(params.negative_prompt)} characters; the limit is {limits.max_prompt_chars}"
+        )
+    _in_range("steps", params.steps, 1, limits.max_steps)
+    _in_range("cfg", params.cfg, 0, limits.max_cfg)
+    _in_range("n", params.count, 1, limits.max_count)
+    _in_range("seed", params.seed, 0, MAX_SEED - params.count + 1)
+    if params.strength is not None and not 0 < params.strength <= 1:
+        raise CommandError(f"strength must be above 0 and at most 1, got {params.strength:g}")
+    for side, value in (("width", params.width), ("height", params.height)):
+        if value % 8 or not 64 <= value <= limits.max_side:
+            raise CommandError(f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}")
+    if params.width * params.height > limits.max_pixels:
+        raise CommandError(
+            f"{params.width}x{params.height} is {params.width * params.height:,} pixels; "
+            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)"
+        )
+    if params.scheduler not in SCHEDULERS:
+        raise CommandError(f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}")
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise CommandError(f"{name} must be {low:g}–{high:g}, got {value:g}")
+
+
+def help_text(limits: LimitsConfig) -> str:
+    lines = [
+        "/imagine <prompt> [options] — draw a picture (attach an image for image→image)",
+        "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
+        "/history [N] — your last N jobs    /queue — what is waiting    /cancel [#JOB] — stop a job",
+        "options (--key value or key=value):",
+    ]
+    lines += [f"  --{o.name:<10} {o.help}" for o in OPTIONS]
+    lines.append(
+        f"limits: steps 1–{limits.max_steps}, cfg 0–{limits.max_cfg:g}, n 1–{limits.max_count}, "
+        f"sides 64–{limits.max_side} (multiples of 8), at most {limits.max_pixels:,} pixels"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The one config object: read once from TOML, checked key by key, passed through constructors."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from generation.config import GenerationConfig
+from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from storage.errors import EaselError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConfigError(EaselError):
+    """The config file is missing a piece, has an unknown key or a bad value; the text names it."""
+
+
+class StorageConfig(BaseModel):
+    model_config = _FROZEN
+    data_dir: Path = Path("data")
+
+
+class DefaultsConfig(BaseModel):
+    """What a job gets when the command does not say."""
+
+    model_config = _FROZEN
+    steps: int = Field(30, ge=1)
+    cfg: float = Field(7.0, ge=0)
+    width: int = Field(512, ge=64)
+    height: int = Field(512, ge=64)
+    scheduler: str = DEFAULT_SCHEDULER
+    negative_prompt: str = ""
+    strength: float = Field(0.75, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known_scheduler(self) -> DefaultsConfig:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        for side in (self.width, self.height):
+            if side % 8:
+                raise ValueError(f"width and height must be multiples of 8, got {side}")
+        return self
+
+
+class LimitsConfig(BaseModel):
+    """Enforced before any work starts."""
+
+    model_config = _FROZEN
+    max_steps: int = Field(500, ge=1)
+    max_cfg: float = Field(30.0, gt=0)
+    max_side: int = Field(2048, ge=64)
+    max_pixels: int = Field(1536 * 1536, ge=64 * 64)
+    max_count: int = Field(4, ge=1)
+    max_prompt_chars: int = Field(1000, ge=1)
+    max_upload_bytes: int = Field(10_000_000, ge=1)
+
+
+class QueueConfig(BaseModel):
+    model_config = _FROZEN
+    max_per_user: int = Field(5, ge=1)
+    max_total: int = Field(50, ge=1)
+
+
+class AccessConfig(BaseModel):
+    """Admins may cancel anyone's jobs; entries look like "discord:1234" or "telegram:5678"."""
+
+    model_config = _FROZEN
+    admins: tuple[str, ...] = ()
+
+
+class DiscordConfig(BaseModel):
+    model_config = _FROZEN
+    token: SecretStr | None = None
+
+
+class TelegramConfig(BaseModel):
+    model_config = _FROZEN
+    token: SecretStr | None = None
+
+
+class Config(BaseModel):
+    """Everything easel reads from config.toml; every section has working defaults."""
+
+    model_config = _FROZEN
+    storage: StorageConfig = StorageConfig()
+    generation: GenerationConfig = GenerationConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    queue: QueueConfig = QueueConfig()
+    access: AccessConfig = AccessConfig()
+    discord: DiscordConfig = DiscordConfig()
+    telegram: TelegramConfig = TelegramConfig()
+
+    @property
+    def database(self) -> Path:
+        return self.storage.data_dir / "easel.db"
+
+
+ENV_TOKENS = {"EASEL_DISCORD_TOKEN": "discord", "EASEL_TELEGRAM_TOKEN": "telegram"}
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and check config; no file means all defaults. Tokens in the environment win over the file."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist (copy config.example.toml to start)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for variable, section in ENV_TOKENS.items():
+        if environ.get(variable):
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section]["token"] = environ[variable]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+    return config
+
+
+def _describe(error: Mapping) -> str:
+    location = [str(part) for part in error["loc"]]
+    if location and location[0] in Config.model_fields and len(location) > 1:
+        key = f"[{location[0]}] {'.'.join(location[1:])}"
+    else:
+        key = ".".join(location) or "config"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config.example.toml)"
+    # Never echo the rejected value of a token back into logs.
+    return f"{key}: {message}"

@@ -1,0 +1,198 @@
+"""Runs commands for any frontend: defaults and limits, history look-ups, the queue, and replies."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from bot import commands
+from bot.commands import Cancel, CommandError, Help, Imagine, Rerun, ShowHistory, ShowQueue, check_params
+from bot.config import Config
+from generation.queue import JobEvent, JobQueue
+from generation.schedulers import SCHEDULERS
+from storage.errors import EaselError
+from storage.history import History
+from storage.images import ImageStore, open_upload
+from storage.records import JobKind, JobParams, JobRecord, Owner
+
+_seeds = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file someone sent along with a command."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to tell the person now; job is set when a job was queued (its events follow)."""
+
+    text: str
+    job: JobRecord | None = None
+    error: bool = False
+
+
+def describe(params: JobParams, seed: int | None = None) -> str:
+    """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512."""
+    parts = [
+        f"seed {params.seed if seed is None else seed}",
+        f"{params.steps} steps",
+        f"cfg {params.cfg:g}",
+        f"{params.width}x{params.height}",
+    ]
+    if params.kind is JobKind.IMG2IMG:
+        parts.append(f"strength {params.strength:g}")
+    return " · ".join(parts)
+
+
+class Service:
+    """The frontends' one entry point; knows nothing of any platform."""
+
+    def __init__(self, config: Config, history: History, images: ImageStore, queue: JobQueue) -> None:
+        self.config = config
+        self.history = history
+        self.images = images
+        self.queue = queue
+
+    def is_admin(self, owner: Owner) -> bool:
+        # Whoever sits at the terminal owns the machine.
+        return owner.platform == "console" or owner.key in self.config.access.admins
+
+    def subscribe(self, platform: str, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
+        """Deliver the events of this platform's jobs to listener, on the event loop."""
+        def forward(event: JobEvent) -> None:
+            if event.job.owner.platform == platform:
+                listener(event)
+        return self.queue.subscribe(forward)
+
+    def pending(self, platform: str) -> list[JobRecord]:
+        """This platform's unfinished jobs, running first."""
+        jobs = ([self.queue.running] if self.queue.running else []) + self.queue.waiting()
+        return [job for job in jobs if job.owner.platform == platform]
+
+    async def handle(self, owner: Owner, text: str, attachments: Sequence[Attachment] = ()) -> Reply:
+        """Run one command line; every EaselError becomes a one-line reply and the bot keeps serving."""
+        try:
+            command = commands.parse(text, self.config.defaults)
+            if isinstance(command, Imagine):
+                return await self.imagine(owner, command, attachments)
+            if attachments:
+                raise CommandError("only /imagine takes an image")
+            if isinstance(command, Rerun):
+                return await self.rerun(owner, command)
+            if isinstance(command, ShowHistory):
+                return Reply(await self.history_text(owner, command.limit))
+            if isinstance(command, Cancel):
+                return await self.cancel(owner, command.job_id)
+            if isinstance(command, ShowQueue):
+                return Reply(self.queue_text())
+            if isinstance(command, Help):
+                return Reply(commands.help_text(self.config.limits))
+            raise AssertionError(command)
+        except EaselError as exc:
+            return Reply(str(exc), error=True)
+
+    async def imagine(self, owner: Owner, command: Imagine, attachments: Sequence[Attachment]) -> Reply:
+        defaults, settings = self.config.defaults, command.settings
+        if len(attachments) > 1:
+            raise CommandError("attach one image at most")
+        params = JobParams(
+            kind=JobKind.TXT2IMG, prompt=command.prompt, negative_prompt=defaults.negative_prompt,
+            seed=_seeds.randrange(0, commands.MAX_SEED - 64), steps=defaults.steps, cfg=defaults.cfg,
+            width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
+        )
+        image = None
+        if attachments:
+            image = open_upload(attachments[0].data, self.config.limits.max_upload_bytes)
+            width, height = commands.size_for_aspect(*_clamped_aspect(image.size), defaults.width * defaults.height)
+            params = params.replace(kind=JobKind.IMG2IMG, strength=defaults.strength, width=width, height=height)
+        elif settings.strength is not None:
+            raise CommandError("--strength is for image→image; attach an image to use it")
+        params = settings.apply(params)
+        check_params(params, self.config.limits)
+        if image is not None:
+            params = params.replace(input_sha256=await asyncio.to_thread(self.images.save_input, image))
+        return await self._submit(owner, params, None, "")
+
+    async def rerun(self, owner: Owner, command: Rerun) -> Reply:
+        if command.job_id is not None:
+            parent = await self.history.get(command.job_id)
+            if parent is None:
+                raise CommandError(f"there is no job #{command.job_id}")
+            base = parent.params
+        elif command.seed is not None:
+            found = await self.history.latest_with_seed(owner, command.seed)
+            if found is None:
+                raise CommandError(f"you have no job with seed {command.seed}; /history shows your seeds")
+            parent, index = found
+            # A seed from inside a batch redraws that one image; the batch's first seed redraws the batch.
+            base = parent.params if index == 0 else parent.params.replace(seed=command.seed, count=1)
+        else:
+            latest = await self.history.recent(owner, 1)
+            if not latest:
+                raise CommandError("you have no jobs to rerun yet; start with /imagine")
+            parent = latest[0]
+            base = parent.params
+        params = command.settings.apply(base)
+        check_params(params, self.config.limits)
+        if params.input_sha256 and not self.images.input_path(params.input_sha256).exists():
+            raise CommandError(f"the input image of job #{parent.id} is no longer on disk")
+        note = f", rerun of #{parent.id}"
+        if params.steps != base.steps and not SCHEDULERS[params.scheduler].step_stable:
+            note += f" ({params.scheduler} is ancestral: at another step count the picture changes)"
+        return await self._submit(owner, params, parent.id, note)
+
+    async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, note: str) -> Reply:
+        job = await self.queue.submit(owner, params, parent_id)
+        return Reply(f"queued #{job.id} (position {self.queue.position(job.id)}){note}", job=job)
+
+    async def cancel(self, owner: Owner, job_id: int | None) -> Reply:
+        if job_id is None:
+            mine = [job for job in self.pending(owner.platform) if job.owner.key == owner.key]
+            if not mine:
+                raise CommandError("you have no waiting or running jobs to cancel")
+            job_id = mine[-1].id
+        job = await self.queue.cancel(job_id, owner, admin=self.is_admin(owner))
+        running = self.queue.running is not None and self.queue.running.id == job.id
+        return Reply(f"cancelling #{job.id}…" if running else f"cancelled #{job.id}")
+
+    async def history_text(self, owner: Owner, limit: int) -> str:
+        jobs = await self.history.recent(owner, limit)
+        if not jobs:
+            return "no jobs yet; start with /imagine a red lighthouse at dusk"
+        lines = []
+        for job in jobs:
+            prompt = job.params.prompt if len(job.params.prompt) <= 60 else job.params.prompt[:59] + "…"
+            parent = f" · rerun of #{job.parent_id}" if job.parent_id else ""
+            lines.append(f"#{job.id} {job.status}: {prompt} — {describe(job.params)}{parent}")
+            lines += [f"    {image.path}" for image in job.images]
+        return "\n".join(lines)
+
+    def queue_text(self) -> str:
+        running, waiting = self.queue.running, self.queue.waiting()
+        if running is None and not waiting:
+            return "the queue is empty"
+        lines = []
+        if running is not None:
+            lines.append(f"running: #{running.id} ({_who(running)}) {running.params.prompt[:50]}")
+        lines += [f"{n}. #{job.id} ({_who(job)}) {job.params.prompt[:50]}" for n, job in enumerate(waiting, 1)]
+        return "\n".join(lines)
+
+
+def _who(job: JobRecord) -> str:
+    return job.owner.name or job.owner.user_id
+
+
+def _clamped_aspect(size: tuple[int, int]) -> tuple[int, int]:
+    # A panorama photo still works: fit it to the widest ratio we draw rather than refusing it.
+    width, height = size
+    if width > 4 * height:
+        return 4, 1
+    if height > 4 * width:
+        return 1, 4
+    return width, height

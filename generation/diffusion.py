@@ -1,0 +1,218 @@
+"""Stable Diffusion text→image and image→image on one lazily loaded set of weights."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+
+import diffusers
+import torch
+import transformers
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from PIL import Image
+
+from generation.config import GenerationConfig
+from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress
+from generation.memory import MemoryPlan, apply_plan, plan_memory
+from generation.preview import latent_preview
+from generation.schedulers import SCHEDULERS
+from storage.records import JobKind, JobParams, RunInfo
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto` prefers CUDA, then Apple's MPS, then the CPU."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("[generation] device is 'cuda' but torch sees no CUDA GPU; set device = \"auto\" or \"cpu\"")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("[generation] device is 'mps' but this torch has no MPS support; set device = \"auto\" or \"cpu\"")
+    return torch.device(requested)
+
+
+def _xformers_available() -> bool:
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    """The checkpoint's sha256 (AUTOMATIC1111 shows its first 10 hex digits as the model hash)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DiffusionEngine:
+    """Loads the configured model on first use and runs txt2img / img2img jobs on it."""
+
+    def __init__(self, config: GenerationConfig) -> None:
+        self.config = config
+        self._txt2img: StableDiffusionPipeline | None = None
+        self._img2img: StableDiffusionImg2ImgPipeline | None = None
+        self._plan: MemoryPlan | None = None
+        self._device: torch.device | None = None
+        self._model_hash: str | None = None
+        self._hooked = None  # the pipeline that currently owns the offload hooks
+        self._scheduler_config = None  # the model's own scheduler config, before any job's options
+        self._owner_thread: int | None = None
+
+    # ---- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load weights and apply the memory plan; a failure leaves the engine unloaded to retry later."""
+        if self._txt2img is not None:
+            return
+        self._check_thread()
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        device = pick_device(self.config.device)
+        total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+        plan = plan_memory(
+            self.config.memory, device.type, total,
+            dtype=self.config.dtype, xformers_available=_xformers_available(),
+        )
+        dtype = getattr(torch, plan.dtype)
+        pipe = self._load_pipeline(dtype)
+        pipe.set_progress_bar_config(disable=True)
+        # img2img shares every module; build it before any offload hooks exist.
+        img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, dtype=dtype)
+        img2img.set_progress_bar_config(disable=True)
+        apply_plan(pipe, plan)
+        if plan.offload == "none":
+            pipe.to(device)
+        self._txt2img, self._img2img, self._plan, self._device = pipe, img2img, plan, device
+        self._scheduler_config = pipe.scheduler.config
+        log.info(
+            "loaded %s on %s: profile %s, %s, attention %s, offload %s",
+            self.config.model, device, plan.profile, plan.dtype, plan.attention, plan.offload,
+        )
+
+    def _load_pipeline(self, dtype: torch.dtype) -> StableDiffusionPipeline:
+        model = self.config.model
+        path = Path(model).expanduser()
+        options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        try:
+            if path.suffix in SINGLE_FILE_SUFFIXES:
+                if not path.is_file():
+                    raise ModelLoadError(f"model file {model!r} does not exist; fix [generation] model in your config")
+                self._model_hash = file_sha256(path)
+                if self.config.single_file_config:
+                    options["config"] = self.config.single_file_config
+                return StableDiffusionPipeline.from_single_file(str(path), **options)
+            if path.is_dir():
+                if not (path / "model_index.json").is_file():
+                    raise ModelLoadError(
+                        f"{model!r} is a folder but not a diffusers model (no model_index.json); "
+                        "point [generation] model at a diffusers folder, a .safetensors/.ckpt file or a hub id"
+                    )
+                return StableDiffusionPipeline.from_pretrained(path, **options)
+            if model.startswith((".", "/", "~")) or model.count("/") != 1:
+                raise ModelLoadError(
+                    f"model {model!r} is neither a folder, a .safetensors/.ckpt file nor a hub id like "
+                    "'stable-diffusion-v1-5/stable-diffusion-v1-5'; fix [generation] model in your config"
+                )
+            return StableDiffusionPipeline.from_pretrained(model, **options)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # hub unreachable, missing files, wrong architecture…
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ModelLoadError(
+                f"could not load model {model!r}: {reason}. Set [generation] model to a local diffusers "
+                "folder or a .safetensors/.ckpt file, or connect once so the hub download can finish"
+            ) from exc
+
+    def _check_thread(self) -> None:
+        # torch state belongs to one thread; a second caller is a bug in the queue, not a race to tolerate.
+        ident = threading.get_ident()
+        if self._owner_thread is None:
+            self._owner_thread = ident
+        elif self._owner_thread != ident:
+            raise RuntimeError("DiffusionEngine used from two threads")
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult:
+        """Draw the images of one job; raises JobCancelled if cancelled while running."""
+        if progress.cancelled:
+            raise JobCancelled("cancelled before it started")
+        self.load()
+        self._check_thread()
+        img2img = params.kind is JobKind.IMG2IMG
+        pipe = self._img2img if img2img else self._txt2img
+        self._activate_offload(pipe)
+        spec = SCHEDULERS[params.scheduler]
+        # Always start from the model's config: building from the previous job's scheduler would carry
+        # its options (e.g. Karras sigmas) into this job and change the pixels of the same seed.
+        pipe.scheduler = getattr(diffusers, spec.class_name).from_config(self._scheduler_config, **spec.options)
+
+        every = self.config.preview_every
+
+        def on_step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+            done = step + 1
+            total = pipeline.num_timesteps
+            preview = None
+            if every and done % every == 0 and done < total:
+                preview = latent_preview(tensors["latents"])
+            progress.step(done, total, preview)
+            if progress.cancelled:
+                pipeline._interrupt = True
+            return tensors
+
+        # One CPU generator per image: image k is reproducible alone and identical on any machine.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds]
+        common = dict(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt or None,
+            num_inference_steps=params.steps,
+            guidance_scale=params.cfg,
+            num_images_per_prompt=params.count,
+            generator=generators,
+            callback_on_step_end=on_step_end,
+        )
+        with torch.inference_mode():
+            if img2img:
+                if init_image is None:
+                    raise ValueError("img2img job without an input image")
+                image = init_image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+                output = pipe(image=image, strength=params.strength, **common)
+            else:
+                output = pipe(height=params.height, width=params.width, **common)
+        if progress.cancelled:
+            raise JobCancelled("cancelled while running")
+        return EngineResult(images=tuple(output.images), seeds=params.seeds, run=self.run_info())
+
+    def _activate_offload(self, pipe) -> None:
+        # Offload hooks belong to one pipeline object; re-hook when switching txt2img ⇄ img2img.
+        if self._plan.offload == "none" or self._hooked is pipe:
+            return
+        if self._plan.offload == "model":
+            pipe.enable_model_cpu_offload(device=self._device)
+        else:
+            pipe.enable_sequential_cpu_offload(device=self._device)
+        self._hooked = pipe
+
+    def run_info(self) -> RunInfo:
+        plan = self._plan
+        return RunInfo(
+            model=self.config.model,
+            model_hash=self._model_hash,
+            memory_profile=plan.profile,
+            attention=plan.attention,
+            dtype=plan.dtype,
+            device=str(self._device),
+            diffusers_version=diffusers.__version__,
+            torch_version=torch.__version__,
+        )

@@ -1,0 +1,43 @@
+"""The seam between the queue and whatever draws pictures: one Protocol, typed in and out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image
+
+from storage.errors import EaselError
+from storage.records import JobParams, RunInfo
+
+
+class JobCancelled(EaselError):
+    """The job was cancelled while it ran."""
+
+
+class ModelLoadError(EaselError):
+    """The configured model could not be loaded; the text says which, why, and what to set."""
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """The images of one job, in seed order, and how they were made."""
+
+    images: tuple[Image.Image, ...]
+    seeds: tuple[int, ...]
+    run: RunInfo
+
+
+class Progress(Protocol):
+    """Called from the engine's thread; must be cheap and thread-safe."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def step(self, done: int, total: int, preview: Image.Image | None) -> None: ...
+
+
+class Engine(Protocol):
+    """Something that turns job parameters into images. Runs only on the queue's GPU thread."""
+
+    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult: ...

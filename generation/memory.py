@@ -1,0 +1,89 @@
+"""Memory profiles: how a pipeline is fitted onto the card (dtype, attention, VAE slicing, offload)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GiB = 1024**3
+
+Offload = Literal["none", "model", "sequential"]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What a resolved profile does to a pipeline; recorded with every job."""
+
+    profile: str
+    dtype: str
+    attention: str
+    vae_slicing: bool
+    vae_tiling: bool
+    offload: Offload
+
+
+# auto picks the fastest profile that fits an SD-1.5 job in fp16 at 512–768 px with room to spare.
+AUTO_THRESHOLDS = ((10 * GiB, "speed"), (6 * GiB, "balanced"), (3.5 * GiB, "low"))
+
+
+def resolve_profile(requested: str, device_type: str, total_memory: int | None) -> str:
+    """`auto` becomes a concrete profile chosen by the card's total memory; others pass through."""
+    if requested != "auto":
+        return requested
+    if device_type != "cuda" or total_memory is None:
+        return "speed"  # CPU and MPS have no separate card memory to offload from
+    for threshold, profile in AUTO_THRESHOLDS:
+        if total_memory >= threshold:
+            return profile
+    return "minimal"
+
+
+def resolve_dtype(requested: str, device_type: str) -> str:
+    if requested != "auto":
+        return requested
+    return "float32" if device_type == "cpu" else "float16"
+
+
+def plan_memory(
+    requested: str,
+    device_type: str,
+    total_memory: int | None,
+    *,
+    dtype: str = "auto",
+    xformers_available: bool = False,
+) -> MemoryPlan:
+    """Turn a profile name and the machine into concrete settings."""
+    profile = resolve_profile(requested, device_type, total_memory)
+    fast_attention = "xformers" if (xformers_available and device_type == "cuda") else "sdpa"
+    # Offloading moves weights between host and card; it only means something on a CUDA card.
+    can_offload = device_type == "cuda"
+    if profile == "speed":
+        attention, slicing, offload = fast_attention, False, "none"
+    elif profile == "balanced":
+        attention, slicing, offload = fast_attention, True, "none"
+    elif profile == "low":
+        attention, slicing, offload = fast_attention, True, "model" if can_offload else "none"
+    elif profile == "minimal":
+        attention, slicing, offload = "sliced", True, "sequential" if can_offload else "none"
+    else:
+        raise ValueError(f"unknown memory profile {profile!r}")
+    return MemoryPlan(
+        profile=profile,
+        dtype=resolve_dtype(dtype, device_type),
+        attention=attention,
+        vae_slicing=slicing,
+        vae_tiling=slicing,
+        offload=offload,
+    )
+
+
+def apply_plan(pipe, plan: MemoryPlan) -> None:
+    """Apply the attention and VAE settings of a plan (offload is applied per run by the engine)."""
+    if plan.attention == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+    elif plan.attention == "sliced":
+        pipe.enable_attention_slicing("max")
+    if plan.vae_slicing:
+        pipe.vae.enable_slicing()
+    if plan.vae_tiling:
+        pipe.vae.enable_tiling()

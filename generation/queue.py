@@ -1,0 +1,292 @@
+"""One queue, one worker, one GPU thread: jobs persisted first, fair turns, progress, cancel, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Callable
+
+from PIL import Image
+
+from generation.engine import Engine, JobCancelled
+from storage.errors import EaselError
+from storage.history import History
+from storage.images import ImageStore, infotext
+from storage.records import ImageRecord, JobKind, JobParams, JobRecord, JobStatus, Owner
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(EaselError):
+    """A per-user or global queue limit would be exceeded."""
+
+
+class CancelError(EaselError):
+    """A cancel that cannot be done: unknown job, not yours, already finished."""
+
+
+class EventKind(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job; frontends turn these into messages."""
+
+    kind: EventKind
+    job: JobRecord
+    position: int | None = None
+    step: int = 0
+    total: int = 0
+    preview: Image.Image | None = None
+    error: str | None = None
+    recovered: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How much may wait: per person (queued + running) and in total."""
+
+    max_per_user: int = 5
+    max_total: int = 50
+
+
+Listener = Callable[[JobEvent], None]
+
+
+class _Progress:
+    """Handed to the engine: crosses from the GPU thread to the event loop without blocking either."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, job: JobRecord, emit: Listener) -> None:
+        self._loop = loop
+        self._job = job
+        self._emit = emit
+        self._cancel = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+        event = JobEvent(EventKind.PROGRESS, self._job, step=done, total=total, preview=preview)
+        self._loop.call_soon_threadsafe(self._emit, event)
+
+
+class JobQueue:
+    """Runs jobs one at a time on a single owned thread, taking turns between people."""
+
+    def __init__(self, history: History, images: ImageStore, engine: Engine, limits: QueueLimits) -> None:
+        self.history = history
+        self.images = images
+        self.engine = engine
+        self.limits = limits
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
+        self._waiting: dict[str, deque[JobRecord]] = {}  # insertion order is the turn order
+        self._running: JobRecord | None = None
+        self._progress: _Progress | None = None
+        self._listeners: list[Listener] = []
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._stopping = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> list[JobRecord]:
+        """Requeue what was queued or running when the process last died, then start the worker."""
+        recovered = await self.history.unfinished()
+        await self.history.mark_requeued(job.id for job in recovered if job.status is JobStatus.RUNNING)
+        for job in recovered:
+            job = replace(job, status=JobStatus.QUEUED, started_at=None)
+            self._waiting.setdefault(job.owner.key, deque()).append(job)
+        for job in recovered:
+            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id), recovered=True))
+        if recovered:
+            log.info("recovered %d unfinished job(s): %s", len(recovered), ", ".join(f"#{j.id}" for j in recovered))
+        self._worker = asyncio.create_task(self._work(), name="easel-queue-worker")
+        self._wake.set()
+        return recovered
+
+    async def stop(self) -> None:
+        """Stop after interrupting the running job; it stays unfinished in history and runs on next start."""
+        self._stopping = True
+        if self._progress is not None:
+            self._progress.cancel()
+        if self._worker is not None:
+            self._wake.set()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._gpu.shutdown(wait=True)
+
+    async def __aenter__(self) -> JobQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call listener (on the event loop) for every job event; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # ---- submitting and cancelling --------------------------------------------------------
+    async def submit(self, owner: Owner, params: JobParams, parent_id: int | None = None) -> JobRecord:
+        """Check limits, persist the job, then queue it. Nothing is acknowledged before it is on disk."""
+        mine = self.count_for(owner)
+        if mine >= self.limits.max_per_user:
+            raise QueueFull(
+                f"you already have {mine} job(s) waiting or running (limit {self.limits.max_per_user}); "
+                "wait for one to finish or /cancel one"
+            )
+        total = sum(len(q) for q in self._waiting.values())
+        if total >= self.limits.max_total:
+            raise QueueFull(f"the queue is full ({total} jobs waiting); try again in a few minutes")
+        job = await self.history.add_job(owner, params, parent_id)
+        self._waiting.setdefault(owner.key, deque()).append(job)
+        self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id)))
+        self._wake.set()
+        return job
+
+    async def cancel(self, job_id: int, by: Owner, admin: bool = False) -> JobRecord:
+        """Cancel a waiting job at once, or ask the running one to stop at its next step."""
+        job = self._find(job_id)
+        if job is None:
+            stored = await self.history.get(job_id)
+            if stored is None:
+                raise CancelError(f"there is no job #{job_id}")
+            raise CancelError(f"job #{job_id} has already finished ({stored.status})")
+        if job.owner.key != by.key and not admin:
+            raise CancelError(f"job #{job_id} is not yours; only its owner or an admin can cancel it")
+        if self._running is not None and self._running.id == job_id:
+            self._progress.cancel()
+            return job
+        queue = self._waiting[job.owner.key]
+        queue.remove(job)
+        if not queue:
+            del self._waiting[job.owner.key]
+        await self.history.finish(job_id, JobStatus.CANCELLED)
+        self._emit(JobEvent(EventKind.CANCELLED, replace(job, status=JobStatus.CANCELLED)))
+        return job
+
+    # ---- looking --------------------------------------------------------------------------
+    def waiting(self) -> list[JobRecord]:
+        """Queued jobs in the order they will run: one per person per turn."""
+        queues = [list(q) for q in self._waiting.values()]
+        order: list[JobRecord] = []
+        depth = 0
+        while True:
+            layer = [q[depth] for q in queues if depth < len(q)]
+            if not layer:
+                return order
+            order.extend(layer)
+            depth += 1
+
+    @property
+    def running(self) -> JobRecord | None:
+        return self._running
+
+    def position(self, job_id: int) -> int | None:
+        """1 = runs next; 0 = running now; None = not in the queue."""
+        if self._running is not None and self._running.id == job_id:
+            return 0
+        for index, job in enumerate(self.waiting(), start=1):
+            if job.id == job_id:
+                return index
+        return None
+
+    def count_for(self, owner: Owner) -> int:
+        running = 1 if self._running is not None and self._running.owner.key == owner.key else 0
+        return len(self._waiting.get(owner.key, ())) + running
+
+    def _find(self, job_id: int) -> JobRecord | None:
+        if self._running is not None and self._running.id == job_id:
+            return self._running
+        return next((job for q in self._waiting.values() for job in q if job.id == job_id), None)
+
+    # ---- the worker -----------------------------------------------------------------------
+    def _emit(self, event: JobEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a job event listener failed on %s of job #%d", event.kind, event.job.id)
+
+    def _take_next(self) -> JobRecord | None:
+        if not self._waiting:
+            return None
+        key = next(iter(self._waiting))
+        queue = self._waiting.pop(key)
+        job = queue.popleft()
+        if queue:
+            self._waiting[key] = queue  # re-inserted at the end: everyone else goes first
+        return job
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            job = self._take_next()
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._run(job)
+
+    async def _run(self, job: JobRecord) -> None:
+        loop = asyncio.get_running_loop()
+        await self.history.mark_running(job.id)
+        job = replace(job, status=JobStatus.RUNNING)
+        self._running = job
+        self._progress = progress = _Progress(loop, job, self._emit)
+        self._emit(JobEvent(EventKind.STARTED, job, position=0))
+        try:
+            init_image = None
+            if job.params.kind is JobKind.IMG2IMG:
+                init_image = await asyncio.to_thread(self.images.load_input, job.params.input_sha256)
+            result = await loop.run_in_executor(self._gpu, self.engine.run, job.params, init_image, progress)
+            images = await asyncio.to_thread(self._save, job, result)
+        except JobCancelled:
+            if self._stopping:
+                # Shutting down, not a user's cancel: leave it unfinished so the next start runs it.
+                log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
+                return
+            await self._finish(job, JobStatus.CANCELLED, EventKind.CANCELLED)
+        except EaselError as exc:
+            await self._finish(job, JobStatus.FAILED, EventKind.FAILED, error=str(exc))
+        except Exception:
+            log.exception("job #%d failed", job.id)
+            await self._finish(job, JobStatus.FAILED, EventKind.FAILED, error=f"something went wrong with job #{job.id}")
+        else:
+            await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
+            done = await self.history.get(job.id)
+            self._emit(JobEvent(EventKind.DONE, done))
+        finally:
+            self._running = None
+            self._progress = None
+
+    async def _finish(self, job: JobRecord, status: JobStatus, kind: EventKind, error: str | None = None) -> None:
+        await self.history.finish(job.id, status, error=error)
+        self._emit(JobEvent(kind, replace(job, status=status, error=error), error=error))
+
+    def _save(self, job: JobRecord, result) -> list[ImageRecord]:
+        records = []
+        for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
+            path = self.images.save_output(job.id, index, image, infotext(job.params, seed, result.run))
+            records.append(ImageRecord(job_id=job.id, index=index, seed=seed, path=str(path)))
+        return records
