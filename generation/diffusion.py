@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import diffusers
+import huggingface_hub
 import torch
 import transformers
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
@@ -77,8 +78,11 @@ class DiffusionEngine:
         if self._txt2img is not None:
             return
         self._check_thread()
+        # Loading bars for a few-second load are noise; the hub's download bar on a first run (GBs)
+        # is not, and transformers' switch turns that off too, so turn it back on.
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
         device = pick_device(self.config.device)
         total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
         plan = plan_memory(
@@ -167,7 +171,8 @@ class DiffusionEngine:
             if every and done % every == 0 and done < total:
                 preview = latent_preview(tensors["latents"])
             progress.step(done, total, preview)
-            if progress.cancelled:
+            # A cancel that arrives with the last step done is too late to save any work: keep the images.
+            if progress.cancelled and done < total:
                 pipeline._interrupt = True
             return tensors
 
@@ -190,7 +195,7 @@ class DiffusionEngine:
                 output = pipe(image=image, strength=params.strength, **common)
             else:
                 output = pipe(height=params.height, width=params.width, **common)
-        if progress.cancelled:
+        if pipe.interrupt:
             raise JobCancelled("cancelled while running")
         return EngineResult(images=tuple(output.images), seeds=params.seeds, run=self.run_info())
 

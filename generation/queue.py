@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,7 @@ class JobQueue:
         self.limits = limits
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self._waiting: dict[str, deque[JobRecord]] = {}  # insertion order is the turn order
+        self._last_served: str | None = None  # the owner whose job was taken last; goes behind the others
         self._running: JobRecord | None = None
         self._progress: _Progress | None = None
         self._listeners: list[Listener] = []
@@ -109,10 +111,18 @@ class JobQueue:
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> list[JobRecord]:
         """Requeue what was queued or running when the process last died, then start the worker."""
-        recovered = await self.history.unfinished()
-        await self.history.mark_requeued(job.id for job in recovered if job.status is JobStatus.RUNNING)
+        if self._worker is not None:
+            raise RuntimeError("JobQueue.start() called twice")
+        # The torch thread runs long stretches of Python (schedulers, module calls) holding the GIL;
+        # the default 5 ms switch interval let the event loop wait 10–20 ms behind it, 1 ms keeps
+        # it under 10 (benchmarks/queue_overhead.py).
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        # Jobs submitted before start() are unfinished in history too, but already waiting here.
+        known = {job.id for queue in self._waiting.values() for job in queue}
+        unfinished = [job for job in await self.history.unfinished() if job.id not in known]
+        await self.history.mark_requeued(job.id for job in unfinished if job.status is JobStatus.RUNNING)
+        recovered = [replace(job, status=JobStatus.QUEUED, started_at=None) for job in unfinished]
         for job in recovered:
-            job = replace(job, status=JobStatus.QUEUED, started_at=None)
             self._waiting.setdefault(job.owner.key, deque()).append(job)
         for job in recovered:
             self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id), recovered=True))
@@ -141,6 +151,10 @@ class JobQueue:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def run_on_gpu(self, function: Callable, *args: object) -> object:
+        """Run function on the queue's one torch thread, after any job in progress (tools, benchmarks)."""
+        return await asyncio.get_running_loop().run_in_executor(self._gpu, function, *args)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call listener (on the event loop) for every job event; returns an unsubscribe function."""
@@ -189,7 +203,7 @@ class JobQueue:
     # ---- looking --------------------------------------------------------------------------
     def waiting(self) -> list[JobRecord]:
         """Queued jobs in the order they will run: one per person per turn."""
-        queues = [list(q) for q in self._waiting.values()]
+        queues = [list(self._waiting[key]) for key in self._turn_order()]
         order: list[JobRecord] = []
         depth = 0
         while True:
@@ -229,14 +243,25 @@ class JobQueue:
             except Exception:
                 log.exception("a job event listener failed on %s of job #%d", event.kind, event.job.id)
 
+    def _turn_order(self) -> list[str]:
+        # A person whose queue emptied when their job was taken comes back at the front of the dict
+        # on their next submit; they just had a turn, so anyone else waiting goes first.
+        keys = list(self._waiting)
+        if self._last_served in self._waiting and len(keys) > 1:
+            keys.remove(self._last_served)
+            keys.append(self._last_served)
+        return keys
+
     def _take_next(self) -> JobRecord | None:
         if not self._waiting:
+            self._last_served = None  # idle: nobody is owed a turn any more
             return None
-        key = next(iter(self._waiting))
+        key = self._turn_order()[0]
         queue = self._waiting.pop(key)
         job = queue.popleft()
         if queue:
             self._waiting[key] = queue  # re-inserted at the end: everyone else goes first
+        self._last_served = key
         return job
 
     async def _work(self) -> None:
@@ -250,16 +275,18 @@ class JobQueue:
 
     async def _run(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
-        await self.history.mark_running(job.id)
         job = replace(job, status=JobStatus.RUNNING)
+        # Running (for position, limits and cancel) from the moment it leaves the line, not only
+        # once the database write below returns: in between it would be nowhere.
         self._running = job
         self._progress = progress = _Progress(loop, job, self._emit)
-        self._emit(JobEvent(EventKind.STARTED, job, position=0))
         try:
+            job = self._running = replace(job, started_at=await self.history.mark_running(job.id))
+            self._emit(JobEvent(EventKind.STARTED, job, position=0))
             init_image = None
             if job.params.kind is JobKind.IMG2IMG:
                 init_image = await asyncio.to_thread(self.images.load_input, job.params.input_sha256)
-            result = await loop.run_in_executor(self._gpu, self.engine.run, job.params, init_image, progress)
+            result = await self.run_on_gpu(self.engine.run, job.params, init_image, progress)
             images = await asyncio.to_thread(self._save, job, result)
         except JobCancelled:
             if self._stopping:

@@ -132,12 +132,15 @@ class History:
             parent_id=parent_id, created_at=datetime.fromisoformat(created),
         )
 
-    async def mark_running(self, job_id: int) -> None:
+    async def mark_running(self, job_id: int) -> datetime:
+        """Record that a job started; returns the start time written."""
+        started = _now()
         await self._db.execute(
             "UPDATE jobs SET status=?, started_at=? WHERE id=?",
-            (JobStatus.RUNNING.value, _now(), job_id),
+            (JobStatus.RUNNING.value, started, job_id),
         )
         await self._db.commit()
+        return datetime.fromisoformat(started)
 
     async def mark_requeued(self, job_ids: Iterable[int]) -> None:
         """Jobs that were running when the process died go back to the queue."""

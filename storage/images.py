@@ -55,7 +55,11 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
 def _model_name(model: str) -> str:
     # A1111 writes the checkpoint's name, not its path; keep hub ids whole.
     path = Path(model)
-    return path.stem if path.suffix in (".safetensors", ".ckpt") else model.rstrip("/").split("/")[-1]
+    if path.suffix in (".safetensors", ".ckpt"):
+        return path.stem
+    if not model.startswith((".", "/", "~")) and model.count("/") == 1:
+        return model  # "org/name": the org is part of the name (runwayml/… vs stable-diffusion-v1-5/…)
+    return model.rstrip("/").split("/")[-1]
 
 
 def read_parameters(path: Path) -> str | None:
@@ -67,13 +71,17 @@ def read_parameters(path: Path) -> str | None:
 def open_upload(data: bytes, max_bytes: int) -> Image.Image:
     """Decode an uploaded image, or say plainly why it cannot be used."""
     if len(data) > max_bytes:
-        raise BadImageError(f"the image is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+        raise BadImageError(f"the image is {_size(len(data))}; the limit is {_size(max_bytes)}")
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise BadImageError("the attached file is not an image (PNG, JPEG or WebP expected)") from exc
     return image.convert("RGB")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count:,} bytes"
 
 
 class ImageStore:

@@ -1,0 +1,25 @@
+"""Fixtures shared by every test package: a tiny random-weight Stable Diffusion model, built offline."""
+
+from __future__ import annotations
+
+import os
+
+# The tiny model's tensors are far too small to gain from intra-op threads, and on a 2-core runner
+# OpenMP workers spinning against the event loop, aiosqlite and other processes made a 50-step run
+# go from under a second to half a minute. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from generation.tiny import make_tiny_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A diffusers folder (model_index.json, unet, vae, text encoder, tokenizer) written once per session."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -1,0 +1,330 @@
+"""DiffusionEngine on a real (tiny, random-weight) diffusers pipeline: seeds, steps, schedulers, cancel, errors."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generation.config import GenerationConfig
+from generation.diffusion import DiffusionEngine, pick_device
+from generation.engine import JobCancelled, ModelLoadError
+from generation.schedulers import SCHEDULERS
+from storage.errors import EaselError
+from storage.records import JobKind, JobParams
+
+
+class Recorder:
+    """A real Progress: remembers every step, and asks to cancel after `cancel_after` steps."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int]] = []
+        self.previews: list[Image.Image | None] = []
+        self.cancel_after = cancel_after
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.steps) >= self.cancel_after
+
+    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+        self.steps.append((done, total))
+        self.previews.append(preview)
+
+
+def params(**changes: object) -> JobParams:
+    base = JobParams(
+        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="", seed=42, steps=3, cfg=7.0,
+        width=64, height=64, count=1, scheduler="dpmpp_2m",
+    )
+    return base.replace(**changes)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def differ(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(pixels(a) - pixels(b)).mean())
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> DiffusionEngine:
+    return DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=0))
+
+
+@pytest.fixture(scope="module")
+def init_image() -> Image.Image:
+    # A different size from the job's on purpose: the engine resizes it.
+    array = np.zeros((80, 100, 3), np.uint8)
+    array[:, :50] = (200, 40, 40)
+    array[:, 50:] = (30, 60, 220)
+    return Image.fromarray(array, "RGB")
+
+
+def draw(engine: DiffusionEngine, job: JobParams, init: Image.Image | None = None, progress: Recorder | None = None):
+    return engine.run(job, init, progress or Recorder())
+
+
+# ---- seeds ----------------------------------------------------------------------------------
+
+def test_same_seed_gives_identical_pixels(engine: DiffusionEngine) -> None:
+    first = draw(engine, params(seed=42))
+    second = draw(engine, params(seed=42))
+    assert first.images[0].size == (64, 64) and first.images[0].mode == "RGB"
+    assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
+
+
+def test_same_seed_gives_identical_pixels_after_a_fresh_load(engine: DiffusionEngine, tiny_model: Path) -> None:
+    fresh = DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=0))
+    assert np.array_equal(pixels(draw(engine, params()).images[0]), pixels(draw(fresh, params()).images[0]))
+
+
+def test_different_seed_gives_different_pixels(engine: DiffusionEngine) -> None:
+    assert differ(draw(engine, params(seed=42)).images[0], draw(engine, params(seed=43)).images[0]) > 2
+
+
+def test_a_batch_uses_seeds_s_and_s_plus_1_and_each_image_redraws_alone(engine: DiffusionEngine) -> None:
+    batch = draw(engine, params(seed=7, count=2))
+    assert batch.seeds == (7, 8) and len(batch.images) == 2
+    alone = [draw(engine, params(seed=seed)).images[0] for seed in (7, 8)]
+    for k in range(2):
+        # batched matmuls may round differently by a least significant bit, nothing more
+        assert np.abs(pixels(batch.images[k]) - pixels(alone[k])).max() <= 2
+    assert differ(batch.images[0], batch.images[1]) > 2
+
+
+def test_prompt_and_negative_prompt_both_reach_the_model(engine: DiffusionEngine) -> None:
+    plain = draw(engine, params()).images[0]
+    assert differ(plain, draw(engine, params(prompt="a red bicycle")).images[0]) > 0.5
+    assert differ(plain, draw(engine, params(negative_prompt="blurry, watermark")).images[0]) > 0.5
+
+
+# ---- steps and progress ---------------------------------------------------------------------
+
+def test_txt2img_reports_every_step(engine: DiffusionEngine) -> None:
+    progress = Recorder()
+    draw(engine, params(steps=5), progress=progress)
+    assert progress.steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert progress.previews == [None] * 5  # preview_every = 0
+
+
+def test_previews_every_n_steps_but_not_at_the_end(tiny_model: Path) -> None:
+    engine = DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=2))
+    progress = Recorder()
+    engine.run(params(steps=6), None, progress)
+    with_preview = [done for (done, _), preview in zip(progress.steps, progress.previews) if preview is not None]
+    assert with_preview == [2, 4]  # step 6 is the final image itself
+    preview = progress.previews[1]
+    assert preview.mode == "RGB" and preview.size == (256, 256)  # the 8x8 latent, scaled up
+
+
+def test_img2img_runs_steps_times_strength(engine: DiffusionEngine, init_image: Image.Image) -> None:
+    progress = Recorder()
+    job = params(kind=JobKind.IMG2IMG, steps=10, strength=0.5)
+    result = draw(engine, job, init_image, progress)
+    assert progress.steps == [(k, 5) for k in range(1, 6)]
+    assert len(progress.steps) == job.effective_steps
+    assert result.images[0].size == (64, 64)
+
+
+def test_img2img_is_reproducible_and_follows_its_input(engine: DiffusionEngine, init_image: Image.Image) -> None:
+    job = params(kind=JobKind.IMG2IMG, steps=4, strength=0.5)
+    first = draw(engine, job, init_image).images[0]
+    assert np.array_equal(pixels(first), pixels(draw(engine, job, init_image).images[0]))
+    # random VAE weights keep little of the input, but an input that is ignored would change nothing
+    other_input = init_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert differ(first, draw(engine, job, other_input).images[0]) > 0.3
+
+
+def test_img2img_without_an_input_image_is_a_bug(engine: DiffusionEngine) -> None:
+    with pytest.raises(ValueError, match="without an input image"):
+        draw(engine, params(kind=JobKind.IMG2IMG, strength=0.5))
+
+
+def test_txt2img_after_img2img_still_matches(engine: DiffusionEngine, init_image: Image.Image) -> None:
+    before = draw(engine, params()).images[0]
+    draw(engine, params(kind=JobKind.IMG2IMG, strength=0.7), init_image)
+    assert np.array_equal(pixels(before), pixels(draw(engine, params()).images[0]))
+
+
+# ---- schedulers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_runs(engine: DiffusionEngine, name: str) -> None:
+    progress = Recorder()
+    result = draw(engine, params(scheduler=name, steps=3), progress=progress)
+    spec = SCHEDULERS[name]
+    scheduler = engine._txt2img.scheduler
+    assert type(scheduler) is getattr(diffusers, spec.class_name)
+    for key, value in spec.options.items():
+        assert scheduler.config[key] == value
+    assert result.images[0].size == (64, 64)
+    assert progress.steps and progress.steps[-1][0] == progress.steps[-1][1]
+    assert np.asarray(result.images[0]).std() > 0
+
+
+@pytest.mark.parametrize("name", ["euler_a", "dpmpp_2m_karras", "ddim"])
+def test_every_kind_of_scheduler_is_seeded(engine: DiffusionEngine, name: str) -> None:
+    job = params(scheduler=name, seed=5)
+    assert np.array_equal(pixels(draw(engine, job).images[0]), pixels(draw(engine, job).images[0]))
+
+
+def test_a_scheduler_choice_does_not_leak_into_the_next_job(engine: DiffusionEngine, tiny_model: Path) -> None:
+    # Regression: each job's scheduler used to be built from the previous job's config, so Karras
+    # sigmas (and the like) stuck, and the same seed drew different pixels depending on history.
+    reference = {
+        name: draw(DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=0)), params(scheduler=name))
+        for name in ("dpmpp_2m", "euler")
+    }
+    for previous in ("dpmpp_2m_karras", "unipc", "pndm"):
+        draw(engine, params(scheduler=previous))
+        for name, expected in reference.items():
+            got = draw(engine, params(scheduler=name)).images[0]
+            assert np.array_equal(pixels(got), pixels(expected.images[0])), (previous, name)
+
+
+# ---- cancelling -----------------------------------------------------------------------------
+
+def test_cancel_while_running_stops_at_the_next_step(engine: DiffusionEngine) -> None:
+    progress = Recorder(cancel_after=2)
+    with pytest.raises(JobCancelled) as caught:
+        draw(engine, params(steps=50), progress=progress)
+    assert [done for done, _ in progress.steps] == [1, 2]
+    assert isinstance(caught.value, EaselError)
+    # the interrupt flag does not stick: the next job runs all its steps
+    progress = Recorder()
+    draw(engine, params(steps=3), progress=progress)
+    assert len(progress.steps) == 3
+
+
+def test_a_cancel_that_arrives_with_the_last_step_keeps_the_finished_images(engine: DiffusionEngine) -> None:
+    progress = Recorder(cancel_after=3)  # true only once the third and last step has been reported
+    result = draw(engine, params(steps=3), progress=progress)
+    assert len(result.images) == 1 and progress.cancelled
+    assert not np.array_equal(pixels(result.images[0]), pixels(draw(engine, params(steps=2)).images[0]))
+    assert np.array_equal(pixels(result.images[0]), pixels(draw(engine, params(steps=3)).images[0]))
+
+
+def test_cancelled_before_start_loads_nothing(tmp_path: Path) -> None:
+    engine = DiffusionEngine(GenerationConfig(model=str(tmp_path / "not-there")))
+    with pytest.raises(JobCancelled):
+        engine.run(params(), None, Recorder(cancel_after=0))
+
+
+# ---- loading errors -------------------------------------------------------------------------
+
+def load_error(model: str) -> str:
+    engine = DiffusionEngine(GenerationConfig(model=model))
+    with pytest.raises(ModelLoadError) as caught:
+        engine.run(params(), None, Recorder())
+    # a failed load leaves the engine unloaded: the next job tries again and fails the same way
+    with pytest.raises(ModelLoadError) as again:
+        engine.load()
+    assert str(again.value) == str(caught.value)
+    assert isinstance(caught.value, EaselError)
+    return str(caught.value)
+
+
+def test_a_model_path_that_does_not_exist(tmp_path: Path) -> None:
+    model = str(tmp_path / "models" / "sd15")
+    text = load_error(model)
+    assert repr(model) in text and "[generation] model" in text
+
+
+def test_a_checkpoint_file_that_does_not_exist(tmp_path: Path) -> None:
+    model = str(tmp_path / "v1-5-pruned-emaonly.safetensors")
+    text = load_error(model)
+    assert text == f"model file {model!r} does not exist; fix [generation] model in your config"
+
+
+def test_a_folder_that_is_not_a_diffusers_model(tmp_path: Path) -> None:
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a model")
+    text = load_error(str(folder))
+    assert repr(str(folder)) in text and "no model_index.json" in text
+
+
+def test_a_diffusers_folder_with_missing_weights(tmp_path: Path, tiny_model: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    shutil.rmtree(broken / "unet")
+    text = load_error(str(broken))
+    assert text.startswith(f"could not load model {str(broken)!r}: ")
+
+
+def test_an_unreachable_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once at import
+    text = load_error("easel-tests/no-such-model")
+    assert text.startswith("could not load model 'easel-tests/no-such-model': ")
+    assert "connect once so the hub download can finish" in text
+    assert "Traceback" not in text and len(text) < 600
+
+
+def test_something_that_is_neither_path_nor_hub_id() -> None:
+    text = load_error("my favourite model")
+    assert "'my favourite model' is neither a folder" in text
+
+
+# ---- how it ran -----------------------------------------------------------------------------
+
+def test_loading_keeps_the_hub_download_bar(engine: DiffusionEngine) -> None:
+    import huggingface_hub
+
+    draw(engine, params(steps=1))
+    assert not huggingface_hub.utils.are_progress_bars_disabled()  # a first run downloads GBs
+
+
+def test_run_info_records_the_plan(engine: DiffusionEngine, tiny_model: Path) -> None:
+    run = draw(engine, params()).run
+    assert run.model == str(tiny_model)
+    assert run.model_hash is None  # only single-file checkpoints are hashed
+    assert (run.memory_profile, run.attention, run.dtype, run.device) == ("speed", "sdpa", "float32", "cpu")
+    assert run.diffusers_version == diffusers.__version__ and run.torch_version == torch.__version__
+
+
+def test_minimal_profile_on_cpu_slices_but_draws_the_same_picture(engine: DiffusionEngine, tiny_model: Path) -> None:
+    minimal = DiffusionEngine(GenerationConfig(model=str(tiny_model), memory="minimal", preview_every=0))
+    result = minimal.run(params(), None, Recorder())
+    assert (result.run.memory_profile, result.run.attention, result.run.dtype) == ("minimal", "sliced", "float32")
+    pipe = minimal._txt2img
+    assert pipe.vae.use_slicing and pipe.vae.use_tiling
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"SlicedAttnProcessor"}
+    speed = draw(engine, params()).images[0]
+    assert np.abs(pixels(result.images[0]) - pixels(speed)).max() <= 2
+
+
+def test_the_engine_belongs_to_one_thread(tiny_model: Path) -> None:
+    engine = DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=0))
+    engine.load()  # this thread now owns it
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            engine.run(params(), None, Recorder())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert "two threads" in str(errors[0])
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="torch sees no CUDA GPU"):
+            pick_device("cuda")
+        if not torch.backends.mps.is_available():
+            assert pick_device("auto") == torch.device("cpu")

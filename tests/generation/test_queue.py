@@ -1,0 +1,533 @@
+"""JobQueue with the real DiffusionEngine (tiny model), a real History file and real PNGs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from generation.config import GenerationConfig
+from generation.diffusion import DiffusionEngine
+from generation.engine import EngineResult, Progress
+from generation.queue import CancelError, EventKind, JobEvent, JobQueue, QueueFull, QueueLimits
+from storage.errors import EaselError
+from storage.history import History
+from storage.images import ImageStore, read_parameters
+from storage.records import JobKind, JobParams, JobStatus, Owner
+
+ALICE = Owner("discord", "111", chat_id="c", name="alice")
+BOB = Owner("discord", "222", chat_id="c", name="bob")
+CAROL = Owner("telegram", "333", chat_id="c", name="carol")
+
+TIMEOUT = 60
+
+
+def params(**changes: object) -> JobParams:
+    base = JobParams(
+        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="", seed=42, steps=2, cfg=7.0,
+        width=64, height=64, count=1, scheduler="dpmpp_2m",
+    )
+    return base.replace(**changes)
+
+
+class RecordingEngine:
+    """A real Engine: notes which thread runs each job, can hold jobs at a gate, then draws with DiffusionEngine."""
+
+    def __init__(self, inner: DiffusionEngine, gated: bool = False) -> None:
+        self.inner = inner
+        self.threads: list[str] = []
+        self.prompts: list[str] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+
+    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult:
+        self.threads.append(threading.current_thread().name)
+        self.prompts.append(params.prompt)
+        self.entered.set()
+        if not self.gate.wait(TIMEOUT):
+            raise RuntimeError("the gate was never opened: was the event loop blocked?")
+        return self.inner.run(params, init_image, progress)
+
+
+class Events:
+    """Every event the queue emits, with the thread it was delivered on."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.all: list[JobEvent] = []
+        self.threads: set[str] = set()
+        queue.subscribe(self._on_event)
+
+    def _on_event(self, event: JobEvent) -> None:
+        self.all.append(event)
+        self.threads.add(threading.current_thread().name)
+
+    def of(self, job_id: int) -> list[JobEvent]:
+        return [event for event in self.all if event.job.id == job_id]
+
+    def kinds(self, job_id: int) -> list[EventKind]:
+        """The job's event kinds, with each run of PROGRESS events folded into one."""
+        kinds: list[EventKind] = []
+        for event in self.of(job_id):
+            if not (event.kind is EventKind.PROGRESS and kinds and kinds[-1] is EventKind.PROGRESS):
+                kinds.append(event.kind)
+        return kinds
+
+    def started_order(self) -> list[int]:
+        return [event.job.id for event in self.all if event.kind is EventKind.STARTED]
+
+    async def wait_for(self, predicate, timeout: float = TIMEOUT) -> JobEvent:
+        async def poll() -> JobEvent:
+            while True:
+                for event in self.all:
+                    if predicate(event):
+                        return event
+                await asyncio.sleep(0.005)
+
+        return await asyncio.wait_for(poll(), timeout)
+
+    async def finished(self, job_id: int) -> JobEvent:
+        return await self.wait_for(lambda e: e.job.id == job_id and e.finished)
+
+
+async def wait_until(condition, timeout: float = TIMEOUT) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def rows(db_path: Path) -> list[tuple]:
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute("SELECT id, user_id, status FROM jobs ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "history.sqlite3"
+
+
+@pytest.fixture
+async def history(db_path: Path):
+    async with await History.open(db_path) as history:
+        yield history
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ImageStore:
+    return ImageStore(tmp_path / "data")
+
+
+@pytest.fixture
+def config(tiny_model: Path) -> GenerationConfig:
+    return GenerationConfig(model=str(tiny_model), preview_every=2)
+
+
+@pytest.fixture
+def engine(config: GenerationConfig) -> RecordingEngine:
+    return RecordingEngine(DiffusionEngine(config))
+
+
+@pytest.fixture
+async def make_queue(history: History, store: ImageStore, engine: RecordingEngine):
+    made: list[JobQueue] = []
+
+    def make(limits: QueueLimits = QueueLimits(), *, engine=engine, history: History = history) -> JobQueue:
+        queue = JobQueue(history, store, engine, limits)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        if isinstance(queue.engine, RecordingEngine):
+            queue.engine.gate.set()  # never leave a worker thread waiting
+        await queue.stop()
+
+
+# ---- one job, start to finish ---------------------------------------------------------------
+
+async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
+    make_queue, engine: RecordingEngine, history: History, store: ImageStore, tiny_model: Path
+) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    assert await queue.start() == []
+    job = await queue.submit(ALICE, params(seed=1234, count=2, steps=4))
+    assert job.status is JobStatus.QUEUED and job.id > 0
+
+    done = await events.finished(job.id)
+    assert done.kind is EventKind.DONE, done.error
+    assert events.kinds(job.id) == [EventKind.QUEUED, EventKind.STARTED, EventKind.PROGRESS, EventKind.DONE]
+    queued, started = events.of(job.id)[:2]
+    assert (queued.position, started.position) == (1, 0)
+    assert started.job.started_at is not None and started.job.status is JobStatus.RUNNING
+    with pytest.raises(RuntimeError, match="twice"):
+        await queue.start()
+    progress = [e for e in events.of(job.id) if e.kind is EventKind.PROGRESS]
+    assert [(e.step, e.total) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [e.step for e in progress if e.preview is not None] == [2]  # preview_every = 2, none on the last
+
+    record = done.job
+    assert record.status is JobStatus.DONE and record.run is not None
+    assert [(image.index, image.seed) for image in record.images] == [(0, 1234), (1, 1235)]
+    for image in record.images:
+        path = Path(image.path)
+        assert path.is_file() and path.is_relative_to(store.outputs) and path.name == f"{job.id}-{image.index}.png"
+        text = read_parameters(path)
+        assert text.startswith("a lighthouse at dusk\nSteps: 4, Sampler: DPM++ 2M, CFG scale: 7, ")
+        assert f"Seed: {image.seed}, Size: 64x64, Model: {tiny_model.name}" in text
+        with Image.open(path) as png:
+            assert png.size == (64, 64)
+    assert await history.get(job.id) == record
+    assert record.run.memory_profile == "speed" and record.run.dtype == "float32"
+    assert queue.position(job.id) is None and queue.running is None
+
+
+async def test_torch_runs_on_the_queue_thread_and_the_loop_stays_free(make_queue, config: GenerationConfig) -> None:
+    gated = RecordingEngine(DiffusionEngine(config), gated=True)
+    queue = make_queue(engine=gated)
+    events = Events(queue)
+    await queue.start()
+    job = await queue.submit(ALICE, params())
+    # The engine now waits at the gate. Only a free event loop can get here and open it; if the
+    # queue ran the engine on the loop, the gate would time out and the job would fail.
+    await wait_until(gated.entered.is_set)
+    ticks = 0
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert queue.running is not None and queue.running.id == job.id and queue.position(job.id) == 0
+    gated.gate.set()
+    done = await events.finished(job.id)
+
+    assert done.kind is EventKind.DONE, done.error
+    assert ticks == 5
+    assert len(gated.threads) == 1 and gated.threads[0].startswith("easel-gpu")
+    assert gated.threads[0] != threading.current_thread().name
+    assert events.threads == {threading.current_thread().name}  # events always arrive on the loop
+
+
+async def test_every_job_runs_on_the_same_single_gpu_thread(make_queue, engine: RecordingEngine) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    jobs = [await queue.submit(owner, params(seed=k)) for k, owner in enumerate([ALICE, BOB, ALICE])]
+    await queue.start()
+    for job in jobs:
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    assert len(engine.threads) == 3 and len(set(engine.threads)) == 1
+    assert engine.threads[0].startswith("easel-gpu")
+
+
+# ---- fair turns -----------------------------------------------------------------------------
+
+async def test_turns_alternate_between_people(make_queue, engine: RecordingEngine) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    a1, a2, a3 = [await queue.submit(ALICE, params(prompt=f"a{k}")) for k in (1, 2, 3)]
+    b1 = await queue.submit(BOB, params(prompt="b1"))
+    assert [job.id for job in queue.waiting()] == [a1.id, b1.id, a2.id, a3.id]
+    assert [queue.position(job.id) for job in (a1, b1, a2, a3)] == [1, 2, 3, 4]
+    assert [event.position for event in events.all] == [1, 2, 3, 2]  # as each was queued
+
+    assert await queue.start() == []  # jobs submitted before start are not "recovered"
+    for job in (a1, a2, a3, b1):
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    assert events.started_order() == [a1.id, b1.id, a2.id, a3.id]
+    assert engine.prompts == ["a1", "b1", "a2", "a3"]  # each job ran exactly once
+
+
+async def test_someone_arriving_while_another_persons_job_runs_goes_next(make_queue, config: GenerationConfig) -> None:
+    gated = RecordingEngine(DiffusionEngine(config), gated=True)
+    queue = make_queue(engine=gated)
+    events = Events(queue)
+    await queue.start()
+    a1 = await queue.submit(ALICE, params(prompt="a1"))
+    await wait_until(gated.entered.is_set)  # Alice's first job is running
+    a2 = await queue.submit(ALICE, params(prompt="a2"))
+    a3 = await queue.submit(ALICE, params(prompt="a3"))
+    b1 = await queue.submit(BOB, params(prompt="b1"))
+    assert queue.position(a1.id) == 0
+    assert [job.id for job in queue.waiting()] == [b1.id, a2.id, a3.id]
+    assert [queue.position(job.id) for job in (b1, a2, a3)] == [1, 2, 3]
+
+    gated.gate.set()
+    for job in (a1, a2, a3, b1):
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    assert events.started_order() == [a1.id, b1.id, a2.id, a3.id]
+
+
+async def test_three_submitted_then_one_on_a_live_queue(make_queue, engine: RecordingEngine) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    await queue.start()
+    alice = [await queue.submit(ALICE, params(prompt=f"a{k}")) for k in (1, 2, 3)]
+    b1 = await queue.submit(BOB, params(prompt="b1"))
+    for job in (*alice, b1):
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    assert events.started_order()[:2] == [alice[0].id, b1.id]
+    assert engine.prompts == ["a1", "b1", "a2", "a3"]
+
+
+async def test_three_people_take_turns(make_queue) -> None:
+    queue = make_queue()
+    a1, a2 = [await queue.submit(ALICE, params()) for _ in range(2)]
+    b1, b2 = [await queue.submit(BOB, params()) for _ in range(2)]
+    c1 = await queue.submit(CAROL, params())
+    assert [job.id for job in queue.waiting()] == [a1.id, b1.id, c1.id, a2.id, b2.id]
+    assert queue.count_for(ALICE) == 2 and queue.count_for(CAROL) == 1
+
+
+# ---- limits ---------------------------------------------------------------------------------
+
+async def test_per_user_limit_refuses_before_anything_is_stored(make_queue, db_path: Path) -> None:
+    queue = make_queue(QueueLimits(max_per_user=2, max_total=10))
+    events = Events(queue)
+    first = await queue.submit(ALICE, params())
+    await queue.submit(ALICE, params())
+    with pytest.raises(QueueFull) as caught:
+        await queue.submit(ALICE, params())
+    assert "you already have 2 job(s) waiting or running (limit 2)" in str(caught.value)
+    assert isinstance(caught.value, EaselError)
+    assert [user for _, user, _ in rows(db_path)] == ["111", "111"]
+    assert len(events.all) == 2  # no event for the refused one
+    assert (await queue.submit(BOB, params())).owner == BOB  # others are not affected
+
+    await queue.cancel(first.id, ALICE)  # a freed slot can be used again
+    await queue.submit(ALICE, params())
+    assert len(rows(db_path)) == 4
+
+
+async def test_total_limit_refuses_before_anything_is_stored(make_queue, db_path: Path) -> None:
+    queue = make_queue(QueueLimits(max_per_user=5, max_total=3))
+    await queue.submit(ALICE, params())
+    await queue.submit(ALICE, params())
+    await queue.submit(BOB, params())
+    with pytest.raises(QueueFull, match=r"the queue is full \(3 jobs waiting\)"):
+        await queue.submit(CAROL, params())
+    assert len(rows(db_path)) == 3
+    assert await queue.history.recent(CAROL, 10) == []
+
+
+async def test_the_running_job_counts_towards_its_owners_limit(make_queue, config: GenerationConfig) -> None:
+    gated = RecordingEngine(DiffusionEngine(config), gated=True)
+    queue = make_queue(QueueLimits(max_per_user=1, max_total=10), engine=gated)
+    await queue.start()
+    await queue.submit(ALICE, params())
+    await wait_until(gated.entered.is_set)
+    with pytest.raises(QueueFull, match="limit 1"):
+        await queue.submit(ALICE, params())
+    await queue.submit(BOB, params())
+
+
+# ---- cancelling -----------------------------------------------------------------------------
+
+async def test_cancel_a_queued_job(make_queue, engine: RecordingEngine, history: History) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    mine = await queue.submit(ALICE, params(prompt="mine"))
+    other = await queue.submit(ALICE, params(prompt="other"))
+    kept = await queue.submit(ALICE, params(prompt="kept"))
+
+    with pytest.raises(CancelError, match=f"job #{mine.id} is not yours"):
+        await queue.cancel(mine.id, BOB)
+    assert (await history.get(mine.id)).status is JobStatus.QUEUED
+
+    cancelled = await queue.cancel(mine.id, ALICE)
+    assert cancelled.id == mine.id
+    assert (await history.get(mine.id)).status is JobStatus.CANCELLED
+    assert events.kinds(mine.id) == [EventKind.QUEUED, EventKind.CANCELLED]
+    assert events.of(mine.id)[-1].job.status is JobStatus.CANCELLED
+    assert queue.position(mine.id) is None and queue.position(other.id) == 1
+
+    await queue.cancel(other.id, BOB, admin=True)  # an admin may cancel anyone's
+    assert (await history.get(other.id)).status is JobStatus.CANCELLED
+
+    with pytest.raises(CancelError, match=f"job #{mine.id} has already finished \\(cancelled\\)"):
+        await queue.cancel(mine.id, ALICE)
+    with pytest.raises(CancelError, match="there is no job #9999"):
+        await queue.cancel(9999, ALICE)
+
+    await queue.start()
+    assert (await events.finished(kept.id)).kind is EventKind.DONE
+    assert engine.prompts == ["kept"]  # the cancelled ones never ran
+
+
+@pytest.mark.parametrize(("by", "admin"), [(ALICE, False), (BOB, True)], ids=["owner", "admin"])
+async def test_cancel_a_running_job(make_queue, history: History, store: ImageStore, by: Owner, admin: bool) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    await queue.start()
+    job = await queue.submit(ALICE, params(steps=500))
+    await events.wait_for(lambda e: e.job.id == job.id and e.kind is EventKind.PROGRESS)
+    with pytest.raises(CancelError, match="not yours"):
+        await queue.cancel(job.id, CAROL)
+    assert (await queue.cancel(job.id, by, admin=admin)).id == job.id
+
+    finished = await events.finished(job.id)
+    assert finished.kind is EventKind.CANCELLED
+    stored = await history.get(job.id)
+    assert stored.status is JobStatus.CANCELLED and stored.images == () and stored.finished_at is not None
+    steps = [e.step for e in events.of(job.id) if e.kind is EventKind.PROGRESS]
+    assert len(steps) < 100  # stopped at a step, did not run on to 500
+    assert not store.outputs.exists() or not any(store.outputs.rglob("*.png"))
+
+    # the queue goes on, and the next job is not interrupted by the old flag
+    after = await queue.submit(ALICE, params(steps=3))
+    assert (await events.finished(after.id)).kind is EventKind.DONE
+    assert [e.step for e in events.of(after.id) if e.kind is EventKind.PROGRESS] == [1, 2, 3]
+
+
+async def test_a_job_that_just_left_the_line_is_running_for_everyone(make_queue, history: History) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    job = await queue.submit(ALICE, params())
+    await queue.start()
+    await asyncio.sleep(0)  # the worker has taken the job and is writing `running` to the database
+    assert queue.position(job.id) == 0
+    assert queue.count_for(ALICE) == 1
+    with pytest.raises(CancelError, match="not yours"):
+        await queue.cancel(job.id, BOB)
+    await queue.cancel(job.id, ALICE)
+    assert (await events.finished(job.id)).kind is EventKind.CANCELLED
+    assert (await history.get(job.id)).status is JobStatus.CANCELLED
+
+
+# ---- restarts -------------------------------------------------------------------------------
+
+async def test_jobs_left_unfinished_run_after_a_restart(db_path: Path, store: ImageStore, engine: RecordingEngine) -> None:
+    async with await History.open(db_path) as before_crash:
+        waiting = await before_crash.add_job(ALICE, params(seed=1))
+        running = await before_crash.add_job(BOB, params(seed=2, count=2))
+        finished = await before_crash.add_job(ALICE, params(seed=3))
+        await before_crash.mark_running(running.id)
+        await before_crash.finish(finished.id, JobStatus.DONE)
+    # ... the process died here: no stop(), no finish() for the first two
+
+    async with await History.open(db_path) as history:
+        queue = JobQueue(history, store, engine, QueueLimits())
+        events = Events(queue)
+        try:
+            recovered = await queue.start()
+            assert [job.id for job in recovered] == [waiting.id, running.id]
+            requeued = [e for e in events.all if e.kind is EventKind.QUEUED]
+            assert [(e.job.id, e.recovered, e.job.status) for e in requeued] == [
+                (waiting.id, True, JobStatus.QUEUED), (running.id, True, JobStatus.QUEUED),
+            ]
+            for job in (waiting, running):
+                assert (await events.finished(job.id)).kind is EventKind.DONE
+        finally:
+            await queue.stop()
+        for job, seeds in ((waiting, [1]), (running, [2, 3])):
+            stored = await history.get(job.id)
+            assert stored.status is JobStatus.DONE and stored.started_at is not None
+            assert [image.seed for image in stored.images] == seeds
+            assert all(f"Seed: {image.seed}," in read_parameters(Path(image.path)) for image in stored.images)
+        assert await history.unfinished() == []
+
+
+async def test_stop_leaves_the_running_job_for_the_next_start(
+    db_path: Path, history: History, store: ImageStore, config: GenerationConfig
+) -> None:
+    first = JobQueue(history, store, RecordingEngine(DiffusionEngine(config)), QueueLimits())
+    events = Events(first)
+    await first.start()
+    job = await first.submit(ALICE, params(steps=60))
+    await events.wait_for(lambda e: e.job.id == job.id and e.kind is EventKind.PROGRESS)
+    await first.stop()
+    assert not any(e.finished for e in events.of(job.id))  # a shutdown is not a user's cancel
+    assert (await history.get(job.id)).status is JobStatus.RUNNING
+
+    second = JobQueue(history, store, RecordingEngine(DiffusionEngine(config)), QueueLimits())
+    events = Events(second)
+    try:
+        assert [j.id for j in await second.start()] == [job.id]
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    finally:
+        await second.stop()
+    assert [e.step for e in events.of(job.id) if e.kind is EventKind.PROGRESS] == list(range(1, 61))
+
+
+# ---- img2img and failures -------------------------------------------------------------------
+
+async def test_img2img_job_reads_its_stored_input(make_queue, store: ImageStore) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    digest = store.save_input(Image.new("RGB", (96, 80), (200, 120, 40)))
+    await queue.start()
+    job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, steps=4, strength=0.5, input_sha256=digest))
+    done = await events.finished(job.id)
+    assert done.kind is EventKind.DONE, done.error
+    assert {(e.step, e.total) for e in events.of(job.id) if e.kind is EventKind.PROGRESS} == {(1, 2), (2, 2)}
+    text = read_parameters(Path(done.job.images[0].path))
+    assert text.endswith(", Denoising strength: 0.5") and "Steps: 4," in text
+
+
+async def test_img2img_whose_input_is_gone_fails_with_a_readable_reason(make_queue, store: ImageStore, history: History) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    digest = store.save_input(Image.new("RGB", (64, 64), "white"))
+    store.input_path(digest).unlink()
+    await queue.start()
+    job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, strength=0.5, input_sha256=digest))
+    failed = await events.finished(job.id)
+    assert failed.kind is EventKind.FAILED
+    assert failed.error == f"the input image of this job ({digest[:12]}) is no longer on disk"
+    assert (await history.get(job.id)).error == failed.error
+
+
+async def test_a_model_that_cannot_load_fails_each_job_and_the_queue_lives_on(
+    make_queue, tmp_path: Path, history: History
+) -> None:
+    missing = str(tmp_path / "no-model-here")
+    queue = make_queue(engine=DiffusionEngine(GenerationConfig(model=missing)))
+    events = Events(queue)
+    await queue.start()
+    for _ in range(2):
+        job = await queue.submit(ALICE, params())
+        failed = await events.finished(job.id)
+        assert failed.kind is EventKind.FAILED and repr(missing) in failed.error
+        stored = await history.get(job.id)
+        assert stored.status is JobStatus.FAILED and stored.error == failed.error
+
+
+async def test_an_unexpected_error_is_logged_once_and_shown_plainly(
+    make_queue, history: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    await queue.start()
+    with caplog.at_level(logging.ERROR, logger="generation.queue"):
+        bad = await queue.submit(ALICE, params(scheduler="no-such-sampler"))  # the bot layer validates; the queue must survive
+        failed = await events.finished(bad.id)
+    assert failed.kind is EventKind.FAILED
+    assert failed.error == f"something went wrong with job #{bad.id}"
+    assert (await history.get(bad.id)).error == failed.error
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and f"job #{bad.id} failed" in logged[0].getMessage()
+
+    good = await queue.submit(ALICE, params())
+    assert (await events.finished(good.id)).kind is EventKind.DONE
+
+
+async def test_a_failing_listener_does_not_break_the_job(make_queue) -> None:
+    queue = make_queue()
+
+    def broken(event: JobEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    queue.subscribe(broken)
+    events = Events(queue)
+    unsubscribe_me: list[JobEvent] = []
+    unsubscribe = queue.subscribe(unsubscribe_me.append)
+    unsubscribe()
+    await queue.start()
+    job = await queue.submit(ALICE, params())
+    assert (await events.finished(job.id)).kind is EventKind.DONE
+    assert unsubscribe_me == []

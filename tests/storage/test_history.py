@@ -1,0 +1,204 @@
+"""History on a real SQLite file: persistence, round trips, look-ups and the on-disk format."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.history import SCHEMA_VERSION, History
+from storage.records import ImageRecord, JobKind, JobParams, JobStatus, Owner, RunInfo
+
+ALICE = Owner("discord", "111", chat_id="chan-1", name="alice")
+BOB = Owner("discord", "222", chat_id="chan-1", name="bob")
+ALICE_ON_TELEGRAM = Owner("telegram", "111", chat_id="99", name="alice")
+
+RUN = RunInfo(
+    model="stable-diffusion-v1-5/stable-diffusion-v1-5", model_hash="abcdef0123456789", memory_profile="balanced",
+    attention="sdpa", dtype="float16", device="cuda", diffusers_version="0.42.1", torch_version="2.13.0",
+)
+
+
+def params(**changes: object) -> JobParams:
+    base = JobParams(
+        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="blurry", seed=100, steps=30,
+        cfg=7.5, width=512, height=768, count=1, scheduler="dpmpp_2m",
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "history.sqlite3"  # a folder that does not exist yet
+
+
+@pytest.fixture
+async def history(db_path: Path):
+    async with await History.open(db_path) as history:
+        yield history
+
+
+def raw(db_path: Path, sql: str, *args: object) -> list[tuple]:
+    """Read with a second, independent connection: what another process would see."""
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute(sql, args).fetchall()
+
+
+async def test_add_job_is_on_disk_before_it_returns(history: History, db_path: Path) -> None:
+    job = await history.add_job(ALICE, params(seed=5, count=2))
+    rows = raw(db_path, "SELECT id, status, user_id, platform, seed, count, prompt FROM jobs")
+    assert rows == [(job.id, "queued", "111", "discord", 5, 2, "a lighthouse at dusk")]
+    assert job.status is JobStatus.QUEUED and job.owner == ALICE and job.params == params(seed=5, count=2)
+    assert job.created_at.tzinfo is not None
+
+
+async def test_ids_increase(history: History) -> None:
+    first = await history.add_job(ALICE, params())
+    second = await history.add_job(BOB, params())
+    assert second.id > first.id
+
+
+async def test_get_returns_what_add_job_returned(history: History) -> None:
+    job = await history.add_job(ALICE, params())
+    assert await history.get(job.id) == job
+    assert await history.get(job.id + 1000) is None
+
+
+async def test_img2img_params_and_parent_round_trip(history: History) -> None:
+    parent = await history.add_job(ALICE, params())
+    child_params = params(kind=JobKind.IMG2IMG, strength=0.6, input_sha256="ab" * 32, negative_prompt="")
+    child = await history.add_job(ALICE, child_params, parent_id=parent.id)
+    stored = await history.get(child.id)
+    assert stored.params == child_params
+    assert stored.parent_id == parent.id
+    assert (await history.get(parent.id)).parent_id is None
+
+
+async def test_running_then_done_with_run_info_and_images(history: History, tmp_path: Path) -> None:
+    job = await history.add_job(ALICE, params(seed=40, count=2))
+    await history.mark_running(job.id)
+    running = await history.get(job.id)
+    assert running.status is JobStatus.RUNNING
+    assert running.started_at is not None and running.finished_at is None and running.run is None
+
+    images = [
+        ImageRecord(job_id=job.id, index=1, seed=41, path=str(tmp_path / "b.png")),
+        ImageRecord(job_id=job.id, index=0, seed=40, path=str(tmp_path / "a.png")),
+    ]
+    await history.finish(job.id, JobStatus.DONE, run=RUN, images=images)
+    done = await history.get(job.id)
+    assert done.status is JobStatus.DONE
+    assert done.run == RUN
+    assert done.images == (images[1], images[0])  # in index order, whatever order they were given in
+    assert done.error is None
+    assert done.created_at <= done.started_at <= done.finished_at
+    assert done.params == job.params and done.owner == ALICE
+
+
+async def test_failed_job_keeps_its_error_and_has_no_run(history: History) -> None:
+    job = await history.add_job(ALICE, params())
+    await history.mark_running(job.id)
+    await history.finish(job.id, JobStatus.FAILED, error="could not load model 'x'")
+    failed = await history.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error == "could not load model 'x'"
+    assert failed.run is None and failed.images == ()
+
+
+async def test_unfinished_is_queued_and_running_oldest_first(history: History) -> None:
+    queued = await history.add_job(ALICE, params())
+    running = await history.add_job(BOB, params())
+    done = await history.add_job(ALICE, params())
+    failed = await history.add_job(BOB, params())
+    cancelled = await history.add_job(ALICE, params())
+    later = await history.add_job(BOB, params())
+    await history.mark_running(running.id)
+    await history.finish(done.id, JobStatus.DONE, run=RUN)
+    await history.finish(failed.id, JobStatus.FAILED, error="boom")
+    await history.finish(cancelled.id, JobStatus.CANCELLED)
+
+    unfinished = await history.unfinished()
+    assert [job.id for job in unfinished] == [queued.id, running.id, later.id]
+    assert [job.status for job in unfinished] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]
+
+
+async def test_mark_requeued_puts_running_jobs_back(history: History) -> None:
+    job = await history.add_job(ALICE, params())
+    await history.mark_running(job.id)
+    await history.mark_requeued([job.id])
+    again = await history.get(job.id)
+    assert again.status is JobStatus.QUEUED and again.started_at is None
+
+
+async def test_recent_is_this_persons_newest_first(history: History) -> None:
+    mine = [await history.add_job(ALICE, params(prompt=f"mine {i}")) for i in range(4)]
+    await history.add_job(BOB, params(prompt="bob's"))
+    await history.add_job(ALICE_ON_TELEGRAM, params(prompt="same user id, other platform"))
+
+    recent = await history.recent(ALICE, limit=3)
+    assert [job.id for job in recent] == [mine[3].id, mine[2].id, mine[1].id]
+    assert [job.params.prompt for job in await history.recent(ALICE_ON_TELEGRAM, 10)] == ["same user id, other platform"]
+    assert await history.recent(Owner("discord", "nobody"), 10) == []
+
+
+async def test_recent_carries_images(history: History) -> None:
+    job = await history.add_job(ALICE, params(count=2, seed=1))
+    images = [ImageRecord(job.id, k, 1 + k, f"/x/{k}.png") for k in range(2)]
+    await history.finish(job.id, JobStatus.DONE, run=RUN, images=images)
+    (latest,) = await history.recent(ALICE, 1)
+    assert latest.images == tuple(images)
+
+
+async def test_latest_with_seed_finds_the_image_inside_a_batch(history: History) -> None:
+    batch = await history.add_job(ALICE, params(seed=1000, count=4))  # seeds 1000..1003
+    assert await history.latest_with_seed(ALICE, 1000) == (batch, 0)
+    assert await history.latest_with_seed(ALICE, 1002) == (batch, 2)
+    assert await history.latest_with_seed(ALICE, 1003) == (batch, 3)
+    assert await history.latest_with_seed(ALICE, 1004) is None
+    assert await history.latest_with_seed(ALICE, 999) is None
+
+
+async def test_latest_with_seed_prefers_the_newest_and_only_the_owners(history: History) -> None:
+    await history.add_job(ALICE, params(seed=7, prompt="old"))
+    newer = await history.add_job(ALICE, params(seed=5, count=3, prompt="new"))  # 5, 6, 7
+    await history.add_job(BOB, params(seed=7, prompt="bob's"))
+
+    found, index = await history.latest_with_seed(ALICE, 7)
+    assert (found.id, found.params.prompt, index) == (newer.id, "new", 2)
+    found, index = await history.latest_with_seed(BOB, 7)
+    assert (found.params.prompt, index) == ("bob's", 0)
+    assert await history.latest_with_seed(ALICE_ON_TELEGRAM, 7) is None
+
+
+async def test_schema_version_and_wal_on_disk(history: History, db_path: Path) -> None:
+    await history.add_job(ALICE, params())
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert SCHEMA_VERSION >= 1
+
+
+async def test_reopening_the_file_keeps_everything(db_path: Path, tmp_path: Path) -> None:
+    async with await History.open(db_path) as history:
+        job = await history.add_job(ALICE, params(seed=3, count=2))
+        await history.mark_running(job.id)
+        images = [ImageRecord(job.id, k, 3 + k, str(tmp_path / f"{k}.png")) for k in range(2)]
+        await history.finish(job.id, JobStatus.DONE, run=RUN, images=images)
+        queued = await history.add_job(BOB, params())
+        before = await history.get(job.id)
+
+    async with await History.open(db_path) as history:
+        assert await history.get(job.id) == before
+        assert [j.id for j in await history.unfinished()] == [queued.id]
+        assert (await history.latest_with_seed(ALICE, 4))[1] == 1
+        newest = await history.add_job(ALICE, params())
+        assert newest.id > queued.id
+
+
+async def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    async with await History.open(db_path):
+        pass
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer easel"):
+        await History.open(db_path)

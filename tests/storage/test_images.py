@@ -1,0 +1,195 @@
+"""PNG files: A1111 infotext in outputs, content-addressed inputs, and plain words for bad uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.schedulers import SCHEDULERS
+from storage.errors import EaselError
+from storage.images import SAMPLER_NAMES, BadImageError, ImageStore, infotext, open_upload, read_parameters
+from storage.records import JobKind, JobParams, RunInfo
+
+
+def params(**changes: object) -> JobParams:
+    base = JobParams(
+        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk, oil painting", negative_prompt="", seed=42,
+        steps=30, cfg=7.0, width=512, height=512, count=1, scheduler="dpmpp_2m",
+    )
+    return base.replace(**changes)
+
+
+def run_info(model: str, model_hash: str | None = None) -> RunInfo:
+    return RunInfo(
+        model=model, model_hash=model_hash, memory_profile="speed", attention="sdpa", dtype="float16",
+        device="cuda", diffusers_version="0.42.1", torch_version="2.13.0",
+    )
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gradient(width: int = 48, height: int = 32, shift: int = 0) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    array = np.stack([np.tile(x, (height, 1)), np.full((height, width), 100 + shift, np.uint8),
+                      np.tile(x[::-1], (height, 1))], axis=-1)
+    return Image.fromarray(array, "RGB")
+
+
+# ---- infotext -------------------------------------------------------------------------------
+
+def test_infotext_without_negative_prompt_is_two_lines_in_a1111_order() -> None:
+    text = infotext(params(), 42, run_info("/models/sd15"))
+    assert text == (
+        "a lighthouse at dusk, oil painting\n"
+        "Steps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 42, Size: 512x512, Model: sd15"
+    )
+    assert "Negative prompt" not in text
+
+
+def test_infotext_with_negative_prompt_and_checkpoint_hash() -> None:
+    text = infotext(
+        params(negative_prompt="blurry, lowres", cfg=7.5, width=768, height=512, steps=350, scheduler="euler_a"),
+        1234567,
+        run_info("/home/me/models/v1-5-pruned-emaonly.safetensors", model_hash="6ce0161689b3853acaa03779ec93eafe"),
+    )
+    assert text.split("\n") == [
+        "a lighthouse at dusk, oil painting",
+        "Negative prompt: blurry, lowres",
+        "Steps: 350, Sampler: Euler a, CFG scale: 7.5, Seed: 1234567, Size: 768x512, "
+        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly",
+    ]
+
+
+def test_infotext_uses_the_seed_of_the_image_not_of_the_job() -> None:
+    assert "Seed: 43," in infotext(params(seed=42, count=2), 43, run_info("/m/x"))
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),  # hub id
+        ("/srv/models/dreamshaper_8/", "dreamshaper_8"),  # a diffusers folder: its name, not its path
+        ("./models/sd15", "sd15"),
+        ("~/models/anything-v3.ckpt", "anything-v3"),
+        ("/models/sd_xl_base_1.0.safetensors", "sd_xl_base_1.0"),
+    ],
+)
+def test_infotext_model_name(model: str, name: str) -> None:
+    assert infotext(params(), 42, run_info(model)).endswith(f", Model: {name}")
+
+
+def test_infotext_of_img2img_has_denoising_strength() -> None:
+    text = infotext(params(kind=JobKind.IMG2IMG, strength=0.55), 42, run_info("/m/sd15"))
+    assert text.endswith("Size: 512x512, Model: sd15, Denoising strength: 0.55")
+    assert "Denoising" not in infotext(params(strength=0.55), 42, run_info("/m/sd15"))
+
+
+def test_infotext_without_run_info_still_has_the_settings() -> None:
+    assert infotext(params(), 42, None).endswith("Seed: 42, Size: 512x512")
+
+
+def test_every_scheduler_has_an_a1111_sampler_name() -> None:
+    assert set(SCHEDULERS) <= set(SAMPLER_NAMES)
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+def test_save_output_writes_a_png_with_its_parameters_chunk(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "data")
+    image = gradient(64, 64)
+    text = infotext(params(seed=9), 9, run_info("/m/tiny"))
+    path = store.save_output(17, 1, image, text)
+
+    assert path.name == "17-1.png"
+    assert path.parent.parent == store.outputs and len(path.parent.name) == len("2025-01-31")
+    assert read_parameters(path) == text
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.size == (64, 64)
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(image))
+    assert [p.name for p in path.parent.iterdir()] == ["17-1.png"]  # no .tmp left behind
+
+
+def test_read_parameters_of_a_png_without_infotext_is_none(tmp_path: Path) -> None:
+    path = tmp_path / "plain.png"
+    gradient().save(path)
+    assert read_parameters(path) is None
+
+
+# ---- uploads --------------------------------------------------------------------------------
+
+def test_open_upload_decodes_to_rgb() -> None:
+    rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 128))
+    image = open_upload(png_bytes(rgba), max_bytes=1_000_000)
+    assert image.mode == "RGB" and image.size == (20, 10)
+
+
+def test_open_upload_reads_jpeg() -> None:
+    buffer = io.BytesIO()
+    gradient().save(buffer, format="JPEG")
+    assert open_upload(buffer.getvalue(), max_bytes=1_000_000).size == (48, 32)
+
+
+def test_open_upload_rejects_a_text_file_plainly() -> None:
+    with pytest.raises(BadImageError) as caught:
+        open_upload(b"hello, this is a shopping list\nmilk\neggs\n", max_bytes=1_000_000)
+    assert str(caught.value) == "the attached file is not an image (PNG, JPEG or WebP expected)"
+    assert isinstance(caught.value, EaselError)
+
+
+def test_open_upload_rejects_a_truncated_png() -> None:
+    data = png_bytes(gradient(256, 256))
+    with pytest.raises(BadImageError, match="not an image"):
+        open_upload(data[: len(data) // 2], max_bytes=1_000_000)
+
+
+def test_open_upload_rejects_an_oversize_file_before_decoding_it() -> None:
+    data = png_bytes(gradient()) + b"\0" * 2_500_000  # size is checked first, whatever the content
+    with pytest.raises(BadImageError) as caught:
+        open_upload(data, max_bytes=2_000_000)
+    assert str(caught.value) == f"the image is {len(data) / 1e6:.1f} MB; the limit is 2.0 MB"
+    assert "2.5 MB" in str(caught.value)
+
+
+def test_open_upload_accepts_exactly_the_limit() -> None:
+    data = png_bytes(gradient())
+    assert open_upload(data, max_bytes=len(data)).size == (48, 32)
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+def test_save_input_is_content_addressed(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    first = store.save_input(gradient())
+    again = store.save_input(gradient())
+    other = store.save_input(gradient(shift=1))
+
+    assert first == again != other
+    assert len(first) == 64 and all(c in "0123456789abcdef" for c in first)
+    assert sorted(p.name for p in store.inputs.iterdir()) == sorted({f"{first}.png", f"{other}.png"})
+    assert hashlib.sha256(store.input_path(first).read_bytes()).hexdigest() == first
+
+
+def test_load_input_gives_back_the_same_pixels(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    original = gradient()
+    digest = store.save_input(original)
+    loaded = ImageStore(tmp_path).load_input(digest)  # a fresh store, as after a restart
+    assert loaded.mode == "RGB"
+    assert np.array_equal(np.asarray(loaded), np.asarray(original))
+
+
+def test_load_input_that_is_gone_says_so(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    digest = store.save_input(gradient())
+    store.input_path(digest).unlink()
+    with pytest.raises(EaselError, match=f"input image of this job \\({digest[:12]}\\) is no longer on disk"):
+        store.load_input(digest)
