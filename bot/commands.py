@@ -227,6 +227,9 @@ def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
     return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
 
 
+_COMMAND_NAMES = ("imagine", "rerun", "history", "cancel", "queue", "help", "start")
+
+
 def parse(text: str, defaults: DefaultsConfig) -> Command:
     """Read one command line. Raises CommandError with a message meant for the person who typed it."""
     words = text.split()
@@ -234,7 +237,9 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         raise CommandError("type a command, e.g. /imagine a red lighthouse at dusk (/help lists them)")
     head, rest = words[0].lower(), words[1:]
     if not head.startswith("/"):
-        raise CommandError(f"commands start with /, e.g. /imagine {text.strip()} (/help lists them)")
+        # "imagine a cat" means /imagine a cat, not /imagine imagine a cat.
+        example = f"/{text.strip()}" if head.split("@", 1)[0] in _COMMAND_NAMES else f"/imagine {text.strip()}"
+        raise CommandError(f"commands start with /, e.g. {example} (/help lists them)")
     name = head[1:].split("@", 1)[0]  # Telegram appends @botname in groups
     if name == "imagine":
         free, values = _split_options(rest, loose_keys=True)
@@ -310,7 +315,12 @@ def check_params(params: JobParams, limits: LimitsConfig) -> None:
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise CommandError(f"{name} must be {low:g}–{high:g}, got {value:g}")
+        raise CommandError(f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    # :g would turn seed 4294967295 into "4.29497e+09"; whole numbers are shown whole.
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def help_text(limits: LimitsConfig) -> str:

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from generation.config import GenerationConfig
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
@@ -37,14 +37,20 @@ class DefaultsConfig(BaseModel):
     negative_prompt: str = ""
     strength: float = Field(0.75, gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _known_scheduler(self) -> DefaultsConfig:
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        for side in (self.width, self.height):
-            if side % 8:
-                raise ValueError(f"width and height must be multiples of 8, got {side}")
-        return self
+    # Field validators (not one model validator) so the error location names the exact key.
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"must be one of {', '.join(SCHEDULERS)}, got {value!r}")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
 
 
 class LimitsConfig(BaseModel):
@@ -117,6 +123,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
             raise ConfigError(f"config file {path} does not exist (copy config.example.toml to start)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text") from None
+        except OSError as exc:  # a folder, no permission…: say so instead of a traceback at start-up
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     for variable, section in ENV_TOKENS.items():
         if environ.get(variable):
             data.setdefault(section, {})

@@ -64,7 +64,7 @@ class ConsoleFrontend:
         unsubscribe = self.service.subscribe(PLATFORM, self._on_event)
         if self.interactive:
             self._bars = Progress(
-                TextColumn("[#{task.fields[job]}]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("[#{task.fields[job]}]", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=self.out, transient=True,
             )
             self._bars.start()
@@ -101,8 +101,6 @@ class ConsoleFrontend:
         line = line.strip()
         if not line or line.startswith("#"):
             return
-        if self.interactive:
-            self.say(f"> {line}")
         text, image_path = extract_image(line)
         attachments = []
         if image_path is not None:

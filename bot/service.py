@@ -103,7 +103,7 @@ class Service:
             raise CommandError("attach one image at most")
         params = JobParams(
             kind=JobKind.TXT2IMG, prompt=command.prompt, negative_prompt=defaults.negative_prompt,
-            seed=_seeds.randrange(0, commands.MAX_SEED - 64), steps=defaults.steps, cfg=defaults.cfg,
+            seed=_seeds.randrange(0, commands.MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps, cfg=defaults.cfg,
             width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
         )
         image = None
@@ -138,6 +138,9 @@ class Service:
                 raise CommandError("you have no jobs to rerun yet; start with /imagine")
             parent = latest[0]
             base = parent.params
+        if command.settings.strength is not None and base.kind is not JobKind.IMG2IMG:
+            # Applied to a text→image job it would be stored and silently ignored.
+            raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
         params = command.settings.apply(base)
         check_params(params, self.config.limits)
         if params.input_sha256 and not self.images.input_path(params.input_sha256).exists():
@@ -170,7 +173,8 @@ class Service:
             prompt = job.params.prompt if len(job.params.prompt) <= 60 else job.params.prompt[:59] + "…"
             parent = f" · rerun of #{job.parent_id}" if job.parent_id else ""
             lines.append(f"#{job.id} {job.status}: {prompt} — {describe(job.params)}{parent}")
-            lines += [f"    {image.path}" for image in job.images]
+            # Every image's own seed: "/rerun SEED" of one image inside a batch needs it.
+            lines += [f"    {image.path}  seed {image.seed}" for image in job.images]
         return "\n".join(lines)
 
     def queue_text(self) -> str:

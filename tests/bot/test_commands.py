@@ -1,0 +1,333 @@
+"""The command grammar: every form a person may type, and the exact text of every refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import (
+    MAX_SEED,
+    Cancel,
+    CommandError,
+    Help,
+    Imagine,
+    Rerun,
+    Settings,
+    ShowHistory,
+    ShowQueue,
+    check_params,
+    help_text,
+    parse,
+    size_for_aspect,
+)
+from bot.config import DefaultsConfig, LimitsConfig
+from storage.errors import EaselError
+from storage.records import JobKind, JobParams
+
+DEFAULTS = DefaultsConfig()
+LIMITS = LimitsConfig()
+
+
+def imagine(text: str) -> Imagine:
+    command = parse(text, DEFAULTS)
+    assert isinstance(command, Imagine)
+    return command
+
+
+def refusal(text: str, defaults: DefaultsConfig = DEFAULTS) -> str:
+    with pytest.raises(CommandError) as caught:
+        parse(text, defaults)
+    return str(caught.value)
+
+
+# ---- /imagine ------------------------------------------------------------------------------
+def test_imagine_prompt_alone_gives_nothing_but_the_prompt():
+    assert parse("/imagine a red lighthouse at dusk", DEFAULTS) == Imagine("a red lighthouse at dusk", Settings())
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ("--seed 42", Settings(seed=42)),
+        ("--steps 70", Settings(steps=70)),
+        ("--cfg 7.5", Settings(cfg=7.5)),
+        ("--size 768x512", Settings(width=768, height=512)),
+        ("--size 640X384", Settings(width=640, height=384)),
+        ("--ar 1:1", Settings(width=512, height=512)),
+        ("--ar 16:9", Settings(width=704, height=384)),
+        ("--n 3", Settings(count=3)),
+        ("--strength 0.4", Settings(strength=0.4)),
+        ("--scheduler euler_a", Settings(scheduler="euler_a")),
+        ("--scheduler DPM++-2M", Settings(scheduler="dpmpp_2m")),
+        ("--no blurry", Settings(negative_prompt="blurry")),
+        ("--seed 1_000", Settings(seed=1000)),
+    ],
+)
+def test_each_option_in_all_three_spellings(options, expected):
+    flag, value = options.split(" ", 1)
+    key = flag.removeprefix("--")
+    for text in (f"/imagine a cat {flag} {value}", f"/imagine a cat {flag}={value}", f"/imagine a cat {key}={value}"):
+        assert imagine(text) == Imagine("a cat", expected), text
+
+
+@pytest.mark.parametrize(
+    "alias, expected",
+    [
+        ("--negative ugly", Settings(negative_prompt="ugly")),
+        ("guidance=9", Settings(cfg=9.0)),
+        ("--aspect 2:1", Settings(width=704, height=384)),
+        ("--count 2", Settings(count=2)),
+        ("sampler=ddim", Settings(scheduler="ddim")),
+        ("--SEED 5", Settings(seed=5)),
+    ],
+)
+def test_aliases_and_case_of_option_names(alias, expected):
+    assert imagine(f"/imagine a cat {alias}") == Imagine("a cat", expected)
+
+
+def test_options_may_sit_anywhere_and_the_prompt_is_the_remaining_words():
+    command = imagine("/imagine --seed 42 a cat steps=70 on a mat --cfg=5")
+    assert command == Imagine("a cat on a mat", Settings(seed=42, steps=70, cfg=5.0))
+
+
+def test_negative_prompt_takes_words_up_to_the_next_option():
+    command = imagine("/imagine a castle --no blurry low quality text --seed 4 at night")
+    assert command.prompt == "a castle at night"
+    assert command.settings == Settings(negative_prompt="blurry low quality text", seed=4)
+    # Ending at a key=value option and at the end of the line too; quotes around it are dropped.
+    assert imagine("/imagine a castle no=blurry text steps=9").settings == Settings(negative_prompt="blurry text", steps=9)
+    assert imagine('/imagine a castle --no "washed out colours"').settings.negative_prompt == "washed out colours"
+
+
+def test_unknown_key_value_stays_in_an_imagine_prompt():
+    command = imagine("/imagine e=mc2 on a blackboard, style=chalk --seed 3")
+    assert command == Imagine("e=mc2 on a blackboard, style=chalk", Settings(seed=3))
+
+
+def test_botname_suffix_and_case_of_the_command_are_ignored():
+    assert parse("/imagine@easel_bot a fox", DEFAULTS) == Imagine("a fox", Settings())
+    assert parse("/IMAGINE a fox", DEFAULTS) == Imagine("a fox", Settings())
+    assert parse("/queue@easel_bot", DEFAULTS) == ShowQueue()
+
+
+def test_aspect_ratio_uses_the_configured_pixel_count():
+    small = DefaultsConfig(width=256, height=256)
+    command = parse("/imagine a cat --ar 2:1", small)
+    assert (command.settings.width, command.settings.height) == size_for_aspect(2, 1, 256 * 256) == (384, 192)
+
+
+# ---- /imagine refusals ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("/imagine a cat --sed 4",
+         "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler"),
+        ("/imagine a cat --seed 4 seed=5", "seed is given twice"),
+        ("/imagine a cat --n 2 --count 3", "n is given twice"),
+        ("/imagine a cat --steps", "--steps needs a value: denoising steps: a few dozen for drafts, hundreds for a final rerun"),
+        ("/imagine a cat --steps --seed 4",
+         "--steps needs a value: denoising steps: a few dozen for drafts, hundreds for a final rerun"),
+        ("/imagine a cat steps=", "--steps needs a value: denoising steps: a few dozen for drafts, hundreds for a final rerun"),
+        ("/imagine a cat --no --seed 3", "--no needs a value: negative prompt: what to keep out of the picture"),
+        ("/imagine a cat --steps many", "steps must be a whole number, got 'many'"),
+        ("/imagine a cat --seed 4.5", "seed must be a whole number, got '4.5'"),
+        ("/imagine a cat --n two", "n must be a whole number, got 'two'"),
+        ("/imagine a cat --cfg high", "cfg must be a number, got 'high'"),
+        ("/imagine a cat --cfg nan", "cfg must be a finite number, got 'nan'"),
+        ("/imagine a cat --strength inf", "strength must be a finite number, got 'inf'"),
+        ("/imagine a cat --size 512", "size must look like 768x512, got '512'"),
+        ("/imagine a cat --ar wide", "ar must look like 16:9, got 'wide'"),
+        ("/imagine a cat --ar 16:9 --size 512x512", "give either --ar or --size, not both"),
+        ("/imagine a cat --ar 1:5", "aspect ratio must be between 1:4 and 4:1, got 1:5"),
+        ("/imagine a cat --ar 0:1", "aspect ratio sides must be positive, got 0:1"),
+        ("/imagine", "the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk"),
+        ("/imagine --seed 4 --steps 9", "the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk"),
+    ],
+)
+def test_imagine_refusals_say_exactly_what_is_wrong(text, message):
+    assert refusal(text) == message
+
+
+def test_unknown_scheduler_lists_the_choices_and_marks_ancestral_ones():
+    message = refusal("/imagine a cat --scheduler karras")
+    assert message.startswith("unknown scheduler 'karras'; choose one of: dpmpp_2m, ")
+    assert "euler_a (ancestral)" in message
+
+
+def test_command_errors_are_safe_to_show():
+    assert issubclass(CommandError, EaselError)
+
+
+# ---- other commands ------------------------------------------------------------------------
+def test_rerun_forms():
+    assert parse("/rerun", DEFAULTS) == Rerun(None, None, Settings())
+    assert parse("/rerun 265", DEFAULTS) == Rerun(None, 265, Settings())
+    assert parse("/rerun #12", DEFAULTS) == Rerun(12, None, Settings())
+    assert parse("/rerun 265 steps=350 --cfg 8", DEFAULTS) == Rerun(None, 265, Settings(steps=350, cfg=8.0))
+    assert parse("/rerun steps=350", DEFAULTS) == Rerun(None, None, Settings(steps=350))
+    assert parse("/rerun #3 --no dark clouds n=2", DEFAULTS) == Rerun(3, None, Settings(negative_prompt="dark clouds", count=2))
+    assert parse("/rerun@easel_bot #3", DEFAULTS) == Rerun(3, None, Settings())
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("/rerun 265 stpes=350", "unknown setting 'stpes'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler"),
+        ("/rerun 1 2", "/rerun takes one seed or #job and key=value settings, got '1 2'"),
+        ("/rerun a cat", "/rerun takes one seed or #job and key=value settings, got 'a cat'"),
+        ("/rerun cat", "seed must be a whole number, got 'cat'"),
+        ("/rerun #x", "job number must be a whole number, got 'x'"),
+        ("/rerun #0", "job number must be 1 or more, got 0"),
+        ("/rerun 4 steps=9 steps=10", "steps is given twice"),
+    ],
+)
+def test_rerun_refusals(text, message):
+    assert refusal(text) == message
+
+
+def test_history_queue_cancel_and_help():
+    assert parse("/history", DEFAULTS) == ShowHistory(10)
+    assert parse("/history 3", DEFAULTS) == ShowHistory(3)
+    assert parse("/history 500", DEFAULTS) == ShowHistory(50)  # capped: a chat message has room for so much
+    assert parse("/cancel", DEFAULTS) == Cancel(None)
+    assert parse("/cancel #7", DEFAULTS) == Cancel(7)
+    assert parse("/cancel 7", DEFAULTS) == Cancel(7)
+    assert parse("/queue", DEFAULTS) == ShowQueue()
+    assert parse("/help", DEFAULTS) == Help()
+    assert parse("/start", DEFAULTS) == Help()  # what Telegram sends when someone opens the chat
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("/history 0", "history length must be 1 or more, got 0"),
+        ("/history lots", "history length must be a whole number, got 'lots'"),
+        ("/history 3 4", "/history does not take '4'"),
+        ("/cancel #", "job number must be a whole number, got ''"),
+        ("/cancel #-2", "job number must be 1 or more, got -2"),
+        ("/cancel #2 #3", "/cancel does not take '#3'"),
+        ("/queue now", "/queue does not take 'now'"),
+        ("/draw a cat", "unknown command /draw; commands are /imagine, /rerun, /history, /cancel, /queue, /help"),
+        ("a red lighthouse", "commands start with /, e.g. /imagine a red lighthouse (/help lists them)"),
+        ("imagine a cat", "commands start with /, e.g. /imagine a cat (/help lists them)"),
+        ("   ", "type a command, e.g. /imagine a red lighthouse at dusk (/help lists them)"),
+        ("", "type a command, e.g. /imagine a red lighthouse at dusk (/help lists them)"),
+    ],
+)
+def test_other_refusals(text, message):
+    assert refusal(text) == message
+
+
+def test_help_text_lists_every_option_and_the_configured_limits():
+    text = help_text(LimitsConfig(max_steps=120, max_count=2))
+    for option in ("--no", "--seed", "--steps", "--cfg", "--ar", "--size", "--n", "--strength", "--scheduler"):
+        assert f"  {option} " in text
+    assert "limits: steps 1–120, cfg 0–30, n 1–2, sides 64–2048 (multiples of 8), at most 2,359,296 pixels" in text
+
+
+# ---- size_for_aspect -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "ratio, area, size",
+    [
+        ((1, 1), 512 * 512, (512, 512)),
+        ((16, 9), 512 * 512, (704, 384)),
+        ((9, 16), 512 * 512, (384, 704)),
+        ((3, 2), 512 * 512, (640, 448)),
+        ((4, 1), 512 * 512, (1024, 256)),
+        ((1, 4), 64 * 64, (64, 128)),
+        ((4, 3), 1024 * 1024, (1152, 896)),
+    ],
+)
+def test_size_for_aspect(ratio, area, size):
+    width, height = size_for_aspect(*ratio, area)
+    assert (width, height) == size
+    assert width % 64 == 0 and height % 64 == 0
+
+
+def test_size_for_aspect_never_goes_below_64():
+    assert size_for_aspect(4, 1, 64 * 64) == (128, 64)
+    assert size_for_aspect(1, 1, 10) == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "ratio, message",
+    [
+        ((0, 5), "aspect ratio sides must be positive, got 0:5"),
+        ((9, 2), "aspect ratio must be between 1:4 and 4:1, got 9:2"),
+        ((1, 5), "aspect ratio must be between 1:4 and 4:1, got 1:5"),
+    ],
+)
+def test_size_for_aspect_refusals(ratio, message):
+    with pytest.raises(CommandError, match=f"^{message}$"):
+        size_for_aspect(*ratio, 512 * 512)
+
+
+# ---- check_params ----------------------------------------------------------------------------
+BASE = JobParams(
+    kind=JobKind.TXT2IMG, prompt="a cat", negative_prompt="", seed=42, steps=30, cfg=7.0,
+    width=512, height=512, count=1, scheduler="dpmpp_2m",
+)
+
+
+def limit_error(limits: LimitsConfig = LIMITS, **changes: object) -> str:
+    with pytest.raises(CommandError) as caught:
+        check_params(BASE.replace(**changes), limits)
+    return str(caught.value)
+
+
+def test_params_within_limits_pass():
+    check_params(BASE, LIMITS)
+    edge = BASE.replace(steps=500, cfg=30.0, count=4, seed=MAX_SEED - 3, width=1536, height=1536,
+                        kind=JobKind.IMG2IMG, strength=1.0, prompt="x" * 1000, negative_prompt="y" * 1000)
+    check_params(edge, LIMITS)
+    check_params(BASE.replace(width=2048, height=64, cfg=0.0, seed=0, steps=1), LIMITS)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(steps=100000), "steps must be 1–500, got 100000"),
+        (dict(steps=10_000_000), "steps must be 1–500, got 10000000"),
+        (dict(steps=0), "steps must be 1–500, got 0"),
+        (dict(cfg=31.5), "cfg must be 0–30, got 31.5"),
+        (dict(cfg=-1.0), "cfg must be 0–30, got -1"),
+        (dict(count=5), "n must be 1–4, got 5"),
+        (dict(count=0), "n must be 1–4, got 0"),
+        (dict(seed=-1), f"seed must be 0–{MAX_SEED}, got -1"),
+        (dict(seed=MAX_SEED + 1), f"seed must be 0–{MAX_SEED}, got {MAX_SEED + 1}"),
+        # seeds s … s+n-1 must all fit, so the top of the range shrinks with the count.
+        (dict(seed=MAX_SEED, count=2), f"seed must be 0–{MAX_SEED - 1}, got {MAX_SEED}"),
+        (dict(seed=MAX_SEED - 2, count=4), f"seed must be 0–{MAX_SEED - 3}, got {MAX_SEED - 2}"),
+        (dict(kind=JobKind.IMG2IMG, strength=0.0), "strength must be above 0 and at most 1, got 0"),
+        (dict(kind=JobKind.IMG2IMG, strength=1.5), "strength must be above 0 and at most 1, got 1.5"),
+        (dict(width=99999, height=3), "width must be a multiple of 8 from 64 to 2048, got 99999"),
+        (dict(height=3), "height must be a multiple of 8 from 64 to 2048, got 3"),
+        (dict(width=516), "width must be a multiple of 8 from 64 to 2048, got 516"),
+        (dict(width=56), "width must be a multiple of 8 from 64 to 2048, got 56"),
+        (dict(width=2048, height=2048), "2048x2048 is 4,194,304 pixels; the limit is 2,359,296 (e.g. 1536 square)"),
+        (dict(prompt="x" * 1001), "the prompt is 1001 characters; the limit is 1000"),
+        (dict(negative_prompt="y" * 1200), "the negative prompt is 1200 characters; the limit is 1000"),
+        (dict(scheduler="karras"), "unknown scheduler 'karras'; choose one of: dpmpp_2m, dpmpp_2m_karras, euler, "
+                                   "ddim, pndm, unipc, heun, euler_a (ancestral)"),
+    ],
+)
+def test_limit_refusals_name_the_range(changes, message):
+    assert limit_error(**changes) == message
+
+
+def test_limits_come_from_the_config():
+    tight = LimitsConfig(max_steps=50, max_cfg=12.5, max_count=2, max_side=1024, max_pixels=512 * 768,
+                         max_prompt_chars=10)
+    assert limit_error(tight, steps=51) == "steps must be 1–50, got 51"
+    assert limit_error(tight, cfg=13.0) == "cfg must be 0–12.5, got 13"
+    assert limit_error(tight, count=3) == "n must be 1–2, got 3"
+    assert limit_error(tight, width=1032) == "width must be a multiple of 8 from 64 to 1024, got 1032"
+    assert limit_error(tight, width=1024, height=512) == "1024x512 is 524,288 pixels; the limit is 393,216 (e.g. 624 square)"
+    assert limit_error(tight, prompt="a cat on a mat") == "the prompt is 14 characters; the limit is 10"
+
+
+def test_parsed_settings_applied_to_params_go_through_check_params():
+    command = imagine("/imagine a cat --steps 100000")
+    params = command.settings.apply(BASE)
+    assert (params.steps, params.prompt, params.seed) == (100000, "a cat", 42)
+    with pytest.raises(CommandError, match="^steps must be 1–500, got 100000$"):
+        check_params(params, LIMITS)

@@ -1,0 +1,228 @@
+"""Config: one typed object from TOML; every mistake named by its key; tokens kept out of sight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from bot.config import Config, ConfigError, DefaultsConfig, LimitsConfig, load_config
+from generation.config import DEFAULT_MODEL
+from storage.errors import EaselError
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "MTIzNDU2Nzg5.secret-token-value.abcdef"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path | None, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={} if environ is None else environ)
+    return str(caught.value)
+
+
+def test_no_file_means_all_defaults():
+    config = load_config(None, environ={})
+    assert config == Config()
+    assert config.defaults.steps == 30 and config.defaults.cfg == 7.0
+    assert (config.defaults.width, config.defaults.height) == (512, 512)
+    assert config.defaults.scheduler == "dpmpp_2m" and config.defaults.strength == 0.75
+    assert config.limits.max_steps == 500 and config.limits.max_pixels == 1536 * 1536
+    assert config.queue.max_per_user == 5 and config.queue.max_total == 50
+    assert config.generation.model == DEFAULT_MODEL
+    assert config.access.admins == ()
+    assert config.discord.token is None and config.telegram.token is None
+    assert config.database == Path("data") / "easel.db"
+
+
+def test_the_example_file_loads_and_matches_the_defaults():
+    example = REPO / "config.example.toml"
+    assert load_config(example, environ={}) == Config()
+
+
+def test_a_file_overrides_what_it_names_and_keeps_the_rest(tmp_path):
+    path = write(tmp_path, """
+[storage]
+data_dir = "/srv/easel"
+
+[generation]
+model = "/models/dreamshaper.safetensors"
+memory = "low"
+
+[defaults]
+steps = 25
+scheduler = "euler_a"
+
+[limits]
+max_steps = 150
+
+[access]
+admins = ["discord:1234", "telegram:5678"]
+""")
+    config = load_config(path, environ={})
+    assert config.storage.data_dir == Path("/srv/easel")
+    assert config.database == Path("/srv/easel/easel.db")
+    assert config.generation.model == "/models/dreamshaper.safetensors" and config.generation.memory == "low"
+    assert config.defaults.steps == 25 and config.defaults.scheduler == "euler_a"
+    assert config.defaults.cfg == 7.0  # untouched key keeps its default
+    assert config.limits.max_steps == 150 and config.limits.max_count == 4
+    assert config.access.admins == ("discord:1234", "telegram:5678")
+    assert config.queue == Config().queue
+
+
+def test_config_is_frozen():
+    config = Config()
+    with pytest.raises(ValidationError):
+        config.defaults.steps = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("[defaults]\nstpes = 30\n", "[defaults] stpes: unknown key"),
+        ("[limits]\nmax_step = 30\n", "[limits] max_step: unknown key"),
+        ("[generation]\nmodle = 'x'\n", "[generation] modle: unknown key"),
+        ("[defualts]\nsteps = 30\n", "defualts: unknown key"),
+        ("steps = 30\n", "steps: unknown key"),
+    ],
+)
+def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
+    path = write(tmp_path, text)
+    message = config_error(path)
+    assert message.startswith(f"{path}: ")
+    assert named in message
+    assert "config.example.toml" in message
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ('[defaults]\nsteps = "many"\n', "[defaults] steps: Input should be a valid integer"),
+        ("[defaults]\nsteps = 0\n", "[defaults] steps: Input should be greater than or equal to 1"),
+        ("[defaults]\nstrength = 1.5\n", "[defaults] strength: Input should be less than or equal to 1"),
+        ("[defaults]\nwidth = 500\n", "[defaults] width: must be a multiple of 8, got 500"),
+        ("[defaults]\nheight = 516\n", "[defaults] height: must be a multiple of 8, got 516"),
+        ('[defaults]\nscheduler = "karras"\n', "[defaults] scheduler: must be one of dpmpp_2m, "),
+        ("[limits]\nmax_count = 0\n", "[limits] max_count: Input should be greater than or equal to 1"),
+        ("[queue]\nmax_per_user = -1\n", "[queue] max_per_user: Input should be greater than or equal to 1"),
+        ('[generation]\nmemory = "huge"\n', "[generation] memory: Input should be 'auto', 'speed', 'balanced'"),
+        ('[generation]\ndevice = "tpu"\n', "[generation] device: "),
+        ('[access]\nadmins = "discord:1"\n', "[access] admins: "),
+        ('defaults = 3\n', "defaults: "),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, named):
+    message = config_error(write(tmp_path, text))
+    assert named in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    message = config_error(write(tmp_path, "[defaults]\nsteps = 0\nstpes = 3\n[limits]\nmax_cfg = -2\n"))
+    assert "[defaults] steps:" in message
+    assert "[defaults] stpes: unknown key" in message
+    assert "[limits] max_cfg:" in message
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, "[defaults\nsteps = 30\n")
+    message = config_error(path)
+    assert message.startswith(f"{path} is not valid TOML: ")
+    assert "line 1" in message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.toml"
+    assert config_error(path) == f"config file {path} does not exist (copy config.example.toml to start)"
+
+
+def test_unreadable_files_are_config_errors_not_tracebacks(tmp_path):
+    assert config_error(tmp_path).startswith(f"cannot read config file {tmp_path}: ")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00[defaults]")
+    assert config_error(binary) == f"{binary} is not valid TOML: it is not UTF-8 text"
+
+
+def test_config_errors_are_safe_to_show():
+    assert issubclass(ConfigError, EaselError)
+
+
+# ---- tokens ------------------------------------------------------------------------------------
+def test_tokens_come_from_the_file(tmp_path):
+    config = load_config(write(tmp_path, f'[discord]\ntoken = "{TOKEN}"\n'), environ={})
+    assert isinstance(config.discord.token, SecretStr)
+    assert config.discord.token.get_secret_value() == TOKEN
+    assert config.telegram.token is None
+
+
+def test_environment_tokens_win_over_the_file(tmp_path):
+    path = write(tmp_path, '[discord]\ntoken = "from-file"\n[telegram]\ntoken = "tg-from-file"\n')
+    environ = {"EASEL_DISCORD_TOKEN": "from-env", "EASEL_TELEGRAM_TOKEN": "tg-from-env"}
+    config = load_config(path, environ=environ)
+    assert config.discord.token.get_secret_value() == "from-env"
+    assert config.telegram.token.get_secret_value() == "tg-from-env"
+
+
+def test_environment_tokens_need_no_file_and_no_section():
+    config = load_config(None, environ={"EASEL_TELEGRAM_TOKEN": TOKEN})
+    assert config.telegram.token.get_secret_value() == TOKEN
+    assert config.discord.token is None
+    assert config.defaults == DefaultsConfig()
+
+
+def test_an_empty_environment_variable_does_not_override(tmp_path):
+    config = load_config(write(tmp_path, '[discord]\ntoken = "from-file"\n'), environ={"EASEL_DISCORD_TOKEN": ""})
+    assert config.discord.token.get_secret_value() == "from-file"
+
+
+def test_unrelated_environment_is_ignored(tmp_path):
+    config = load_config(None, environ={"EASEL_STEPS": "9", "DISCORD_TOKEN": TOKEN})
+    assert config == Config()
+
+
+def test_tokens_never_show_in_repr_or_str(tmp_path):
+    path = write(tmp_path, f'[discord]\ntoken = "{TOKEN}"\n')
+    config = load_config(path, environ={"EASEL_TELEGRAM_TOKEN": TOKEN + "-tg"})
+    for text in (repr(config), str(config), repr(config.discord), str(config.telegram), str(config.model_dump())):
+        assert TOKEN not in text
+        assert "secret-token-value" not in text
+    assert "**********" in repr(config)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[discord]\ntoken = 918273645546372819\n",                  # a number where a string belongs
+        f'[discord]\ntoken = ["{TOKEN}"]\n',                      # a list holding the token
+        f'[discord]\ntoken = {{ value = "{TOKEN}" }}\n',           # a table holding the token
+        f'[discord]\ntokne = "{TOKEN}"\n',                        # a misspelt key holding the token
+        f'[telegram]\ntoken = "{TOKEN}"\nextra = "{TOKEN}"\n',
+        f'discord = "{TOKEN}"\n',                                 # the token where a section belongs
+    ],
+)
+def test_rejected_token_values_never_appear_in_the_error(tmp_path, text):
+    message = config_error(write(tmp_path, text))
+    assert "discord" in message or "telegram" in message
+    assert TOKEN not in message
+    assert "secret-token-value" not in message
+    assert "918273645546372819" not in message
+
+
+def test_env_token_with_a_broken_section_is_not_echoed(tmp_path):
+    # The file has `discord = "…"` (not a table): the env token cannot be placed, and neither value is shown.
+    path = write(tmp_path, f'discord = "{TOKEN}"\n')
+    message = config_error(path, environ={"EASEL_DISCORD_TOKEN": "env-" + TOKEN})
+    assert message.startswith(f"{path}: discord: ")
+    assert TOKEN not in message
+
+
+def test_limits_defaults_are_consistent():
+    limits = LimitsConfig()
+    defaults = DefaultsConfig()
+    assert defaults.steps <= limits.max_steps
+    assert defaults.width * defaults.height <= limits.max_pixels

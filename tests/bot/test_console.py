@@ -1,0 +1,187 @@
+"""The terminal frontend end to end: the real `easel console` process, piped like a script would."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.console import extract_image, progress_bar
+
+DONE = re.compile(r"^#(\d+) done: (\S+)", re.MULTILINE)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, tiny_model: Path) -> Path:
+    (tmp_path / "config.toml").write_text(f'[generation]\nmodel = "{tiny_model}"\n', encoding="utf-8")
+    return tmp_path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def console(workdir: Path, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console"], input=script, cwd=workdir, env=_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def parameters(path: Path) -> str:
+    with Image.open(path) as image:
+        return image.info["parameters"]
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_rerun_by_seed_redraws_identical_pixels_and_records_parent(workdir: Path) -> None:
+    result = console(workdir, "/imagine a red lighthouse --seed 42 --steps 4\n/rerun 42\n/rerun 42 steps=8\n")
+    assert result.returncode == 0, result.stderr
+    done = {int(job): workdir / path for job, path in DONE.findall(result.stdout)}
+    assert sorted(done) == [1, 2, 3], result.stdout
+    assert "queued #1 (position 1)" in result.stdout
+    assert np.array_equal(pixels(done[1]), pixels(done[2]))
+    assert not np.array_equal(pixels(done[1]), pixels(done[3]))
+    for job in (1, 2, 3):
+        assert "Seed: 42" in parameters(done[job])
+        assert parameters(done[job]).startswith("a red lighthouse\nSteps: ")
+    assert "Steps: 8," in parameters(done[3])
+    assert "Size: 512x512" in parameters(done[1])
+    with sqlite3.connect(workdir / "data" / "easel.db") as db:
+        rows = dict(db.execute("SELECT id, parent_id FROM jobs").fetchall())
+        seed, steps = db.execute("SELECT seed, steps FROM jobs WHERE id=3").fetchone()
+    assert rows == {1: None, 2: 1, 3: 2}  # each rerun names the latest earlier seed-42 job
+    assert (seed, steps) == (42, 8)
+
+
+def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path) -> None:
+    (workdir / "notes.txt").write_text("not a picture", encoding="utf-8")
+    script = "\n".join([
+        "/imagine a cat --steps 100000",
+        "/imagine a cat --size 99999x3",
+        "/imagine a cat --frobnicate 3",
+        "/imagine",
+        "/imagine a cat --image notes.txt",
+        "/imagine a cat --image missing.png",
+        "/imagine a cat --seed 7 --steps 2 --size 64x64",
+    ]) + "\n"
+    result = console(workdir, script)
+    assert result.returncode == 0, result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: steps must be 1–500, got 100000",
+        "error: width must be a multiple of 8 from 64 to 2048, got 99999",
+        "error: unknown option --frobnicate; options are --no, --seed, --steps, --cfg, --ar, --size, --n, "
+        "--strength, --scheduler",
+        "error: the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk",
+        "error: the attached file is not an image (PNG, JPEG or WebP expected)",
+        "error: cannot read --image missing.png: No such file or directory",
+    ]
+    assert "queued #1 (position 1)" in result.stdout  # the failed lines never became jobs
+    assert DONE.findall(result.stdout) == [("1", DONE.findall(result.stdout)[0][1])]
+    assert result.stderr == ""
+
+
+def test_image_to_image_from_a_file(workdir: Path) -> None:
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(workdir / "red.png")
+    result = console(workdir, "/imagine a red barn --image red.png --seed 3 --steps 4 strength=0.5\n")
+    assert result.returncode == 0, result.stderr
+    [(_, path)] = DONE.findall(result.stdout)
+    text = parameters(workdir / path)
+    assert "Denoising strength: 0.5" in text and "Seed: 3" in text
+    assert "2/2" in result.stdout  # img2img runs int(4 × 0.5) steps
+    with sqlite3.connect(workdir / "data" / "easel.db") as db:
+        kind, sha = db.execute("SELECT kind, input_sha256 FROM jobs").fetchone()
+    assert kind == "img2img" and (workdir / "data" / "inputs" / f"{sha}.png").exists()
+
+
+def test_sigkill_mid_job_loses_nothing(workdir: Path) -> None:
+    long_job = "--steps 150 --size 64x64"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=workdir, env=_env(), text=True,
+    )
+    try:
+        process.stdin.write(f"/imagine first {long_job} --seed 1\n/imagine second {long_job} --seed 2\n")
+        process.stdin.flush()
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            seen.append(line)
+            if line.startswith("[#1]"):  # job 1 is generating, job 2 waits
+                break
+        assert any(line.startswith("[#1]") for line in seen), seen
+        assert "queued #2 (position 1)\n" in seen
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with sqlite3.connect(workdir / "data" / "easel.db") as db:
+        assert dict(db.execute("SELECT id, status FROM jobs")) == {1: "running", 2: "queued"}
+
+    result = console(workdir, "", timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "#1 was unfinished at the last shutdown" in result.stdout
+    assert "#2 was unfinished at the last shutdown" in result.stdout
+    done = dict(DONE.findall(result.stdout))
+    assert sorted(done) == ["1", "2"], result.stdout
+    assert "Seed: 1" in parameters(workdir / done["1"]) and "Seed: 2" in parameters(workdir / done["2"])
+    with sqlite3.connect(workdir / "data" / "easel.db") as db:
+        assert dict(db.execute("SELECT id, status FROM jobs")) == {1: "done", 2: "done"}
+
+
+def test_extract_image_takes_the_path_out_of_the_line() -> None:
+    assert extract_image("/imagine a cat --image cat.png --steps 5") == ("/imagine a cat  --steps 5", Path("cat.png"))
+    assert extract_image('/imagine a cat image="my cat.png"') == ("/imagine a cat", Path("my cat.png"))
+    assert extract_image("/imagine an image of a cat") == ("/imagine an image of a cat", None)
+
+
+def test_progress_bar_cells() -> None:
+    assert progress_bar(0, 30) == "░" * 10
+    assert progress_bar(24, 30) == "████████░░"
+    assert progress_bar(30, 30) == "█" * 10
+
+
+async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_model: Path) -> None:
+    from bot.config import Config
+    from bot.console import ConsoleFrontend
+    from bot.service import Service
+    from generation.config import GenerationConfig
+    from generation.diffusion import DiffusionEngine
+    from generation.queue import JobQueue, QueueLimits
+    from storage.history import History
+    from storage.images import ImageStore
+
+    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(model=str(tiny_model)))
+    out = io.StringIO()
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        async with JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits()) as queue:
+            frontend = ConsoleFrontend(
+                Service(config, history, images, queue),
+                stdin=io.StringIO("/imagine a boat --seed 5 --steps 3 --size 64x64\n/queue\n"),
+                stdout=out, interactive=True,
+            )
+            await frontend.run()
+        [job] = await history.recent(frontend.owner, 5)
+    assert job.status == "done" and Path(job.images[0].path).exists()
+    text = out.getvalue()
+    assert "queued #1 (position 1)" in text and "#1 done:" in text
+    assert "[#1]" in text  # the live bar names its job
+    assert "running: #1" in text or "the queue is empty" in text or "1. #1" in text

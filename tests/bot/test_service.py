@@ -1,0 +1,497 @@
+"""The service end to end: real History (SQLite in tmp_path), real ImageStore, real JobQueue and the
+real DiffusionEngine on the tiny random-weight model. Tests that need jobs to wait never start the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.commands import MAX_SEED, help_text
+from bot.config import AccessConfig, Config, DefaultsConfig, LimitsConfig, QueueConfig, StorageConfig
+from bot.service import Attachment, Reply, Service
+from generation.config import GenerationConfig
+from generation.diffusion import DiffusionEngine
+from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
+from storage.history import History
+from storage.images import ImageStore, read_parameters
+from storage.records import JobKind, JobParams, JobStatus, Owner
+
+ALICE = Owner("discord", "111", chat_id="c1", name="alice")
+BOB = Owner("discord", "222", chat_id="c1", name="bob")
+CAROL = Owner("telegram", "333", name="carol")
+CONSOLE = Owner("console", "local")
+
+# Distinct from the built-in defaults, so a test can tell "the config's default" from "hard-coded".
+DEFAULTS = DefaultsConfig(steps=3, cfg=5.5, width=128, height=128, scheduler="euler",
+                          negative_prompt="blurry", strength=0.6)
+FAST = "--size 64x64 --steps 2"
+
+
+class Rig:
+    """One service over its own data folder, with every job event recorded."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.queue = service.queue
+        self.history = service.history
+        self.events: list[JobEvent] = []
+        self.queue.subscribe(self.events.append)
+
+    async def say(self, owner: Owner, text: str, *attachments: Attachment) -> Reply:
+        return await self.service.handle(owner, text, attachments)
+
+    async def ok(self, owner: Owner, text: str, *attachments: Attachment) -> Reply:
+        reply = await self.say(owner, text, *attachments)
+        assert not reply.error, reply.text
+        assert reply.job is not None
+        return reply
+
+    async def refused(self, owner: Owner, text: str, *attachments: Attachment) -> str:
+        jobs_before = await self.all_jobs()
+        reply = await self.say(owner, text, *attachments)
+        assert reply.error, reply.text
+        assert reply.job is None
+        assert await self.all_jobs() == jobs_before, "a refused command must not persist a job"
+        return reply.text
+
+    async def all_jobs(self) -> list[int]:
+        ids = []
+        for owner in (ALICE, BOB, CAROL, CONSOLE):
+            ids += [job.id for job in await self.history.recent(owner, 1000)]
+        return sorted(ids)
+
+    async def event(self, job_id: int, *kinds: EventKind, timeout: float = 60) -> JobEvent:
+        async def first() -> JobEvent:
+            while True:
+                for event in self.events:
+                    if event.job.id == job_id and event.kind in kinds:
+                        return event
+                await asyncio.sleep(0.01)
+        return await asyncio.wait_for(first(), timeout)
+
+    async def finished(self, job_id: int) -> JobEvent:
+        return await self.event(job_id, EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path, tiny_model: Path):
+    made: list[Rig] = []
+
+    async def make(**sections: object) -> Rig:
+        settings = dict(
+            storage=StorageConfig(data_dir=tmp_path / f"data{len(made)}"),
+            generation=GenerationConfig(model=str(tiny_model), preview_every=0),
+            defaults=DEFAULTS,
+            queue=QueueConfig(max_per_user=10, max_total=50),
+        )
+        settings.update(sections)
+        config = Config(**settings)
+        history = await History.open(config.database)
+        images = ImageStore(config.storage.data_dir)
+        queue = JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits(**config.queue.model_dump()))
+        rig = Rig(Service(config, history, images, queue))
+        made.append(rig)
+        return rig
+
+    yield make
+    for rig in made:
+        await rig.queue.stop()
+        await rig.history.close()
+
+
+@pytest.fixture
+async def rig(make_rig) -> Rig:
+    return await make_rig()
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pixels(path: str | Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# ---- /imagine, run for real --------------------------------------------------------------------
+async def test_imagine_queues_a_job_that_finishes_with_images_remembering_their_seeds(rig):
+    await rig.queue.start()
+    reply = await rig.ok(ALICE, f"/imagine a lighthouse at dusk --seed 1234 --n 2 {FAST}")
+    assert reply.text == "queued #1 (position 1)"
+    assert reply.job.id == 1 and reply.job.owner == ALICE
+    assert reply.job.params.seed == 1234 and reply.job.params.count == 2
+
+    done = await rig.finished(1)
+    assert done.kind is EventKind.DONE, done.error
+    job = await rig.history.get(1)
+    assert job.status is JobStatus.DONE and job.run is not None
+    assert job.run.model == rig.service.config.generation.model
+    assert [(image.index, image.seed) for image in job.images] == [(0, 1234), (1, 1235)]
+    for image in job.images:
+        assert Path(image.path).is_file()
+        assert pixels(image.path).shape == (64, 64, 3)
+        text = read_parameters(Path(image.path))
+        assert text.startswith("a lighthouse at dusk\nNegative prompt: blurry\n")
+        assert f"Seed: {image.seed}," in text
+        assert "Steps: 2, Sampler: Euler, CFG scale: 5.5" in text and "Size: 64x64" in text
+
+    history = (await rig.say(ALICE, "/history")).text
+    lines = history.splitlines()
+    assert lines[0] == "#1 done: a lighthouse at dusk — seed 1234 · 2 steps · cfg 5.5 · 64x64"
+    assert lines[1:] == [f"    {image.path}  seed {image.seed}" for image in job.images]
+
+
+async def test_rerun_with_no_argument_redraws_your_last_job_pixel_for_pixel(rig):
+    await rig.queue.start()
+    await rig.ok(ALICE, f"/imagine a red barn --seed 77 {FAST}")
+    await rig.ok(BOB, f"/imagine not alice's --seed 5 {FAST}")  # someone else's later job is not "your last"
+    assert (await rig.finished(1)).kind is EventKind.DONE
+
+    reply = await rig.ok(ALICE, "/rerun")
+    assert reply.text.endswith(", rerun of #1")
+    assert reply.job.parent_id == 1
+    assert (await rig.finished(reply.job.id)).kind is EventKind.DONE
+    first, again = await rig.history.get(1), await rig.history.get(reply.job.id)
+    assert again.params == first.params
+    assert again.parent_id == 1 and again.owner == ALICE
+    assert np.array_equal(pixels(first.images[0].path), pixels(again.images[0].path))
+    assert first.images[0].path != again.images[0].path
+
+    history = (await rig.say(ALICE, "/history 1")).text
+    assert history.splitlines()[0] == f"#{again.id} done: a red barn — seed 77 · 2 steps · cfg 5.5 · 64x64 · rerun of #1"
+    assert len(history.splitlines()) == 2  # the one job and its one image
+
+
+async def test_img2img_from_an_attachment(rig):
+    upload = png(256, 128, seed=3)
+    await rig.queue.start()
+    reply = await rig.ok(ALICE, "/imagine a red barn --seed 5 --steps 4", Attachment("barn.png", upload))
+    params = reply.job.params
+    assert params.kind is JobKind.IMG2IMG
+    assert params.strength == DEFAULTS.strength
+    # 2:1 at the default 128x128 pixel count, in multiples of 64.
+    assert (params.width, params.height) == (192, 64)
+    stored = rig.service.images.input_path(params.input_sha256)
+    assert stored == rig.service.config.storage.data_dir / "inputs" / f"{params.input_sha256}.png"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == params.input_sha256
+    assert np.array_equal(pixels(stored), pixels(io.BytesIO(upload)))
+
+    done = await rig.finished(reply.job.id)
+    assert done.kind is EventKind.DONE, done.error
+    job = await rig.history.get(reply.job.id)
+    assert job.params == params
+    assert pixels(job.images[0].path).shape == (64, 192, 3)
+    text = read_parameters(Path(job.images[0].path))
+    assert "Denoising strength: 0.6" in text and "Size: 192x64" in text
+    # img2img runs int(steps × strength) steps.
+    assert {event.total for event in rig.events if event.kind is EventKind.PROGRESS} == {2}
+    assert "strength 0.6" in (await rig.say(ALICE, "/history")).text
+
+
+async def test_cancel_a_running_job(rig):
+    await rig.queue.start()
+    await rig.ok(ALICE, "/imagine a slow one --size 64x64 --steps 500")
+    await rig.event(1, EventKind.STARTED)
+    assert rig.service.queue_text() == "running: #1 (alice) a slow one"
+    assert rig.service.pending("discord")[0].id == 1
+
+    refused = await rig.say(BOB, "/cancel #1")
+    assert refused.error and refused.text == "job #1 is not yours; only its owner or an admin can cancel it"
+    reply = await rig.say(ALICE, "/cancel")
+    assert reply == Reply("cancelling #1…")
+    assert (await rig.finished(1)).kind is EventKind.CANCELLED
+    job = await rig.history.get(1)
+    assert job.status is JobStatus.CANCELLED and job.images == ()
+    assert rig.service.queue_text() == "the queue is empty"
+
+
+# ---- /imagine without running ------------------------------------------------------------------
+async def test_defaults_fill_in_what_the_command_leaves_out(rig):
+    reply = await rig.ok(ALICE, "/imagine a cat")
+    params = reply.job.params
+    assert params == JobParams(
+        kind=JobKind.TXT2IMG, prompt="a cat", negative_prompt="blurry", seed=params.seed, steps=3, cfg=5.5,
+        width=128, height=128, count=1, scheduler="euler", strength=None, input_sha256=None,
+    )
+    assert (await rig.history.get(reply.job.id)).params == params
+
+    given = (await rig.ok(ALICE, "/imagine a cat --no sharp edges --ar 2:1 cfg=8 scheduler=ddim")).job.params
+    assert (given.negative_prompt, given.cfg, given.scheduler) == ("sharp edges", 8.0, "ddim")
+    assert (given.width, given.height) == (192, 64)  # the aspect ratio at the configured pixel count
+    assert given.steps == 3
+
+
+async def test_a_random_seed_when_none_is_given(rig):
+    seeds = [(await rig.ok(ALICE, "/imagine a cat")).job.params.seed for _ in range(4)]
+    assert all(0 <= seed <= MAX_SEED for seed in seeds)
+    assert len(set(seeds)) == 4
+    assert (await rig.ok(ALICE, "/imagine a cat --seed 0")).job.params.seed == 0
+
+
+async def test_replies_give_the_job_number_and_fair_position(rig):
+    assert (await rig.ok(ALICE, "/imagine one")).text == "queued #1 (position 1)"
+    assert (await rig.ok(ALICE, "/imagine two")).text == "queued #2 (position 2)"
+    # Bob's first job goes before Alice's second: one per person per turn.
+    assert (await rig.ok(BOB, "/imagine three")).text == "queued #3 (position 2)"
+
+
+async def test_queue_text(rig):
+    assert (await rig.say(ALICE, "/queue")) == Reply("the queue is empty")
+    await rig.ok(ALICE, "/imagine a cat")
+    await rig.ok(ALICE, "/imagine a bird " + "with very long feathers " * 5)
+    await rig.ok(BOB, "/imagine a dog")
+    await rig.ok(Owner("discord", "444"), "/imagine a fox")  # no display name: the id is shown
+    text = (await rig.say(BOB, "/queue")).text
+    assert text.splitlines() == [
+        "1. #1 (alice) a cat",
+        "2. #3 (bob) a dog",
+        "3. #4 (444) a fox",
+        "4. #2 (alice) " + ("a bird " + "with very long feathers " * 5)[:50],
+    ]
+
+
+async def test_help(rig):
+    reply = await rig.say(ALICE, "/help")
+    assert reply == Reply(help_text(rig.service.config.limits))
+    assert "limits: steps 1–500" in reply.text
+
+
+# ---- attachments ---------------------------------------------------------------------------------
+async def test_an_attachment_sets_the_size_unless_the_command_does(rig):
+    upload = Attachment("photo.png", png(96, 128))
+    first = (await rig.ok(ALICE, "/imagine a portrait", upload)).job.params
+    assert (first.width, first.height) == (128, 128)  # 3:4 at 128x128 pixels, rounded to 64s
+    tall = (await rig.ok(ALICE, "/imagine a portrait", Attachment("tall.png", png(64, 400)))).job.params
+    assert (tall.width, tall.height) == (64, 256)  # 1:6.25 is drawn at the tallest ratio we allow, 1:4
+    given = (await rig.ok(ALICE, "/imagine a portrait --size 64x96 --strength 0.3", upload)).job.params
+    assert (given.width, given.height, given.strength) == (64, 96, 0.3)
+    assert given.input_sha256 == first.input_sha256  # the same upload is stored once
+    assert len(list((rig.service.config.storage.data_dir / "inputs").iterdir())) == 2
+
+
+async def test_a_text_file_is_not_an_image(rig):
+    text = await rig.refused(ALICE, "/imagine a cat", Attachment("notes.txt", b"remember to buy milk\n"))
+    assert text == "the attached file is not an image (PNG, JPEG or WebP expected)"
+    assert await rig.history.recent(ALICE, 10) == []
+    assert not (rig.service.config.storage.data_dir / "inputs").exists()
+
+
+async def test_an_upload_over_the_size_limit_is_refused(make_rig):
+    rig = await make_rig(limits=LimitsConfig(max_upload_bytes=200_000))
+    upload = png(300, 300)
+    assert len(upload) > 200_000
+    text = await rig.refused(ALICE, "/imagine a cat", Attachment("big.png", upload))
+    assert text == f"the image is {len(upload) / 1e6:.1f} MB; the limit is 0.2 MB"
+    assert not (rig.service.config.storage.data_dir / "inputs").exists()
+    # The same person's next, smaller upload works.
+    await rig.ok(ALICE, "/imagine a cat", Attachment("small.png", png(64, 64)))
+
+
+async def test_attachment_misuse(rig):
+    image = Attachment("a.png", png(64, 64))
+    assert await rig.refused(ALICE, "/imagine a cat --strength 0.5") == (
+        "--strength is for image→image; attach an image to use it"
+    )
+    assert await rig.refused(ALICE, "/imagine a cat", image, image) == "attach one image at most"
+    assert await rig.refused(ALICE, "/history", image) == "only /imagine takes an image"
+    assert await rig.refused(ALICE, "/imagine a cat --strength 1.5", image) == (
+        "strength must be above 0 and at most 1, got 1.5"
+    )
+    assert not (rig.service.config.storage.data_dir / "inputs").exists()
+
+
+# ---- limits and errors ---------------------------------------------------------------------------
+async def test_limit_errors_are_replies_and_the_next_command_works(rig):
+    assert await rig.refused(ALICE, "/imagine a cat --steps 100000") == "steps must be 1–500, got 100000"
+    assert await rig.refused(ALICE, "/imagine a cat --size 99999x3") == (
+        "width must be a multiple of 8 from 64 to 2048, got 99999"
+    )
+    assert await rig.refused(ALICE, "/imagine a cat --size 2048x2048") == (
+        "2048x2048 is 4,194,304 pixels; the limit is 2,359,296 (e.g. 1536 square)"
+    )
+    assert await rig.refused(ALICE, f"/imagine a cat --seed {MAX_SEED} --n 2") == (
+        f"seed must be 0–{MAX_SEED - 1}, got {MAX_SEED}"
+    )
+    assert await rig.refused(ALICE, "/imagine " + "x" * 1001) == "the prompt is 1001 characters; the limit is 1000"
+    assert await rig.refused(ALICE, "/imagine a cat --sed 4") == (
+        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler"
+    )
+    assert await rig.refused(ALICE, "imagine a cat") == "commands start with /, e.g. /imagine a cat (/help lists them)"
+    assert (await rig.ok(ALICE, "/imagine a cat")).text == "queued #1 (position 1)"
+
+
+async def test_limits_come_from_the_config(make_rig):
+    rig = await make_rig(limits=LimitsConfig(max_steps=50, max_count=2))
+    assert await rig.refused(ALICE, "/imagine a cat --steps 51") == "steps must be 1–50, got 51"
+    assert await rig.refused(ALICE, "/imagine a cat --n 3") == "n must be 1–2, got 3"
+    assert (await rig.ok(ALICE, "/imagine a cat --steps 50 --n 2")).job.params.count == 2
+
+
+async def test_queue_limits_refuse_without_persisting(make_rig):
+    rig = await make_rig(queue=QueueConfig(max_per_user=2, max_total=3))
+    await rig.ok(ALICE, "/imagine one")
+    await rig.ok(ALICE, "/imagine two")
+    assert await rig.refused(ALICE, "/imagine three") == (
+        "you already have 2 job(s) waiting or running (limit 2); wait for one to finish or /cancel one"
+    )
+    assert await rig.refused(ALICE, "/rerun") == (
+        "you already have 2 job(s) waiting or running (limit 2); wait for one to finish or /cancel one"
+    )
+    await rig.ok(BOB, "/imagine four")
+    assert await rig.refused(CAROL, "/imagine five") == "the queue is full (3 jobs waiting); try again in a few minutes"
+    assert await rig.all_jobs() == [1, 2, 3]
+    await rig.say(ALICE, "/cancel #1")
+    assert (await rig.ok(ALICE, "/imagine three")).text == "queued #4 (position 3)"
+
+
+# ---- /rerun ---------------------------------------------------------------------------------------
+async def test_rerun_seed_picks_your_latest_job_with_it_and_keeps_every_other_setting(rig):
+    await rig.ok(ALICE, "/imagine first --seed 42")
+    second = (await rig.ok(
+        ALICE, "/imagine second --seed 42 --cfg 9 --no ugly hands --size 64x128 --scheduler ddim --steps 12"
+    )).job
+    await rig.ok(BOB, "/imagine bob's --seed 42")
+    await rig.ok(ALICE, "/imagine other --seed 7")
+
+    reply = await rig.ok(ALICE, "/rerun 42 steps=20")
+    assert reply.text == f"queued #{reply.job.id} (position 5), rerun of #{second.id}"
+    assert reply.job.parent_id == second.id and reply.job.owner == ALICE
+    assert reply.job.params == second.params.replace(steps=20)
+    assert (await rig.history.get(reply.job.id)).params == second.params.replace(steps=20)
+
+    # Now the rerun itself is the latest with seed 42, and it carries the 20 steps on.
+    overridden = (await rig.ok(ALICE, "/rerun 42 --no nothing at all --cfg 3 --ar 1:1 n=2")).job.params
+    assert overridden == second.params.replace(
+        steps=20, negative_prompt="nothing at all", cfg=3.0, width=128, height=128, count=2
+    )
+
+    bobs = (await rig.ok(BOB, "/rerun 42")).job
+    assert bobs.params.prompt == "bob's" and bobs.parent_id == 3
+
+
+async def test_rerun_of_a_seed_inside_a_batch_redraws_that_one_image(rig):
+    batch = (await rig.ok(ALICE, "/imagine trio --seed 100 --n 3 --steps 5")).job
+    one = (await rig.ok(ALICE, "/rerun 101")).job
+    assert one.params == batch.params.replace(seed=101, count=1)
+    assert one.parent_id == batch.id
+    # Overrides apply on top of the one image's settings.
+    assert (await rig.ok(ALICE, "/rerun 102 steps=9")).job.params == batch.params.replace(seed=102, count=1, steps=9)
+    # The batch's first seed redraws the whole batch.
+    whole = (await rig.ok(ALICE, "/rerun 100")).job
+    assert whole.params == batch.params and whole.parent_id == batch.id
+
+
+async def test_rerun_of_another_persons_job_by_number(rig):
+    bobs = (await rig.ok(BOB, "/imagine bob's castle --seed 9 --steps 4")).job
+    reply = await rig.ok(ALICE, "/rerun #1 cfg=3")
+    assert reply.text == "queued #2 (position 2), rerun of #1"
+    assert reply.job.owner == ALICE and reply.job.parent_id == bobs.id
+    assert reply.job.params == bobs.params.replace(cfg=3.0)
+
+
+async def test_rerun_of_a_job_you_do_not_have(rig):
+    assert await rig.refused(ALICE, "/rerun") == "you have no jobs to rerun yet; start with /imagine"
+    assert await rig.refused(ALICE, "/rerun 5") == "you have no job with seed 5; /history shows your seeds"
+    assert await rig.refused(ALICE, "/rerun #9") == "there is no job #9"
+    await rig.ok(BOB, "/imagine bob's --seed 42 --n 2")
+    # Bob's seeds are Bob's: /rerun SEED looks only at your own jobs.
+    assert await rig.refused(ALICE, "/rerun 43") == "you have no job with seed 43; /history shows your seeds"
+    assert await rig.refused(ALICE, "/rerun 44") == "you have no job with seed 44; /history shows your seeds"
+
+
+async def test_rerun_checks_its_settings(rig):
+    await rig.ok(ALICE, "/imagine a cat --seed 3")
+    assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
+    assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
+        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler"
+    )
+    assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
+
+
+async def test_rerun_of_an_ancestral_sampler_at_other_steps_warns(rig):
+    await rig.ok(ALICE, "/imagine a cat --seed 3 --scheduler euler_a")
+    warned = await rig.ok(ALICE, "/rerun 3 steps=40")
+    assert warned.text == (
+        "queued #2 (position 2), rerun of #1 (euler_a is ancestral: at another step count the picture changes)"
+    )
+    assert (await rig.ok(ALICE, "/rerun #1 cfg=2")).text == "queued #3 (position 3), rerun of #1"
+    await rig.ok(ALICE, "/imagine a dog --seed 4")
+    assert (await rig.ok(ALICE, "/rerun 4 steps=40")).text == "queued #5 (position 5), rerun of #4"
+
+
+async def test_rerun_of_an_img2img_job(rig):
+    params = (await rig.ok(ALICE, "/imagine a barn --seed 8", Attachment("barn.png", png(64, 64)))).job.params
+    again = (await rig.ok(ALICE, "/rerun 8 strength=0.9")).job.params
+    assert again == params.replace(strength=0.9)
+    rig.service.images.input_path(params.input_sha256).unlink()
+    assert await rig.refused(ALICE, "/rerun 8") == "the input image of job #2 is no longer on disk"
+
+
+# ---- /cancel ---------------------------------------------------------------------------------------
+async def test_cancel_waiting_jobs(rig):
+    await rig.ok(ALICE, "/imagine one")
+    await rig.ok(ALICE, "/imagine two")
+    await rig.ok(BOB, "/imagine three")
+    assert await rig.refused(BOB, "/cancel #1") == "job #1 is not yours; only its owner or an admin can cancel it"
+    assert await rig.say(ALICE, "/cancel") == Reply("cancelled #2")  # the one of yours that would run last
+    assert (await rig.history.get(2)).status is JobStatus.CANCELLED
+    assert await rig.refused(ALICE, "/cancel #2") == "job #2 has already finished (cancelled)"
+    assert await rig.refused(ALICE, "/cancel #99") == "there is no job #99"
+    assert await rig.say(ALICE, "/cancel #1") == Reply("cancelled #1")
+    assert await rig.refused(ALICE, "/cancel") == "you have no waiting or running jobs to cancel"
+    assert rig.service.queue_text() == "1. #3 (bob) three"
+    assert [event.job.id for event in rig.events if event.kind is EventKind.CANCELLED] == [2, 1]
+
+
+async def test_admins_may_cancel_anyones_job(make_rig):
+    rig = await make_rig(access=AccessConfig(admins=("telegram:333",)))
+    for n in range(3):
+        await rig.ok(ALICE, f"/imagine job {n}")
+    assert await rig.say(CAROL, "/cancel #1") == Reply("cancelled #1")  # an admin by config
+    assert await rig.say(CONSOLE, "/cancel #2") == Reply("cancelled #2")  # whoever sits at the terminal
+    # The same user id on another platform is someone else.
+    impostor = Owner("discord", "333")
+    assert await rig.refused(impostor, "/cancel #3") == "job #3 is not yours; only its owner or an admin can cancel it"
+    assert rig.service.is_admin(CAROL) and rig.service.is_admin(CONSOLE)
+    assert not rig.service.is_admin(impostor) and not rig.service.is_admin(ALICE)
+
+
+# ---- /history and the frontends' view ------------------------------------------------------------
+async def test_history_text(rig):
+    assert await rig.say(ALICE, "/history") == Reply("no jobs yet; start with /imagine a red lighthouse at dusk")
+    long_prompt = "a very detailed painting of " + "many small boats " * 6
+    await rig.ok(ALICE, f"/imagine {long_prompt} --seed 11")
+    await rig.ok(ALICE, "/imagine a cat --seed 12 --size 64x64")
+    await rig.ok(BOB, "/imagine bob's --seed 13")
+    await rig.say(ALICE, "/cancel #2")
+    await rig.ok(ALICE, "/rerun 11 steps=7")
+    lines = (await rig.say(ALICE, "/history")).text.splitlines()
+    assert lines == [
+        f"#4 queued: {long_prompt.strip()[:59]}… — seed 11 · 7 steps · cfg 5.5 · 128x128 · rerun of #1",
+        "#2 cancelled: a cat — seed 12 · 3 steps · cfg 5.5 · 64x64",
+        f"#1 queued: {long_prompt.strip()[:59]}… — seed 11 · 3 steps · cfg 5.5 · 128x128",
+    ]
+    assert (await rig.say(ALICE, "/history 1")).text.splitlines() == lines[:1]
+    assert "bob's" in (await rig.say(BOB, "/history")).text
+
+
+async def test_subscribe_and_pending_are_per_platform(rig):
+    seen: list[JobEvent] = []
+    unsubscribe = rig.service.subscribe("telegram", seen.append)
+    await rig.ok(ALICE, "/imagine on discord")
+    await rig.ok(CAROL, "/imagine on telegram")
+    assert [(event.kind, event.job.id) for event in seen] == [(EventKind.QUEUED, 2)]
+    assert [job.id for job in rig.service.pending("telegram")] == [2]
+    assert [job.id for job in rig.service.pending("discord")] == [1]
+    unsubscribe()
+    await rig.ok(CAROL, "/imagine again")
+    assert len(seen) == 1
