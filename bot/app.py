@@ -12,6 +12,7 @@ from generation.diffusion import DiffusionEngine
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
+from storage.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ def configure_logging(data_dir: Path, verbose: bool) -> None:
 
 async def serve(config: Config, console_only: bool = False) -> None:
     """Open storage, start the worker, run the frontends; on the way out the worker stops cleanly."""
+    with DataDirLock(config.storage.data_dir):
+        await _serve(config, console_only)
+
+
+async def _serve(config: Config, console_only: bool) -> None:
     async with await History.open(config.database) as history:
         images = ImageStore(config.storage.data_dir)
         engine = DiffusionEngine(config.generation)

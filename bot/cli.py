@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config, console_only=args.command == "console"))
     except KeyboardInterrupt:
+        print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr)
         return 130
+    except EaselError as exc:  # start-up problems the person can fix: one line, no traceback
+        print(f"easel: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

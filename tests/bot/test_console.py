@@ -185,3 +185,22 @@ async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_mod
     assert "queued #1 (position 1)" in text and "#1 done:" in text
     assert "[#1]" in text  # the live bar names its job
     assert "running: #1" in text or "the queue is empty" in text or "1. #1" in text
+
+
+def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=workdir, env=_env(), text=True,
+    )
+    try:
+        first.stdin.write("/queue\n")
+        first.stdin.flush()
+        assert first.stdout.readline() == "the queue is empty\n"  # up, holding the folder
+        second = console(workdir, "/imagine a cat\n")
+        assert second.returncode == 2
+        assert second.stderr.startswith(f"easel: another easel (pid {first.pid}) is already running on data")
+        assert second.stdout == ""
+    finally:
+        first.stdin.close()
+        first.wait(timeout=60)
+    assert first.returncode == 0
