@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-tiny-model":
         from generation.tiny import make_tiny_model
 
-        print(make_tiny_model(args.dir))
+        folder = make_tiny_model(args.dir)
+        print(f"wrote a tiny random-weight Stable Diffusion model to {folder} (it draws noise, not pictures);")
+        print(f'use it with [generation] model = "{folder}"')
         return 0
 
     from bot.app import configure_logging, serve

@@ -183,7 +183,8 @@ class Service:
             return "the queue is empty"
         lines = []
         if running is not None:
-            lines.append(f"running: #{running.id} ({_who(running)}) {running.params.prompt[:50]}")
+            done, total = self.queue.running_progress or (0, running.params.effective_steps)
+            lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {running.params.prompt[:50]}")
         lines += [f"{n}. #{job.id} ({_who(job)}) {job.params.prompt[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
 

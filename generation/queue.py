@@ -77,6 +77,7 @@ class _Progress:
         self._job = job
         self._emit = emit
         self._cancel = threading.Event()
+        self.last: tuple[int, int] = (0, job.params.effective_steps)  # (done, total), for /queue
 
     @property
     def cancelled(self) -> bool:
@@ -86,6 +87,7 @@ class _Progress:
         self._cancel.set()
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+        self.last = (done, total)  # one tuple swap: readers on the loop see the old or the new pair
         event = JobEvent(EventKind.PROGRESS, self._job, step=done, total=total, preview=preview)
         self._loop.call_soon_threadsafe(self._emit, event)
 
@@ -216,6 +218,11 @@ class JobQueue:
     @property
     def running(self) -> JobRecord | None:
         return self._running
+
+    @property
+    def running_progress(self) -> tuple[int, int] | None:
+        """(steps done, steps in all) of the running job, or None when idle."""
+        return self._progress.last if self._progress is not None else None
 
     def position(self, job_id: int) -> int | None:
         """1 = runs next; 0 = running now; None = not in the queue."""

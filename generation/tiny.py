@@ -39,6 +39,7 @@ def write_tokenizer_files(folder: Path) -> None:
 def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """Write the tiny pipeline to out_dir and return it."""
     import torch
+    import transformers
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -99,5 +100,9 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out_dir)
+    transformers.utils.logging.disable_progress_bar()  # a bar for writing half a megabyte is noise
+    try:
+        pipe.save_pretrained(out_dir)
+    finally:
+        transformers.utils.logging.enable_progress_bar()
     return out_dir

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +202,10 @@ async def test_cancel_a_running_job(rig):
     await rig.queue.start()
     await rig.ok(ALICE, "/imagine a slow one --size 64x64 --steps 500")
     await rig.event(1, EventKind.STARTED)
-    assert rig.service.queue_text() == "running: #1 (alice) a slow one"
+    assert re.fullmatch(r"running: #1 \(alice\) \d+/500 a slow one", rig.service.queue_text())
+    await rig.event(1, EventKind.PROGRESS)
+    done = int(re.search(r" (\d+)/500 ", rig.service.queue_text())[1])
+    assert done >= 1  # the running job's steps show as they happen
     assert rig.service.pending("discord")[0].id == 1
 
     refused = await rig.say(BOB, "/cancel #1")
