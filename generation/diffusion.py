@@ -12,6 +12,7 @@ import huggingface_hub
 import torch
 import transformers
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from PIL import Image
 
 from generation.config import GenerationConfig
@@ -19,7 +20,7 @@ from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progre
 from generation.memory import MemoryPlan, apply_plan, plan_memory
 from generation.preview import latent_preview
 from generation.schedulers import SCHEDULERS
-from storage.records import JobKind, JobParams, RunInfo
+from storage.records import JobKind, JobParams, RunInfo, is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ class DiffusionEngine:
             if path.suffix in SINGLE_FILE_SUFFIXES:
                 if not path.is_file():
                     raise ModelLoadError(f"model file {model!r} does not exist; fix [generation] model in your config")
-                self._model_hash = file_sha256(path)
                 if self.config.single_file_config:
-                    options["config"] = self.config.single_file_config
+                    options["config"] = self._single_file_config(model)
+                self._model_hash = file_sha256(path)
                 return StableDiffusionPipeline.from_single_file(str(path), **options)
             if path.is_dir():
                 if not (path / "model_index.json").is_file():
@@ -124,7 +125,7 @@ class DiffusionEngine:
                         "point [generation] model at a diffusers folder, a .safetensors/.ckpt file or a hub id"
                     )
                 return StableDiffusionPipeline.from_pretrained(path, **options)
-            if model.startswith((".", "/", "~")) or model.count("/") != 1:
+            if not is_hub_id(model):
                 raise ModelLoadError(
                     f"model {model!r} is neither a folder, a .safetensors/.ckpt file nor a hub id like "
                     "'stable-diffusion-v1-5/stable-diffusion-v1-5'; fix [generation] model in your config"
@@ -133,11 +134,47 @@ class DiffusionEngine:
         except ModelLoadError:
             raise
         except Exception as exc:  # hub unreachable, missing files, wrong architecture…
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(". ")
+            if path.suffix in SINGLE_FILE_SUFFIXES:
+                raise ModelLoadError(self._single_file_failure(model, reason, exc)) from exc
             raise ModelLoadError(
                 f"could not load model {model!r}: {reason}. Set [generation] model to a local diffusers "
                 "folder or a .safetensors/.ckpt file, or connect once so the hub download can finish"
             ) from exc
+
+    def _single_file_config(self, model: str) -> str:
+        # diffusers treats anything that is not an existing folder as a hub id; catch a mistyped path here.
+        config = self.config.single_file_config
+        folder = Path(config).expanduser()  # diffusers does not expand ~; [generation] model does
+        if (not is_hub_id(config) or folder.exists()) and not (folder / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"[generation] single_file_config {config!r} is not a diffusers folder (no model_index.json); "
+                f"point it at a diffusers folder or hub id of the same model family as {model!r}"
+            )
+        return str(folder)
+
+    def _single_file_failure(self, model: str, reason: str, exc: Exception) -> str:
+        # A checkpoint file holds only weights; the component configs come from single_file_config or,
+        # when that is empty, from the hub repo diffusers infers from the keys (stable-diffusion-v1-5 for SD 1.x).
+        config = self.config.single_file_config
+        if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            if not config:
+                return (
+                    f"could not load model {model!r}: a checkpoint file needs the configs of its model family, "
+                    f"and they could not be fetched from the Hugging Face hub ({reason}). Set [generation] "
+                    "single_file_config to a local diffusers folder of the same family (for SD 1.5, a downloaded "
+                    "stable-diffusion-v1-5/stable-diffusion-v1-5), or connect once so they can be downloaded"
+                )
+            return (
+                f"could not load model {model!r}: [generation] single_file_config {config!r} is not a local "
+                f"folder and could not be fetched from the hub ({reason}); point it at a local diffusers folder "
+                "or connect once so it can be downloaded"
+            )
+        family = f" of the same family as [generation] single_file_config {config!r}" if config else ""
+        return (
+            f"could not load model {model!r}: {reason}. Check that the file is a complete Stable Diffusion "
+            f"1.x/2.x checkpoint{family}"
+        )
 
     def _check_thread(self) -> None:
         # torch state belongs to one thread; a second caller is a bug in the queue, not a race to tolerate.

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from storage.errors import EaselError
-from storage.records import JobKind, JobParams, RunInfo
+from storage.records import JobKind, JobParams, RunInfo, is_hub_id
 
 # Our scheduler keys → the sampler names AUTOMATIC1111 writes, so its PNG Info tab reads our files.
 SAMPLER_NAMES = {
@@ -57,7 +57,7 @@ def _model_name(model: str) -> str:
     path = Path(model)
     if path.suffix in (".safetensors", ".ckpt"):
         return path.stem
-    if not model.startswith((".", "/", "~")) and model.count("/") == 1:
+    if is_hub_id(model):
         return model  # "org/name": the org is part of the name (runwayml/… vs stable-diffusion-v1-5/…)
     return model.rstrip("/").split("/")[-1]
 

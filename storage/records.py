@@ -8,6 +8,11 @@ from datetime import datetime
 from enum import StrEnum
 
 
+def is_hub_id(model: str) -> bool:
+    """True for "org/name" as the Hugging Face hub names a repo; False for anything path-like."""
+    return not model.startswith((".", "/", "~", "\\")) and model.count("/") == 1 and "\\" not in model
+
+
 class JobKind(StrEnum):
     """What a job generates; sketch and face jobs join here in their own issues."""
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from storage.records import JobKind, JobParams, JobStatus, Owner
+from storage.records import JobKind, JobParams, JobStatus, Owner, is_hub_id
 
 
 def params(**changes: object) -> JobParams:
@@ -52,3 +52,20 @@ def test_owner_key_separates_platforms_and_ignores_chat_and_name() -> None:
 def test_finished_statuses() -> None:
     assert {s for s in JobStatus if s.finished} == {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED}
     assert JobStatus("running") is JobStatus.RUNNING and str(JobStatus.DONE) == "done"
+
+
+@pytest.mark.parametrize(
+    "model, hub",
+    [
+        ("stable-diffusion-v1-5/stable-diffusion-v1-5", True),
+        ("runwayml/stable-diffusion-v1-5", True),
+        ("./models/sd15", False),
+        ("/srv/models/sd15", False),
+        ("~/models/sd15", False),
+        ("C:\\models\\sd15", False),
+        ("models/sd15/unet", False),
+        ("sd15", False),
+    ],
+)
+def test_is_hub_id_tells_repos_from_paths(model: str, hub: bool) -> None:
+    assert is_hub_id(model) is hub
