@@ -15,7 +15,6 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     infer_diffusers_model_type,
 )
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from generation.config import GenerationConfig
@@ -23,29 +22,8 @@ from generation.diffusion import DiffusionEngine
 from generation.engine import ModelLoadError
 from storage.errors import EaselError
 from storage.images import ImageStore, infotext, read_parameters
-from storage.records import JobKind, JobParams
 from tests.generation.ldm_checkpoint import ldm_state_dict, write_ldm_checkpoint
-
-
-class Recorder:
-    """A real Progress that never cancels."""
-
-    cancelled = False
-
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
-        pass
-
-
-def params(**changes: object) -> JobParams:
-    base = JobParams(
-        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="", seed=42, steps=3, cfg=7.0,
-        width=64, height=64, count=1, scheduler="dpmpp_2m",
-    )
-    return base.replace(**changes)
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
+from tests.generation.test_diffusion import Recorder, params, pixels
 
 
 @pytest.fixture(scope="module")
