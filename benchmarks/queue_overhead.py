@@ -31,11 +31,13 @@ from bot.service import Service  # noqa: E402
 from generation.config import GenerationConfig  # noqa: E402
 from generation.diffusion import DiffusionEngine, pick_device  # noqa: E402
 from generation.queue import JobQueue, QueueLimits  # noqa: E402
+from generation.schedulers import SCHEDULERS  # noqa: E402
 from generation.tiny import make_tiny_model  # noqa: E402
 from storage.history import History  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 
-import torch  # noqa: E402  (after generation/, which quiets the libraries' logging first)
+import diffusers  # noqa: E402  (after generation/, which quiets the libraries' logging first)
+import torch  # noqa: E402
 from diffusers import StableDiffusionPipeline  # noqa: E402
 
 
@@ -64,13 +66,15 @@ class LagMeter:
 
 async def main(args: argparse.Namespace, model: Path, data: Path) -> None:
     size, steps = args.size, args.steps
-    line = f"/imagine a red lighthouse at dusk --seed 42 --steps {steps} --size {size}x{size}\n"
+    line = f"/imagine a red lighthouse at dusk --seed 42 --steps {steps} --size {size}x{size} --cfg 7\n"
     config = Config(storage={"data_dir": data}, generation=GenerationConfig(model=str(model), device=args.device))
 
     device = pick_device(args.device)
     dtype = torch.float32 if device.type == "cpu" else torch.float16
     direct = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None).to(device)
     direct.set_progress_bar_config(disable=True)
+    spec = SCHEDULERS[config.defaults.scheduler]  # the bot's sampler, not the model's own default
+    direct.scheduler = getattr(diffusers, spec.class_name).from_config(direct.scheduler.config, **spec.options)
 
     def direct_call() -> float:
         start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from bot.config import Config
@@ -54,5 +56,9 @@ async def _serve(config: Config, console_only: bool) -> None:
                         log.warning("a %s token is set, but this version of easel has no %s frontend yet; "
                                     "using the console", name, name.capitalize())
             await ConsoleFrontend(service).run()
+        except asyncio.CancelledError:  # Ctrl-C: say so now, since the current step (or a load) finishes first
+            print("easel: stopping after the current step; Ctrl-C again to quit at once "
+                  "(unfinished jobs run on the next start)", file=sys.stderr, flush=True)
+            raise
         finally:
             await queue.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -51,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config, console_only=args.command == "console"))
     except KeyboardInterrupt:
-        print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr)
-        return 130
+        print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
+        # Every job is already safe in SQLite. The torch thread may be deep in a model load or a
+        # download, and a normal exit would wait for it: leave now.
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(130)
     except EaselError as exc:  # start-up problems the person can fix: one line, no traceback
         print(f"easel: {exc}", file=sys.stderr)
         return 2

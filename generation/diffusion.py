@@ -96,7 +96,7 @@ class DiffusionEngine:
         # img2img shares every module; build it before any offload hooks exist.
         img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, dtype=dtype)
         img2img.set_progress_bar_config(disable=True)
-        apply_plan(pipe, plan)
+        plan = apply_plan(pipe, plan)
         if plan.offload == "none":
             pipe.to(device)
         self._txt2img, self._img2img, self._plan, self._device = pipe, img2img, plan, device
@@ -190,6 +190,8 @@ class DiffusionEngine:
         if progress.cancelled:
             raise JobCancelled("cancelled before it started")
         self.load()
+        if progress.cancelled:  # a load can take minutes (a first download); honour a cancel made meanwhile
+            raise JobCancelled("cancelled while the model loaded")
         self._check_thread()
         img2img = params.kind is JobKind.IMG2IMG
         pipe = self._img2img if img2img else self._txt2img
@@ -246,8 +248,10 @@ class DiffusionEngine:
             pipe.enable_sequential_cpu_offload(device=self._device)
         self._hooked = pipe
 
-    def run_info(self) -> RunInfo:
+    def run_info(self) -> RunInfo | None:
         plan = self._plan
+        if plan is None:
+            return None
         return RunInfo(
             model=self.config.model,
             model_hash=self._model_hash,

@@ -41,3 +41,7 @@ class Engine(Protocol):
     """Something that turns job parameters into images. Runs only on the queue's GPU thread."""
 
     def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult: ...
+
+    def run_info(self) -> RunInfo | None:
+        """How jobs run now (model, profile, attention…), or None before the model is loaded."""
+        ...

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 GiB = 1024**3
 
@@ -77,13 +81,22 @@ def plan_memory(
     )
 
 
-def apply_plan(pipe, plan: MemoryPlan) -> None:
-    """Apply the attention and VAE settings of a plan (offload is applied per run by the engine)."""
+def apply_plan(pipe, plan: MemoryPlan) -> MemoryPlan:
+    """Apply the attention and VAE settings of a plan; returns the plan as applied.
+
+    Offload is applied per run by the engine. An xformers build that does not match torch fails
+    here; SDPA is as fast on torch 2, so fall back to it rather than fail every job.
+    """
     if plan.attention == "xformers":
-        pipe.enable_xformers_memory_efficient_attention()
+        try:
+            pipe.enable_xformers_memory_efficient_attention()
+        except Exception as exc:  # ImportError, a CUDA/torch mismatch, a missing kernel…
+            log.warning("xformers is installed but does not work (%s); using SDPA attention", exc)
+            plan = dataclasses.replace(plan, attention="sdpa")
     elif plan.attention == "sliced":
         pipe.enable_attention_slicing("max")
     if plan.vae_slicing:
         pipe.vae.enable_slicing()
     if plan.vae_tiling:
         pipe.vae.enable_tiling()
+    return plan

@@ -68,6 +68,13 @@ class QueueLimits:
 
 Listener = Callable[[JobEvent], None]
 
+MAX_CRASHES = 3  # a job the process died under this many times is failed, not retried
+
+
+def _next_turn(queues: dict[str, deque[JobRecord]], served: dict[str, int]) -> str:
+    """Whose turn it is: whoever was served least recently (never = first); ties go to the oldest job."""
+    return min(queues, key=lambda key: (served.get(key, 0), queues[key][0].id))
+
 
 class _Progress:
     """Handed to the engine: crosses from the GPU thread to the event loop without blocking either."""
@@ -101,8 +108,10 @@ class JobQueue:
         self.engine = engine
         self.limits = limits
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
-        self._waiting: dict[str, deque[JobRecord]] = {}  # insertion order is the turn order
-        self._last_served: str | None = None  # the owner whose job was taken last; goes behind the others
+        self._waiting: dict[str, deque[JobRecord]] = {}  # each person's waiting jobs, oldest first
+        self._served: dict[str, int] = {}  # person → when they last had a turn, since the queue was idle
+        self._turns_taken = 0
+        self._submit_lock = asyncio.Lock()
         self._running: JobRecord | None = None
         self._progress: _Progress | None = None
         self._listeners: list[Listener] = []
@@ -122,8 +131,20 @@ class JobQueue:
         # Jobs submitted before start() are unfinished in history too, but already waiting here.
         known = {job.id for queue in self._waiting.values() for job in queue}
         unfinished = [job for job in await self.history.unfinished() if job.id not in known]
-        await self.history.mark_requeued(job.id for job in unfinished if job.status is JobStatus.RUNNING)
-        recovered = [replace(job, status=JobStatus.QUEUED, started_at=None) for job in unfinished]
+        # A job still marked running means the process died under it; one that keeps doing so must
+        # not take easel down on every start, so after MAX_CRASHES it fails instead.
+        crashed = [job for job in unfinished if job.status is JobStatus.RUNNING]
+        await self.history.mark_crashed(job.id for job in crashed)
+        recovered = []
+        for job in unfinished:
+            crashes = job.crashes + (job.status is JobStatus.RUNNING)
+            if crashes >= MAX_CRASHES:
+                error = (f"easel stopped {crashes} times while job #{job.id} ran, so it is not retried; "
+                         "the log (data/easel.log) may say why")
+                await self.history.finish(job.id, JobStatus.FAILED, error=error)
+                self._emit(JobEvent(EventKind.FAILED, replace(job, status=JobStatus.FAILED, error=error), error=error))
+                continue
+            recovered.append(replace(job, status=JobStatus.QUEUED, started_at=None, crashes=crashes))
         for job in recovered:
             self._waiting.setdefault(job.owner.key, deque()).append(job)
         for job in recovered:
@@ -145,7 +166,7 @@ class JobQueue:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        self._gpu.shutdown(wait=True)
+        await asyncio.to_thread(self._gpu.shutdown, wait=True)
 
     async def __aenter__(self) -> JobQueue:
         await self.start()
@@ -166,6 +187,12 @@ class JobQueue:
     # ---- submitting and cancelling --------------------------------------------------------
     async def submit(self, owner: Owner, params: JobParams, parent_id: int | None = None) -> JobRecord:
         """Check limits, persist the job, then queue it. Nothing is acknowledged before it is on disk."""
+        # The check and the append straddle a database write; without the lock, commands arriving
+        # together (a Discord burst) would all pass the check before any of them was counted.
+        async with self._submit_lock:
+            return await self._submit(owner, params, parent_id)
+
+    async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None) -> JobRecord:
         mine = self.count_for(owner)
         if mine >= self.limits.max_per_user:
             raise QueueFull(
@@ -204,16 +231,18 @@ class JobQueue:
 
     # ---- looking --------------------------------------------------------------------------
     def waiting(self) -> list[JobRecord]:
-        """Queued jobs in the order they will run: one per person per turn."""
-        queues = [list(self._waiting[key]) for key in self._turn_order()]
+        """Queued jobs in the order they will run, if nobody else arrives."""
+        queues = {key: deque(jobs) for key, jobs in self._waiting.items()}
+        served, turn = dict(self._served), self._turns_taken
         order: list[JobRecord] = []
-        depth = 0
-        while True:
-            layer = [q[depth] for q in queues if depth < len(q)]
-            if not layer:
-                return order
-            order.extend(layer)
-            depth += 1
+        while queues:
+            key = _next_turn(queues, served)
+            order.append(queues[key].popleft())
+            if not queues[key]:
+                del queues[key]
+            turn += 1
+            served[key] = turn
+        return order
 
     @property
     def running(self) -> JobRecord | None:
@@ -250,25 +279,16 @@ class JobQueue:
             except Exception:
                 log.exception("a job event listener failed on %s of job #%d", event.kind, event.job.id)
 
-    def _turn_order(self) -> list[str]:
-        # A person whose queue emptied when their job was taken comes back at the front of the dict
-        # on their next submit; they just had a turn, so anyone else waiting goes first.
-        keys = list(self._waiting)
-        if self._last_served in self._waiting and len(keys) > 1:
-            keys.remove(self._last_served)
-            keys.append(self._last_served)
-        return keys
-
     def _take_next(self) -> JobRecord | None:
         if not self._waiting:
-            self._last_served = None  # idle: nobody is owed a turn any more
+            self._served.clear()  # idle: everyone starts the next round equal
             return None
-        key = self._turn_order()[0]
-        queue = self._waiting.pop(key)
-        job = queue.popleft()
-        if queue:
-            self._waiting[key] = queue  # re-inserted at the end: everyone else goes first
-        self._last_served = key
+        key = _next_turn(self._waiting, self._served)
+        job = self._waiting[key].popleft()
+        if not self._waiting[key]:
+            del self._waiting[key]
+        self._turns_taken += 1
+        self._served[key] = self._turns_taken
         return job
 
     async def _work(self) -> None:
@@ -278,7 +298,13 @@ class JobQueue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._run(job)
+            try:
+                await self._run(job)
+            except Exception:  # e.g. the disk filled while recording the end of the job
+                log.exception("could not record the end of job #%d; it stays unfinished and runs again "
+                              "on the next start", job.id)
+                error = f"something went wrong with job #{job.id}"
+                self._emit(JobEvent(EventKind.FAILED, replace(job, status=JobStatus.FAILED, error=error), error=error))
 
     async def _run(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
@@ -298,6 +324,7 @@ class JobQueue:
         except JobCancelled:
             if self._stopping:
                 # Shutting down, not a user's cancel: leave it unfinished so the next start runs it.
+                await self.history.mark_requeued([job.id])  # a clean stop, not a crash
                 log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
                 return
             await self._finish(job, JobStatus.CANCELLED, EventKind.CANCELLED)
@@ -315,7 +342,8 @@ class JobQueue:
             self._progress = None
 
     async def _finish(self, job: JobRecord, status: JobStatus, kind: EventKind, error: str | None = None) -> None:
-        await self.history.finish(job.id, status, error=error)
+        # How the engine was set up matters most when a job fails (out of memory, say): keep it.
+        await self.history.finish(job.id, status, error=error, run=self.engine.run_info())
         self._emit(JobEvent(kind, replace(job, status=status, error=error), error=error))
 
     def _save(self, job: JobRecord, result) -> list[ImageRecord]:

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     parent_id INTEGER REFERENCES jobs(id),
     status TEXT NOT NULL,
     error TEXT,
+    crashes INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT
@@ -93,7 +94,8 @@ class History:
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a job acknowledged as queued survives a power cut, not only a crash (one fsync a job).
+        await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")
         version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
         if version > SCHEMA_VERSION:
@@ -142,8 +144,16 @@ class History:
         await self._db.commit()
         return datetime.fromisoformat(started)
 
+    async def mark_crashed(self, job_ids: Iterable[int]) -> None:
+        """Jobs the process died under go back to the queue, counting the crash."""
+        await self._db.executemany(
+            "UPDATE jobs SET status=?, started_at=NULL, crashes=crashes+1 WHERE id=?",
+            [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
+        )
+        await self._db.commit()
+
     async def mark_requeued(self, job_ids: Iterable[int]) -> None:
-        """Jobs that were running when the process died go back to the queue."""
+        """Jobs interrupted by a clean shutdown go back to the queue."""
         await self._db.executemany(
             "UPDATE jobs SET status=?, started_at=NULL WHERE id=?",
             [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
@@ -238,4 +248,5 @@ def _record(row: aiosqlite.Row, images: tuple[ImageRecord, ...]) -> JobRecord:
         error=row["error"],
         run=run,
         images=images,
+        crashes=row["crashes"],
     )

@@ -121,3 +121,4 @@ class JobRecord:
     error: str | None = None
     run: RunInfo | None = None
     images: tuple[ImageRecord, ...] = ()
+    crashes: int = 0  # times the process died while this job ran

@@ -104,3 +104,15 @@ def test_dtype(requested: str, device: str, expected: str) -> None:
 def test_unknown_profile_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown memory profile 'turbo'"):
         plan_memory("turbo", "cuda", CARD_24GB)
+
+
+def test_a_broken_or_missing_xformers_falls_back_to_sdpa(tiny_model) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from generation.memory import apply_plan
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
+    wanted = plan_memory("speed", "cuda", 24 * GiB, xformers_available=True)
+    assert wanted.attention == "xformers"
+    applied = apply_plan(pipe, wanted)  # xformers is not importable here, as on a broken install
+    assert applied.attention == "sdpa" and applied.profile == "speed"
