@@ -16,7 +16,7 @@ from typing import Callable
 from bot.config import DefaultsConfig, LimitsConfig
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.errors import EaselError
-from storage.records import JobParams
+from storage.records import JobKind, JobParams
 
 MAX_SEED = 2**32 - 1
 
@@ -144,15 +144,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("ar", ("aspect",), _pair("ar", ":", "16:9"), "aspect ratio at the default pixel count, e.g. 16:9"),
     Option("size", (), _pair("size", "x", "768x512"), "exact size WxH in pixels, multiples of 8"),
     Option("n", ("count",), _int("n"), "how many images (seeds s, s+1, …)"),
-    Option("strength", (), _float("strength"), "image→image: 0 keeps the input, 1 ignores it"),
+    Option("strength", (), _float("strength"), "image→image: just above 0 stays close to the input, 1 ignores it"),
     Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}"),
 )
 _BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
 
 
 # ---- parsing -----------------------------------------------------------------------------
+# Phone keyboards turn "--" into an em dash (and some into an en dash): "—seed 42" means --seed 42.
+_DASHES = ("\u2014", "\u2013")
+
+
 def _option_token(token: str, loose_keys: bool) -> tuple[Option, str | None] | None:
-    """If token starts an option, return it and any inline value ("--steps=30", "steps=30")."""
+    """If token starts an option, return it and any inline value ("--steps=30", "steps=30", "—steps 30")."""
+    if token.startswith(_DASHES) and token[1:].partition("=")[0].lower() in _BY_NAME:
+        token = "--" + token[1:]  # only before an option name: "a cat — on a mat" keeps its dash
     if token.startswith("--") and len(token) > 2:
         name, _, value = token[2:].partition("=")
         option = _BY_NAME.get(name.lower())
@@ -301,6 +307,8 @@ def check_params(params: JobParams, limits: LimitsConfig) -> None:
     _in_range("seed", params.seed, 0, MAX_SEED - params.count + 1)
     if params.strength is not None and not 0 < params.strength <= 1:
         raise CommandError(f"strength must be above 0 and at most 1, got {params.strength:g}")
+    if params.kind is JobKind.IMG2IMG and params.strength is not None and int(params.steps * params.strength) < 1:
+        raise CommandError(_too_few_img2img_steps(params.steps, params.strength, limits.max_steps))
     for side, value in (("width", params.width), ("height", params.height)):
         if value % 8 or not 64 <= value <= limits.max_side:
             raise CommandError(f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}")
@@ -311,6 +319,16 @@ def check_params(params: JobParams, limits: LimitsConfig) -> None:
         )
     if params.scheduler not in SCHEDULERS:
         raise CommandError(f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}")
+
+
+def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
+    message = f"image→image runs int(steps × strength) steps: {steps} × {strength:g} gives 0; "
+    enough = max(1, math.floor(1 / strength))
+    while int(enough * strength) < 1:  # counted as the pipeline counts, in floats
+        enough += 1
+    if enough <= max_steps:
+        return message + f"use at least {enough} steps or a higher strength"
+    return message + f"use a higher strength (at most {max_steps} steps are allowed)"
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
@@ -325,7 +343,7 @@ def _number(value: float) -> str:
 
 def help_text(limits: LimitsConfig) -> str:
     lines = [
-        "/imagine <prompt> [options] — draw a picture (attach an image for image→image)",
+        "/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
         "/history [N] — your last N jobs    /queue — what is waiting    /cancel [#JOB] — stop a job",
         "options (--key value or key=value):",

@@ -7,11 +7,13 @@ import tomllib
 from pathlib import Path
 from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from generation.config import GenerationConfig
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
+from storage.images import MAX_UPLOAD_PIXELS
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -64,6 +66,8 @@ class LimitsConfig(BaseModel):
     max_count: int = Field(4, ge=1)
     max_prompt_chars: int = Field(1000, ge=1)
     max_upload_bytes: int = Field(10_000_000, ge=1)
+    # A few hundred kilobytes of PNG can declare a 14000x14000 canvas; refuse before decoding it.
+    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64)
 
 
 class QueueConfig(BaseModel):
@@ -79,14 +83,26 @@ class AccessConfig(BaseModel):
     admins: tuple[str, ...] = ()
 
 
-class DiscordConfig(BaseModel):
+class _FrontendConfig(BaseModel):
+    """What every chat frontend needs: its bot token, or None when it is not configured."""
+
     model_config = _FROZEN
     token: SecretStr | None = None
 
+    # `token = ""` (as in the example file) or a blank variable means "not configured", not "log in with nothing".
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
-class TelegramConfig(BaseModel):
-    model_config = _FROZEN
-    token: SecretStr | None = None
+
+class DiscordConfig(_FrontendConfig):
+    """[discord]: the bot token (EASEL_DISCORD_TOKEN wins over it)."""
+
+
+class TelegramConfig(_FrontendConfig):
+    """[telegram]: the bot token (EASEL_TELEGRAM_TOKEN wins over it)."""
 
 
 class Config(BaseModel):
@@ -105,6 +121,41 @@ class Config(BaseModel):
     @property
     def database(self) -> Path:
         return self.storage.data_dir / "easel.db"
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Config:
+        # A default over a limit would refuse every command that leaves that setting out.
+        problems = _defaults_over_limits(self.defaults, self.limits)
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("default_over_limit", "{message}", {"message": message}),
+                                 loc=("defaults", key), input=getattr(self.defaults, key, None))
+                for key, message in problems
+            ])
+        return self
+
+
+def _defaults_over_limits(defaults: DefaultsConfig, limits: LimitsConfig) -> list[tuple[str, str]]:
+    """(key in [defaults], what is wrong) for each default that the limits would refuse."""
+    problems = []
+    if defaults.steps > limits.max_steps:
+        problems.append(("steps", f"{defaults.steps} is above [limits] max_steps {limits.max_steps}"))
+    if defaults.cfg > limits.max_cfg:
+        problems.append(("cfg", f"{defaults.cfg:g} is above [limits] max_cfg {limits.max_cfg:g}"))
+    for side in ("width", "height"):
+        if getattr(defaults, side) > limits.max_side:
+            problems.append((side, f"{getattr(defaults, side)} is above [limits] max_side {limits.max_side}"))
+    pixels = defaults.width * defaults.height
+    if pixels > limits.max_pixels and max(defaults.width, defaults.height) <= limits.max_side:
+        problems.append(("width × height", f"{defaults.width}x{defaults.height} is {pixels:,} pixels, "
+                                           f"above [limits] max_pixels {limits.max_pixels:,}"))
+    if len(defaults.negative_prompt) > limits.max_prompt_chars:
+        problems.append(("negative_prompt", f"{len(defaults.negative_prompt):,} characters, "
+                                            f"above [limits] max_prompt_chars {limits.max_prompt_chars:,}"))
+    if int(defaults.steps * defaults.strength) < 1:
+        problems.append(("strength", f"image→image runs int(steps × strength) steps, and {defaults.steps} × "
+                                     f"{defaults.strength:g} gives 0; raise [defaults] steps or strength"))
+    return problems
 
 
 ENV_TOKENS = {"EASEL_DISCORD_TOKEN": "discord", "EASEL_TELEGRAM_TOKEN": "telegram"}
@@ -128,7 +179,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
         except OSError as exc:  # a folder, no permission…: say so instead of a traceback at start-up
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     for variable, section in ENV_TOKENS.items():
-        if environ.get(variable):
+        if environ.get(variable, "").strip():  # set but blank counts as not set
             data.setdefault(section, {})
             if isinstance(data[section], dict):
                 data[section]["token"] = environ[variable]

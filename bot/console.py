@@ -22,7 +22,7 @@ from generation.queue import EventKind, JobEvent
 from storage.records import Owner
 
 PLATFORM = "console"
-_IMAGE_OPTION = re.compile(r"(?:^|\s)(?:--image[\s=]|image=)\s*(\"[^\"]+\"|'[^']+'|\S+)")
+_IMAGE_OPTION = re.compile(r"(?:^|\s)(?:(?:--|\u2014|\u2013)image[\s=]|image=)\s*(\"[^\"]+\"|'[^']+'|\S+)")
 _BAR_CELLS = 10
 
 
@@ -33,6 +33,14 @@ def extract_image(line: str) -> tuple[str, Path | None]:
         return line, None
     path = Path(match[1].strip("\"'")).expanduser()
     return (line[: match.start()] + " " + line[match.end():]).strip(), path
+
+
+def local_user() -> str:
+    """Who sits at the terminal; "local" where the system cannot say (a container without a passwd entry)."""
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError, ImportError):  # KeyError before Python 3.13, OSError since
+        return "local"
 
 
 def progress_bar(done: int, total: int) -> str:
@@ -49,13 +57,15 @@ class ConsoleFrontend:
         self.stdin = stdin
         self.interactive = stdin.isatty() and stdout.isatty() if interactive is None else interactive
         self.out = Console(file=stdout, highlight=False, soft_wrap=True, force_terminal=self.interactive or None)
-        user = getpass.getuser() if hasattr(getpass, "getuser") else "local"
+        user = local_user()
         self.owner = Owner(platform=PLATFORM, user_id=user, chat_id=PLATFORM, name=user)
         self._known: set[int] = set()
         self._settled = asyncio.Event()
         self._bars: Progress | None = None
         self._tasks: dict[int, int] = {}
         self._cells: dict[int, int] = {}
+        self._started: set[int] = set()
+        self._in_command = False
 
     def say(self, text: str) -> None:
         self.out.print(text, markup=False, highlight=False)
@@ -109,7 +119,11 @@ class ConsoleFrontend:
             except OSError as exc:
                 self.say(f"error: cannot read --image {image_path}: {exc.strerror or exc}")
                 return
-        reply = await self.service.handle(self.owner, text, attachments)
+        self._in_command = True
+        try:
+            reply = await self.service.handle(self.owner, text, attachments)
+        finally:
+            self._in_command = False
         self._show(reply)
 
     def _show(self, reply: Reply) -> None:
@@ -122,6 +136,7 @@ class ConsoleFrontend:
         if job.owner.key != self.owner.key and job.id not in self._known:
             return
         if event.kind is EventKind.STARTED:
+            self._started.add(job.id)
             self.say(f"#{job.id} started")
             if self._bars is not None:
                 self._tasks[job.id] = self._bars.add_task("", total=job.params.effective_steps, job=job.id)
@@ -151,8 +166,10 @@ class ConsoleFrontend:
                 self.say(f"    {image.path}  seed {image.seed}")
         elif event.kind is EventKind.FAILED:
             self.say(f"#{job.id} failed: {event.error}")
-        else:
+        elif job.id in self._started or not self._in_command:
+            # (A waiting job cancelled while our own /cancel runs: its reply says so, one line, not two.)
             self.say(f"#{job.id} cancelled")
+        self._started.discard(job.id)
         self._known.discard(job.id)
         self._check_settled()
 

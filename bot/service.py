@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -10,13 +11,14 @@ from typing import Callable, Sequence
 from bot import commands
 from bot.commands import Cancel, CommandError, Help, Imagine, Rerun, ShowHistory, ShowQueue, check_params
 from bot.config import Config
-from generation.queue import JobEvent, JobQueue
+from generation.queue import JobEvent, JobQueue, QueueFull
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, open_upload
 from storage.records import JobKind, JobParams, JobRecord, Owner
 
+log = logging.getLogger(__name__)
 _seeds = random.SystemRandom()
 
 
@@ -58,6 +60,9 @@ class Service:
         self.history = history
         self.images = images
         self.queue = queue
+        # Held from "is this input file on disk?" to the job that refers to it being queued, so a
+        # refused job's freshly saved input can be removed without pulling it from under another job.
+        self._inputs = asyncio.Lock()
 
     def is_admin(self, owner: Owner) -> bool:
         # Whoever sits at the terminal owns the machine.
@@ -76,7 +81,7 @@ class Service:
         return [job for job in jobs if job.owner.platform == platform]
 
     async def handle(self, owner: Owner, text: str, attachments: Sequence[Attachment] = ()) -> Reply:
-        """Run one command line; every EaselError becomes a one-line reply and the bot keeps serving."""
+        """Run one command line; every error becomes a one-line reply and the bot keeps serving."""
         try:
             command = commands.parse(text, self.config.defaults)
             if isinstance(command, Imagine):
@@ -96,6 +101,10 @@ class Service:
             raise AssertionError(command)
         except EaselError as exc:
             return Reply(str(exc), error=True)
+        except Exception:
+            # A bug or a broken disk: one person's command must not take the bot down for everyone.
+            log.exception("command from %s failed: %r", owner.key, text)
+            return Reply("something went wrong with that command; the details are in the log", error=True)
 
     async def imagine(self, owner: Owner, command: Imagine, attachments: Sequence[Attachment]) -> Reply:
         defaults, settings = self.config.defaults, command.settings
@@ -108,22 +117,38 @@ class Service:
         )
         image = None
         if attachments:
-            image = open_upload(attachments[0].data, self.config.limits.max_upload_bytes)
+            # Decoding a phone photo takes a fifth of a second: off the event loop, like every file.
+            limits = self.config.limits
+            image = await asyncio.to_thread(
+                open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
+            )
             width, height = commands.size_for_aspect(*_clamped_aspect(image.size), defaults.width * defaults.height)
             params = params.replace(kind=JobKind.IMG2IMG, strength=defaults.strength, width=width, height=height)
         elif settings.strength is not None:
             raise CommandError("--strength is for image→image; attach an image to use it")
         params = settings.apply(params)
         check_params(params, self.config.limits)
-        if image is not None:
-            params = params.replace(input_sha256=await asyncio.to_thread(self.images.save_input, image))
-        return await self._submit(owner, params, None, "")
+        if image is None:
+            return await self._submit(owner, params, None, "")
+        async with self._inputs:
+            sha256, new = await asyncio.to_thread(self.images.add_input, image)
+            try:
+                return await self._submit(owner, params.replace(input_sha256=sha256), None, "")
+            except QueueFull:
+                if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
+                    await asyncio.to_thread(self.images.discard_input, sha256)
+                raise
 
     async def rerun(self, owner: Owner, command: Rerun) -> Reply:
         if command.job_id is not None:
             parent = await self.history.get(command.job_id)
             if parent is None:
                 raise CommandError(f"there is no job #{command.job_id}")
+            if parent.params.kind is JobKind.IMG2IMG and parent.owner.key != owner.key:
+                # Its input is someone's own photo: at a low strength a rerun would hand it back.
+                raise CommandError(
+                    f"job #{parent.id} is someone else's image→image job; its input image is theirs to rerun"
+                )
             base = parent.params
         elif command.seed is not None:
             found = await self.history.latest_with_seed(owner, command.seed)
@@ -143,12 +168,15 @@ class Service:
             raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
         params = command.settings.apply(base)
         check_params(params, self.config.limits)
-        if params.input_sha256 and not self.images.input_path(params.input_sha256).exists():
-            raise CommandError(f"the input image of job #{parent.id} is no longer on disk")
         note = f", rerun of #{parent.id}"
         if params.steps != base.steps and not SCHEDULERS[params.scheduler].step_stable:
             note += f" ({params.scheduler} is ancestral: at another step count the picture changes)"
-        return await self._submit(owner, params, parent.id, note)
+        if not params.input_sha256:
+            return await self._submit(owner, params, parent.id, note)
+        async with self._inputs:
+            if not self.images.input_path(params.input_sha256).exists():
+                raise CommandError(f"the input image of job #{parent.id} is no longer on disk")
+            return await self._submit(owner, params, parent.id, note)
 
     async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, note: str) -> Reply:
         job = await self.queue.submit(owner, params, parent_id)

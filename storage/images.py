@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from storage.errors import EaselError
 from storage.records import JobKind, JobParams, RunInfo, is_hub_id
@@ -28,6 +31,12 @@ SAMPLER_NAMES = {
 
 class BadImageError(EaselError):
     """An uploaded file is not an image we can use."""
+
+
+NOT_AN_IMAGE = "the attached file is not an image (PNG, JPEG or WebP expected)"
+# Decoded, 64 MP is 192 MB of RGB; it lets a full-resolution 48/50 MP phone photo through and stays
+# under Pillow's own decompression-bomb warning (89 MP).
+MAX_UPLOAD_PIXELS = 64_000_000
 
 
 def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
@@ -68,16 +77,36 @@ def read_parameters(path: Path) -> str | None:
         return image.info.get("parameters")
 
 
-def open_upload(data: bytes, max_bytes: int) -> Image.Image:
-    """Decode an uploaded image, or say plainly why it cannot be used."""
+def open_upload(
+    data: bytes, max_bytes: int, max_pixels: int = MAX_UPLOAD_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Decode an uploaded image upright, at most max_side on a side, or say plainly why it cannot be used."""
     if len(data) > max_bytes:
         raise BadImageError(f"the image is {_size(len(data))}; the limit is {_size(max_bytes)}")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # lazy: reads the header, so the size is known before decoding
+        width, height = image.size
+        if width * height > max_pixels:
+            # A small file can declare a huge canvas (a "decompression bomb"): refuse before allocating it.
+            raise BadImageError(f"the image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+        if max_side is not None:
+            image.draft("RGB", (max_side, max_side))  # a big JPEG decodes at 1/2, 1/4 or 1/8 size, much quicker
         image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # phones store photos sideways plus an orientation tag
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Sizes far over Pillow's own limit are refused inside Image.open, before we learn the size.
+        raise BadImageError(
+            f"the image is over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; the limit is {max_pixels:,} pixels"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadImageError("the attached file is not an image (PNG, JPEG or WebP expected)") from exc
-    return image.convert("RGB")
+        raise BadImageError(NOT_AN_IMAGE) from exc
+    image = image.convert("RGB")
+    if max_side is not None and max(image.size) > max_side:
+        # The engine resizes to the job's size anyway; a smaller input is quicker to store and to load.
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
 
 
 def _size(count: int) -> str:
@@ -94,15 +123,24 @@ class ImageStore:
 
     def save_input(self, image: Image.Image) -> str:
         """Keep an uploaded image (as PNG) so its job survives restarts and reruns; returns its sha256."""
+        return self.add_input(image)[0]
+
+    def add_input(self, image: Image.Image) -> tuple[str, bool]:
+        """save_input, also saying whether this call wrote the file (False: the same image was already kept)."""
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         path = self.input_path(digest)
-        if not path.exists():
-            self.inputs.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, data)
-        return digest
+        if path.exists():
+            return digest, False
+        self.inputs.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, data)
+        return digest, True
+
+    def discard_input(self, sha256: str) -> None:
+        """Remove an input no job refers to (one whose job was refused after it was saved)."""
+        self.input_path(sha256).unlink(missing_ok=True)
 
     def input_path(self, sha256: str) -> Path:
         return self.inputs / f"{sha256}.png"
@@ -129,7 +167,15 @@ class ImageStore:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    # A crash mid-write must never leave a half PNG where history says a whole one is.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    # A crash mid-write must never leave a half PNG where history says a whole one is. The temporary
+    # name is unique to this write: two jobs saving the same input at once must not share one. (Not
+    # mkstemp: its files are private (0600), and these are ordinary files the user may want to share.)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(tmp, "xb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

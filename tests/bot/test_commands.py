@@ -84,6 +84,17 @@ def test_aliases_and_case_of_option_names(alias, expected):
     assert imagine(f"/imagine a cat {alias}") == Imagine("a cat", expected)
 
 
+@pytest.mark.parametrize("dash", ["\u2014", "\u2013"])  # em dash, en dash
+def test_a_phone_dash_before_an_option_name_means_two_hyphens(dash):
+    # iOS and Android turn "--" into "—" as you type.
+    command = imagine(f"/imagine a cat {dash}seed 42 {dash}steps=9 {dash}no dark clouds {dash}AR 2:1")
+    assert command == Imagine("a cat", Settings(seed=42, steps=9, negative_prompt="dark clouds", width=704, height=384))
+    assert parse(f"/rerun 42 {dash}cfg 3", DEFAULTS) == Rerun(None, 42, Settings(cfg=3.0))
+    # Anywhere else a dash is part of the prompt.
+    assert imagine(f"/imagine a cat {dash} on a mat {dash}sitting").prompt == f"a cat {dash} on a mat {dash}sitting"
+    assert imagine(f"/imagine 1990{dash}2000 {dash} an era").prompt == f"1990{dash}2000 {dash} an era"
+
+
 def test_options_may_sit_anywhere_and_the_prompt_is_the_remaining_words():
     command = imagine("/imagine --seed 42 a cat steps=70 on a mat --cfg=5")
     assert command == Imagine("a cat on a mat", Settings(seed=42, steps=70, cfg=5.0))
@@ -221,6 +232,11 @@ def test_help_text_lists_every_option_and_the_configured_limits():
     text = help_text(LimitsConfig(max_steps=120, max_count=2))
     for option in ("--no", "--seed", "--steps", "--cfg", "--ar", "--size", "--n", "--strength", "--scheduler"):
         assert f"  {option} " in text
+    assert "attach an image for image→image (console: --image PATH)" in text.splitlines()[0]
+    # strength 0 is refused (see check_params), so help must not offer it.
+    [strength] = [line for line in text.splitlines() if line.startswith("  --strength ")]
+    assert strength.split(None, 1)[1] == "image→image: just above 0 stays close to the input, 1 ignores it"
+    assert "0 keeps" not in text
     assert "limits: steps 1–120, cfg 0–30, n 1–2, sides 64–2048 (multiples of 8), at most 2,359,296 pixels" in text
 
 
@@ -312,6 +328,26 @@ def test_params_within_limits_pass():
 )
 def test_limit_refusals_name_the_range(changes, message):
     assert limit_error(**changes) == message
+
+
+@pytest.mark.parametrize(
+    "steps, strength, message",
+    [
+        (1, 0.5, "image→image runs int(steps × strength) steps: 1 × 0.5 gives 0; use at least 2 steps or a higher strength"),
+        (3, 0.3, "image→image runs int(steps × strength) steps: 3 × 0.3 gives 0; use at least 4 steps or a higher strength"),
+        (9, 0.1, "image→image runs int(steps × strength) steps: 9 × 0.1 gives 0; use at least 10 steps or a higher strength"),
+        (500, 0.001, "image→image runs int(steps × strength) steps: 500 × 0.001 gives 0; "
+                     "use a higher strength (at most 500 steps are allowed)"),
+    ],
+)
+def test_img2img_that_would_run_no_steps_is_refused(steps, strength, message):
+    assert limit_error(kind=JobKind.IMG2IMG, steps=steps, strength=strength) == message
+
+
+def test_img2img_with_one_step_to_run_passes():
+    for steps, strength in ((2, 0.5), (4, 0.3), (10, 0.1), (1, 1.0)):
+        check_params(BASE.replace(kind=JobKind.IMG2IMG, steps=steps, strength=strength), LIMITS)
+    check_params(BASE.replace(steps=1), LIMITS)  # text→image runs every step it is given
 
 
 def test_limits_come_from_the_config():

@@ -122,6 +122,41 @@ def test_bad_values_name_the_key(tmp_path, text, named):
     assert named in message
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[defaults]\nsteps = 600\n", "[defaults] steps: 600 is above [limits] max_steps 500"),
+        ("[defaults]\nsteps = 60\n[limits]\nmax_steps = 50\n", "[defaults] steps: 60 is above [limits] max_steps 50"),
+        ("[defaults]\ncfg = 12.5\n[limits]\nmax_cfg = 12\n", "[defaults] cfg: 12.5 is above [limits] max_cfg 12"),
+        ("[defaults]\nwidth = 1024\n[limits]\nmax_side = 768\n", "[defaults] width: 1024 is above [limits] max_side 768"),
+        ("[defaults]\nheight = 2560\n", "[defaults] height: 2560 is above [limits] max_side 2048"),
+        ("[defaults]\nwidth = 2048\nheight = 2048\n",
+         "[defaults] width × height: 2048x2048 is 4,194,304 pixels, above [limits] max_pixels 2,359,296"),
+        ('[defaults]\nnegative_prompt = "blurry, ugly"\n[limits]\nmax_prompt_chars = 10\n',
+         "[defaults] negative_prompt: 12 characters, above [limits] max_prompt_chars 10"),
+        ("[defaults]\nsteps = 1\nstrength = 0.5\n",
+         "[defaults] strength: image→image runs int(steps × strength) steps, and 1 × 0.5 gives 0; "
+         "raise [defaults] steps or strength"),
+    ],
+)
+def test_defaults_must_fit_the_limits(tmp_path, text, message):
+    # Otherwise every command that leaves the setting out is refused.
+    path = write(tmp_path, text)
+    assert config_error(path) == f"{path}: {message}"
+
+
+def test_defaults_over_limits_are_all_named_and_also_refused_in_code():
+    with pytest.raises(ValidationError) as caught:
+        Config(defaults=DefaultsConfig(steps=80, cfg=20.0), limits=LimitsConfig(max_steps=50, max_cfg=10.0))
+    assert [(error["loc"], error["msg"]) for error in caught.value.errors()] == [
+        (("defaults", "steps"), "80 is above [limits] max_steps 50"),
+        (("defaults", "cfg"), "20 is above [limits] max_cfg 10"),
+    ]
+    edge = Config(defaults=DefaultsConfig(steps=50, cfg=10.0, width=768, height=512),
+                  limits=LimitsConfig(max_steps=50, max_cfg=10.0, max_side=768, max_pixels=768 * 512))
+    assert edge.defaults.steps == 50
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     message = config_error(write(tmp_path, "[defaults]\nsteps = 0\nstpes = 3\n[limits]\nmax_cfg = -2\n"))
     assert "[defaults] steps:" in message
@@ -178,6 +213,24 @@ def test_environment_tokens_need_no_file_and_no_section():
 def test_an_empty_environment_variable_does_not_override(tmp_path):
     config = load_config(write(tmp_path, '[discord]\ntoken = "from-file"\n'), environ={"EASEL_DISCORD_TOKEN": ""})
     assert config.discord.token.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize("blank", ['""', '"   "', '"\\n"'])
+def test_an_empty_token_in_the_file_is_no_token(tmp_path, blank):
+    # `token = ""` is how the example file spells "not set"; it must not count as a configured frontend.
+    config = load_config(write(tmp_path, f"[discord]\ntoken = {blank}\n[telegram]\ntoken = {blank}\n"), environ={})
+    assert config.discord.token is None and config.telegram.token is None
+    assert Config(discord={"token": ""}).discord.token is None
+    assert Config(telegram={"token": SecretStr("  ")}).telegram.token is None
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n"])
+def test_a_blank_environment_token_is_no_token(tmp_path, blank):
+    environ = {"EASEL_DISCORD_TOKEN": blank, "EASEL_TELEGRAM_TOKEN": blank}
+    assert load_config(None, environ=environ).discord.token is None
+    config = load_config(write(tmp_path, '[telegram]\ntoken = "from-file"\n'), environ=environ)
+    assert config.telegram.token.get_secret_value() == "from-file"  # a blank variable does not override
+    assert config.discord.token is None
 
 
 def test_unrelated_environment_is_ignored(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.console import extract_image, progress_bar
+from bot.console import extract_image, local_user, progress_bar
 
 DONE = re.compile(r"^#(\d+) done: (\S+)", re.MULTILINE)
 
@@ -150,6 +150,53 @@ def test_extract_image_takes_the_path_out_of_the_line() -> None:
     assert extract_image("/imagine a cat --image cat.png --steps 5") == ("/imagine a cat  --steps 5", Path("cat.png"))
     assert extract_image('/imagine a cat image="my cat.png"') == ("/imagine a cat", Path("my cat.png"))
     assert extract_image("/imagine an image of a cat") == ("/imagine an image of a cat", None)
+    # A dash the keyboard turned long, as for every other option.
+    assert extract_image("/imagine a cat \u2014image cat.png") == ("/imagine a cat", Path("cat.png"))
+    assert extract_image("/imagine a cat \u2013image=cat.png") == ("/imagine a cat", Path("cat.png"))
+
+
+def test_cancelling_a_waiting_job_prints_one_line(workdir: Path) -> None:
+    script = "/imagine first --seed 1 --steps 2 --size 64x64\n/imagine second --seed 2 --steps 2 --size 64x64\n/cancel #2\n"
+    result = console(workdir, script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "cancel" in line] == ["cancelled #2"]  # not also "#2 cancelled"
+    assert [job for job, _ in DONE.findall(result.stdout)] == ["1"]
+
+
+async def test_the_console_user_is_local_where_the_system_has_no_name_for_it(tmp_path: Path, monkeypatch) -> None:
+    # Containers often run as a user id with no passwd entry and no $USER, where getpass.getuser() raises
+    # (KeyError before Python 3.13, OSError since). Only the system's user database is faked here.
+    import pwd
+
+    from bot.config import Config
+    from bot.console import ConsoleFrontend
+    from bot.service import Service
+    from generation.diffusion import DiffusionEngine
+    from generation.queue import JobQueue, QueueLimits
+    from storage.history import History
+    from storage.images import ImageStore
+    from storage.records import Owner
+
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    assert local_user() == "local"
+
+    config = Config(storage={"data_dir": tmp_path})
+    out = io.StringIO()
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        queue = JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits())
+        frontend = ConsoleFrontend(Service(config, history, images, queue), stdin=io.StringIO("/queue\n"), stdout=out,
+                                   interactive=False)
+        await frontend.run()
+    assert frontend.owner == Owner("console", "local", chat_id="console", name="local")
+    assert out.getvalue() == "the queue is empty\n"
 
 
 def test_progress_bar_cells() -> None:
@@ -184,7 +231,9 @@ async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_mod
     text = out.getvalue()
     assert "queued #1 (position 1)" in text and "#1 done:" in text
     assert "[#1]" in text  # the live bar names its job
-    assert "running: #1" in text or "the queue is empty" in text or "1. #1" in text
+    # /queue is read while /imagine is still being answered, so it runs before the worker has had a turn.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text).splitlines()
+    assert plain[plain.index("queued #1 (position 1)") + 1] == f"1. #1 ({frontend.owner.name}) a boat"
 
 
 def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore, read_parameters
 from storage.records import JobKind, JobParams, JobStatus, Owner
+from tests.storage.test_images import blank_png
 
 ALICE = Owner("discord", "111", chat_id="c1", name="alice")
 BOB = Owner("discord", "222", chat_id="c1", name="bob")
@@ -116,6 +119,22 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def photo(width: int, height: int) -> bytes:
+    """A smooth JPEG, like a camera's: small as a file, big once decoded."""
+    across = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    down = np.linspace(0, 255, height, dtype=np.uint8)[:, None]
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = across, down, across // 2 + down // 2
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def inputs(rig: Rig) -> list[str]:
+    folder = rig.service.config.storage.data_dir / "inputs"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def pixels(path: str | Path) -> np.ndarray:
@@ -276,8 +295,8 @@ async def test_an_attachment_sets_the_size_unless_the_command_does(rig):
     assert (first.width, first.height) == (128, 128)  # 3:4 at 128x128 pixels, rounded to 64s
     tall = (await rig.ok(ALICE, "/imagine a portrait", Attachment("tall.png", png(64, 400)))).job.params
     assert (tall.width, tall.height) == (64, 256)  # 1:6.25 is drawn at the tallest ratio we allow, 1:4
-    given = (await rig.ok(ALICE, "/imagine a portrait --size 64x96 --strength 0.3", upload)).job.params
-    assert (given.width, given.height, given.strength) == (64, 96, 0.3)
+    given = (await rig.ok(ALICE, "/imagine a portrait --size 64x96 --strength 0.4", upload)).job.params
+    assert (given.width, given.height, given.strength) == (64, 96, 0.4)
     assert given.input_sha256 == first.input_sha256  # the same upload is stored once
     assert len(list((rig.service.config.storage.data_dir / "inputs").iterdir())) == 2
 
@@ -311,6 +330,90 @@ async def test_attachment_misuse(rig):
         "strength must be above 0 and at most 1, got 1.5"
     )
     assert not (rig.service.config.storage.data_dir / "inputs").exists()
+
+
+async def test_a_decompression_bomb_is_refused_and_the_bot_keeps_serving(make_rig):
+    rig = await make_rig()
+    bomb = blank_png(14000, 14000)  # 190 KB of PNG, 196 million pixels once decoded
+    assert len(bomb) < rig.service.config.limits.max_upload_bytes
+    assert await rig.refused(ALICE, "/imagine a cat", Attachment("bomb.png", bomb)) == (
+        f"the image is over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the limit is 64,000,000 pixels"
+    )
+    tight = await make_rig(limits=LimitsConfig(max_upload_pixels=100_000))
+    assert await tight.refused(ALICE, "/imagine a cat", Attachment("wide.png", blank_png(400, 300))) == (
+        "the image is 400x300 pixels; the limit is 100,000 pixels"
+    )
+    assert inputs(rig) == [] and inputs(tight) == []
+    await tight.ok(ALICE, "/imagine a cat", Attachment("fits.png", blank_png(400, 250)))
+
+
+async def test_a_big_upload_is_decoded_off_the_event_loop_and_stored_no_bigger_than_max_side(rig):
+    upload = photo(8000, 6000)  # a 48 MP phone photo; decoding it takes a good part of a second
+    worst, running = 0.0, True
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            worst, last = max(worst, now - last), now
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    started = time.perf_counter()
+    reply = await rig.ok(ALICE, "/imagine a harbour", Attachment("IMG_0001.jpg", upload))
+    took = time.perf_counter() - started
+    running = False
+    await ticking
+    # Other people's commands and the running job's progress wait on the loop: it must keep turning.
+    assert worst < 0.1, f"the event loop stood still for {worst * 1000:.0f} ms of {took * 1000:.0f} ms"
+    stored = rig.service.images.input_path(reply.job.params.input_sha256)
+    with Image.open(stored) as image:
+        assert image.size == (2048, 1536)  # [limits] max_side, same 4:3 shape
+    assert (reply.job.params.width, reply.job.params.height) == (128, 128)  # 4:3 at 128x128 pixels, in 64s
+
+
+async def test_an_upload_is_stored_within_a_smaller_max_side(make_rig):
+    rig = await make_rig(limits=LimitsConfig(max_side=256))
+    params = (await rig.ok(ALICE, "/imagine a bridge", Attachment("wide.png", png(600, 200)))).job.params
+    with Image.open(rig.service.images.input_path(params.input_sha256)) as image:
+        assert image.size == (256, 85)
+    assert (params.width, params.height) == (192, 64)  # the aspect ratio comes through the shrinking
+
+
+async def test_a_refused_img2img_job_leaves_no_input_behind(make_rig):
+    rig = await make_rig(queue=QueueConfig(max_per_user=1, max_total=50))
+    await rig.ok(ALICE, "/imagine one")
+    full = "you already have 1 job(s) waiting or running (limit 1); wait for one to finish or /cancel one"
+    assert await rig.refused(ALICE, "/imagine two", Attachment("a.png", png(64, 64, seed=1))) == full
+    assert inputs(rig) == []
+    # The same picture, already kept for Bob's job, stays when Alice's copy of it is refused.
+    bobs = (await rig.ok(BOB, "/imagine bob's", Attachment("b.png", png(64, 64, seed=2)))).job
+    assert await rig.refused(ALICE, "/imagine mine too", Attachment("b.png", png(64, 64, seed=2))) == full
+    assert inputs(rig) == [f"{bobs.params.input_sha256}.png"]
+    # A job refused by the limits is checked before anything is saved.
+    assert await rig.refused(CAROL, "/imagine c --steps 1 --strength 0.5", Attachment("c.png", png(64, 64, seed=3))) == (
+        "image→image runs int(steps × strength) steps: 1 × 0.5 gives 0; use at least 2 steps or a higher strength"
+    )
+    assert inputs(rig) == [f"{bobs.params.input_sha256}.png"]
+
+
+async def test_an_unexpected_error_is_logged_once_and_the_bot_keeps_serving(rig, caplog):
+    # A real fault, not a user's mistake: the inputs folder cannot be created (a file is in the way).
+    data_dir = rig.service.config.storage.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "inputs").write_text("not a folder", encoding="utf-8")
+    with caplog.at_level(logging.ERROR):
+        reply = await rig.say(ALICE, "/imagine a cat", Attachment("cat.png", png(64, 64)))
+    assert reply == Reply("something went wrong with that command; the details are in the log", error=True)
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "bot.service" and record.exc_info is not None
+    assert isinstance(record.exc_info[1], FileExistsError)
+    assert "discord:111" in record.getMessage() and "/imagine a cat" in record.getMessage()
+    assert await rig.all_jobs() == []
+    # The next command, from anyone, works.
+    assert (await rig.ok(BOB, "/imagine a dog")).text == "queued #1 (position 1)"
 
 
 # ---- limits and errors ---------------------------------------------------------------------------
@@ -400,6 +503,22 @@ async def test_rerun_of_another_persons_job_by_number(rig):
     assert reply.text == "queued #2 (position 2), rerun of #1"
     assert reply.job.owner == ALICE and reply.job.parent_id == bobs.id
     assert reply.job.params == bobs.params.replace(cfg=3.0)
+
+
+async def test_another_persons_img2img_job_cannot_be_rerun_by_number(rig):
+    # Its input is their photo: a rerun at low strength would hand the photo to whoever asked.
+    bobs = (await rig.ok(BOB, "/imagine me at the beach --seed 9", Attachment("me.png", png(64, 64)))).job
+    refusal = "job #1 is someone else's image→image job; its input image is theirs to rerun"
+    assert await rig.refused(ALICE, "/rerun #1") == refusal
+    assert await rig.refused(ALICE, "/rerun #1 strength=0.1 steps=40") == refusal
+    assert await rig.refused(CAROL, "/rerun #1") == refusal
+    assert await rig.refused(Owner("telegram", BOB.user_id), "/rerun #1") == refusal  # same id, other platform
+    assert await rig.refused(CONSOLE, "/rerun #1") == refusal  # admins too: cancelling is theirs, photos are not
+    again = (await rig.ok(BOB, "/rerun #1 strength=0.4")).job
+    assert again.params == bobs.params.replace(strength=0.4) and again.parent_id == 1
+    # Text→image jobs stay anyone's to rerun.
+    await rig.ok(BOB, "/imagine a castle --seed 4")
+    assert (await rig.ok(ALICE, "/rerun #3")).job.parent_id == 3
 
 
 async def test_rerun_of_a_job_you_do_not_have(rig):
