@@ -293,32 +293,63 @@ def _no_more(name: str, extra: list[str]) -> None:
 
 
 # ---- limits ------------------------------------------------------------------------------
-def check_params(params: JobParams, limits: LimitsConfig) -> None:
-    """Enforce the configured limits on a job about to be queued; the message names the range."""
-    if len(params.prompt) > limits.max_prompt_chars:
-        raise CommandError(f"the prompt is {len(params.prompt)} characters; the limit is {limits.max_prompt_chars}")
-    if len(params.negative_prompt) > limits.max_prompt_chars:
-        raise CommandError(
-            f"the negative prompt is {len(params.negative_prompt)} characters; the limit is {limits.max_prompt_chars}"
-        )
-    _in_range("steps", params.steps, 1, limits.max_steps)
-    _in_range("cfg", params.cfg, 0, limits.max_cfg)
-    _in_range("n", params.count, 1, limits.max_count)
-    _in_range("seed", params.seed, 0, MAX_SEED - params.count + 1)
+@dataclass(frozen=True)
+class LimitProblem:
+    """One limit a job would break: the setting at fault, what to tell the person, the [limits] key."""
+
+    setting: str
+    message: str
+    limit: str = ""
+
+
+def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem]:
+    """Every configured limit the params break, in the order people should fix them; [] if none."""
+    problems: list[LimitProblem] = []
+    for setting, label, text in (("prompt", "prompt", params.prompt),
+                                 ("negative_prompt", "negative prompt", params.negative_prompt)):
+        if len(text) > limits.max_prompt_chars:
+            problems.append(LimitProblem(
+                setting, f"the {label} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
+                "max_prompt_chars",
+            ))
+    for setting, name, value, low, high, limit in (
+        ("steps", "steps", params.steps, 1, limits.max_steps, "max_steps"),
+        ("cfg", "cfg", params.cfg, 0, limits.max_cfg, "max_cfg"),
+        ("count", "n", params.count, 1, limits.max_count, "max_count"),
+        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
+    ):
+        if not low <= value <= high:
+            problems.append(LimitProblem(
+                setting, f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}", limit,
+            ))
     if params.strength is not None and not 0 < params.strength <= 1:
-        raise CommandError(f"strength must be above 0 and at most 1, got {params.strength:g}")
-    if params.kind is JobKind.IMG2IMG and params.strength is not None and int(params.steps * params.strength) < 1:
-        raise CommandError(_too_few_img2img_steps(params.steps, params.strength, limits.max_steps))
+        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {params.strength:g}"))
+    elif params.kind is JobKind.IMG2IMG and params.strength is not None and int(params.steps * params.strength) < 1:
+        problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
     for side, value in (("width", params.width), ("height", params.height)):
         if value % 8 or not 64 <= value <= limits.max_side:
-            raise CommandError(f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}")
+            problems.append(LimitProblem(
+                side, f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}", "max_side",
+            ))
     if params.width * params.height > limits.max_pixels:
-        raise CommandError(
+        problems.append(LimitProblem(
+            "size",
             f"{params.width}x{params.height} is {params.width * params.height:,} pixels; "
-            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)"
-        )
+            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)",
+            "max_pixels",
+        ))
     if params.scheduler not in SCHEDULERS:
-        raise CommandError(f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}")
+        problems.append(LimitProblem(
+            "scheduler", f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}",
+        ))
+    return problems
+
+
+def check_params(params: JobParams, limits: LimitsConfig) -> None:
+    """Enforce the configured limits on a job about to be queued; the message names the range."""
+    problems = limit_problems(params, limits)
+    if problems:
+        raise CommandError(problems[0].message)
 
 
 def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
@@ -329,11 +360,6 @@ def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
     if enough <= max_steps:
         return message + f"use at least {enough} steps or a higher strength"
     return message + f"use a higher strength (at most {max_steps} steps are allowed)"
-
-
-def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise CommandError(f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}")
 
 
 def _number(value: float) -> str:

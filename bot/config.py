@@ -14,6 +14,7 @@ from generation.config import GenerationConfig
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
 from storage.images import MAX_UPLOAD_PIXELS
+from storage.records import JobKind, JobParams
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -136,26 +137,21 @@ class Config(BaseModel):
 
 
 def _defaults_over_limits(defaults: DefaultsConfig, limits: LimitsConfig) -> list[tuple[str, str]]:
-    """(key in [defaults], what is wrong) for each default that the limits would refuse."""
-    problems = []
-    if defaults.steps > limits.max_steps:
-        problems.append(("steps", f"{defaults.steps} is above [limits] max_steps {limits.max_steps}"))
-    if defaults.cfg > limits.max_cfg:
-        problems.append(("cfg", f"{defaults.cfg:g} is above [limits] max_cfg {limits.max_cfg:g}"))
-    for side in ("width", "height"):
-        if getattr(defaults, side) > limits.max_side:
-            problems.append((side, f"{getattr(defaults, side)} is above [limits] max_side {limits.max_side}"))
-    pixels = defaults.width * defaults.height
-    if pixels > limits.max_pixels and max(defaults.width, defaults.height) <= limits.max_side:
-        problems.append(("width × height", f"{defaults.width}x{defaults.height} is {pixels:,} pixels, "
-                                           f"above [limits] max_pixels {limits.max_pixels:,}"))
-    if len(defaults.negative_prompt) > limits.max_prompt_chars:
-        problems.append(("negative_prompt", f"{len(defaults.negative_prompt):,} characters, "
-                                            f"above [limits] max_prompt_chars {limits.max_prompt_chars:,}"))
-    if int(defaults.steps * defaults.strength) < 1:
-        problems.append(("strength", f"image→image runs int(steps × strength) steps, and {defaults.steps} × "
-                                     f"{defaults.strength:g} gives 0; raise [defaults] steps or strength"))
-    return problems
+    """(key in [defaults], what is wrong) for each default the limits would refuse in every command."""
+    from bot.commands import limit_problems  # commands reads this module's types; import at use
+
+    # As an image→image job, so the strength rule is checked too; prompt, n and seed have no default.
+    job = JobParams(
+        kind=JobKind.IMG2IMG, prompt="", negative_prompt=defaults.negative_prompt, seed=0,
+        steps=defaults.steps, cfg=defaults.cfg, width=defaults.width, height=defaults.height, count=1,
+        scheduler=defaults.scheduler, strength=defaults.strength,
+    )
+    keys = {"size": "width × height"}
+    return [
+        (keys.get(problem.setting, problem.setting),
+         problem.message + (f" (set by [limits] {problem.limit})" if problem.limit else ""))
+        for problem in limit_problems(job, limits)
+    ]
 
 
 ENV_TOKENS = {"EASEL_DISCORD_TOKEN": "discord", "EASEL_TELEGRAM_TOKEN": "telegram"}

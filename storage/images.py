@@ -121,12 +121,11 @@ class ImageStore:
         self.outputs = self.root / "images"
         self.inputs = self.root / "inputs"
 
-    def save_input(self, image: Image.Image) -> str:
-        """Keep an uploaded image (as PNG) so its job survives restarts and reruns; returns its sha256."""
-        return self.add_input(image)[0]
-
     def add_input(self, image: Image.Image) -> tuple[str, bool]:
-        """save_input, also saying whether this call wrote the file (False: the same image was already kept)."""
+        """Keep an uploaded image (as PNG) so its job survives restarts and reruns.
+
+        Returns its sha256 and whether this call wrote the file (False: the same image was already kept).
+        """
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()

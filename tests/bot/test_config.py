@@ -125,18 +125,20 @@ def test_bad_values_name_the_key(tmp_path, text, named):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("[defaults]\nsteps = 600\n", "[defaults] steps: 600 is above [limits] max_steps 500"),
-        ("[defaults]\nsteps = 60\n[limits]\nmax_steps = 50\n", "[defaults] steps: 60 is above [limits] max_steps 50"),
-        ("[defaults]\ncfg = 12.5\n[limits]\nmax_cfg = 12\n", "[defaults] cfg: 12.5 is above [limits] max_cfg 12"),
-        ("[defaults]\nwidth = 1024\n[limits]\nmax_side = 768\n", "[defaults] width: 1024 is above [limits] max_side 768"),
-        ("[defaults]\nheight = 2560\n", "[defaults] height: 2560 is above [limits] max_side 2048"),
+        ("[defaults]\nsteps = 600\n", "[defaults] steps: steps must be 1–500, got 600 (set by [limits] max_steps)"),
+        ("[defaults]\nsteps = 60\n[limits]\nmax_steps = 50\n", "[defaults] steps: steps must be 1–50, got 60 (set by [limits] max_steps)"),
+        ("[defaults]\ncfg = 12.5\n[limits]\nmax_cfg = 12\n", "[defaults] cfg: cfg must be 0–12, got 12.5 (set by [limits] max_cfg)"),
+        ("[defaults]\nwidth = 1024\n[limits]\nmax_side = 768\n", "[defaults] width: width must be a multiple of 8 from 64 to 768, got 1024 (set by [limits] max_side)"),
+        ("[defaults]\nheight = 2560\n", "[defaults] height: height must be a multiple of 8 from 64 to 2048, got 2560 (set by [limits] max_side)"),
         ("[defaults]\nwidth = 2048\nheight = 2048\n",
-         "[defaults] width × height: 2048x2048 is 4,194,304 pixels, above [limits] max_pixels 2,359,296"),
+         "[defaults] width × height: 2048x2048 is 4,194,304 pixels; the limit is 2,359,296 (e.g. 1536 square) "
+         "(set by [limits] max_pixels)"),
         ('[defaults]\nnegative_prompt = "blurry, ugly"\n[limits]\nmax_prompt_chars = 10\n',
-         "[defaults] negative_prompt: 12 characters, above [limits] max_prompt_chars 10"),
+         "[defaults] negative_prompt: the negative prompt is 12 characters; the limit is 10 "
+         "(set by [limits] max_prompt_chars)"),
         ("[defaults]\nsteps = 1\nstrength = 0.5\n",
-         "[defaults] strength: image→image runs int(steps × strength) steps, and 1 × 0.5 gives 0; "
-         "raise [defaults] steps or strength"),
+         "[defaults] strength: image→image runs int(steps × strength) steps: 1 × 0.5 gives 0; "
+         "use at least 2 steps or a higher strength"),
     ],
 )
 def test_defaults_must_fit_the_limits(tmp_path, text, message):
@@ -149,8 +151,8 @@ def test_defaults_over_limits_are_all_named_and_also_refused_in_code():
     with pytest.raises(ValidationError) as caught:
         Config(defaults=DefaultsConfig(steps=80, cfg=20.0), limits=LimitsConfig(max_steps=50, max_cfg=10.0))
     assert [(error["loc"], error["msg"]) for error in caught.value.errors()] == [
-        (("defaults", "steps"), "80 is above [limits] max_steps 50"),
-        (("defaults", "cfg"), "20 is above [limits] max_cfg 10"),
+        (("defaults", "steps"), "steps must be 1–50, got 80 (set by [limits] max_steps)"),
+        (("defaults", "cfg"), "cfg must be 0–10, got 20 (set by [limits] max_cfg)"),
     ]
     edge = Config(defaults=DefaultsConfig(steps=50, cfg=10.0, width=768, height=512),
                   limits=LimitsConfig(max_steps=50, max_cfg=10.0, max_side=768, max_pixels=768 * 512))

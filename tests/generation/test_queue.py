@@ -464,7 +464,7 @@ async def test_stop_leaves_the_running_job_for_the_next_start(
 async def test_img2img_job_reads_its_stored_input(make_queue, store: ImageStore) -> None:
     queue = make_queue()
     events = Events(queue)
-    digest = store.save_input(Image.new("RGB", (96, 80), (200, 120, 40)))
+    digest, _ = store.add_input(Image.new("RGB", (96, 80), (200, 120, 40)))
     await queue.start()
     job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, steps=4, strength=0.5, input_sha256=digest))
     done = await events.finished(job.id)
@@ -477,7 +477,7 @@ async def test_img2img_job_reads_its_stored_input(make_queue, store: ImageStore)
 async def test_img2img_whose_input_is_gone_fails_with_a_readable_reason(make_queue, store: ImageStore, history: History) -> None:
     queue = make_queue()
     events = Events(queue)
-    digest = store.save_input(Image.new("RGB", (64, 64), "white"))
+    digest, _ = store.add_input(Image.new("RGB", (64, 64), "white"))
     store.input_path(digest).unlink()
     await queue.start()
     job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, strength=0.5, input_sha256=digest))

@@ -250,11 +250,11 @@ def test_open_upload_shrinks_to_max_side_keeping_the_aspect(size, max_side, kept
 
 # ---- inputs ---------------------------------------------------------------------------------
 
-def test_save_input_is_content_addressed(tmp_path: Path) -> None:
+def test_add_input_is_content_addressed(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
-    first = store.save_input(gradient())
-    again = store.save_input(gradient())
-    other = store.save_input(gradient(shift=1))
+    first = store.add_input(gradient())[0]
+    again = store.add_input(gradient())[0]
+    other = store.add_input(gradient(shift=1))[0]
 
     assert first == again != other
     assert len(first) == 64 and all(c in "0123456789abcdef" for c in first)
@@ -265,7 +265,7 @@ def test_save_input_is_content_addressed(tmp_path: Path) -> None:
 def test_load_input_gives_back_the_same_pixels(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
     original = gradient()
-    digest = store.save_input(original)
+    digest = store.add_input(original)[0]
     loaded = ImageStore(tmp_path).load_input(digest)  # a fresh store, as after a restart
     assert loaded.mode == "RGB"
     assert np.array_equal(np.asarray(loaded), np.asarray(original))
@@ -297,7 +297,7 @@ def test_concurrent_saves_of_the_same_image_all_succeed(tmp_path: Path) -> None:
                 store.input_path(expected).unlink(missing_ok=True)
             barrier.wait()  # every thread starts the round with the file gone
             try:
-                digests.add(store.save_input(image))
+                digests.add(store.add_input(image)[0])
                 digests.add(str(store.save_output(1, 0, image, "same job, saved twice")))
             except BaseException as exc:  # noqa: BLE001 - collected and reported below
                 failures.append(exc)
@@ -328,7 +328,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 def test_load_input_that_is_gone_says_so(tmp_path: Path) -> None:
     store = ImageStore(tmp_path)
-    digest = store.save_input(gradient())
+    digest = store.add_input(gradient())[0]
     store.input_path(digest).unlink()
     with pytest.raises(EaselError, match=f"input image of this job \\({digest[:12]}\\) is no longer on disk"):
         store.load_input(digest)
