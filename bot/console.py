@@ -64,7 +64,6 @@ class ConsoleFrontend:
         self._bars: Progress | None = None
         self._tasks: dict[int, int] = {}
         self._cells: dict[int, int] = {}
-        self._started: set[int] = set()
         self._in_command = False
 
     def say(self, text: str) -> None:
@@ -136,7 +135,6 @@ class ConsoleFrontend:
         if job.owner.key != self.owner.key and job.id not in self._known:
             return
         if event.kind is EventKind.STARTED:
-            self._started.add(job.id)
             self.say(f"#{job.id} started")
             if self._bars is not None:
                 self._tasks[job.id] = self._bars.add_task("", total=job.params.effective_steps, job=job.id)
@@ -166,10 +164,9 @@ class ConsoleFrontend:
                 self.say(f"    {image.path}  seed {image.seed}")
         elif event.kind is EventKind.FAILED:
             self.say(f"#{job.id} failed: {event.error}")
-        elif job.id in self._started or not self._in_command:
+        elif job.started_at is not None or not self._in_command:
             # (A waiting job cancelled while our own /cancel runs: its reply says so, one line, not two.)
             self.say(f"#{job.id} cancelled")
-        self._started.discard(job.id)
         self._known.discard(job.id)
         self._check_settled()
 

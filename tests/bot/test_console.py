@@ -164,6 +164,26 @@ def test_cancelling_a_waiting_job_prints_one_line(workdir: Path) -> None:
     assert [job for job, _ in DONE.findall(result.stdout)] == ["1"]
 
 
+def test_cancelling_a_running_job_says_so_and_then_that_it_stopped(workdir: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=workdir, env=_env(), text=True,
+    )
+    try:
+        process.stdin.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
+        process.stdin.flush()
+        while not process.stdout.readline().startswith("[#1]"):  # generating now
+            pass
+        process.stdin.write("/cancel #1\n")
+        process.stdin.close()
+        rest = process.stdout.read().splitlines()
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert [line for line in rest if "cancel" in line] == ["cancelling #1…", "#1 cancelled"]
+
+
 async def test_the_console_user_is_local_where_the_system_has_no_name_for_it(tmp_path: Path, monkeypatch) -> None:
     # Containers often run as a user id with no passwd entry and no $USER, where getpass.getuser() raises
     # (KeyError before Python 3.13, OSError since). Only the system's user database is faked here.
