@@ -38,6 +38,14 @@ def console(workdir: Path, script: str, timeout: float = 120) -> subprocess.Comp
     )
 
 
+def start_console(workdir: Path) -> subprocess.Popen:
+    """A live `easel console` whose stdin and stdout the test holds."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        cwd=workdir, env=_env(), text=True,
+    )
+
+
 def parameters(path: Path) -> str:
     with Image.open(path) as image:
         return image.info["parameters"]
@@ -111,10 +119,7 @@ def test_image_to_image_from_a_file(workdir: Path) -> None:
 
 def test_sigkill_mid_job_loses_nothing(workdir: Path) -> None:
     long_job = "--steps 150 --size 64x64"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        cwd=workdir, env=_env(), text=True,
-    )
+    process = start_console(workdir)
     try:
         process.stdin.write(f"/imagine first {long_job} --seed 1\n/imagine second {long_job} --seed 2\n")
         process.stdin.flush()
@@ -165,10 +170,7 @@ def test_cancelling_a_waiting_job_prints_one_line(workdir: Path) -> None:
 
 
 def test_cancelling_a_running_job_says_so_and_then_that_it_stopped(workdir: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        cwd=workdir, env=_env(), text=True,
-    )
+    process = start_console(workdir)
     try:
         process.stdin.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
         process.stdin.flush()
@@ -257,10 +259,7 @@ async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_mod
 
 
 def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path) -> None:
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        cwd=workdir, env=_env(), text=True,
-    )
+    first = start_console(workdir)
     try:
         first.stdin.write("/queue\n")
         first.stdin.flush()
