@@ -25,11 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.app import build_engines
 from bot.config import Config  # noqa: E402
 from bot.console import ConsoleFrontend  # noqa: E402
 from bot.service import Service  # noqa: E402
 from generation.config import GenerationConfig  # noqa: E402
-from generation.diffusion import DiffusionEngine, pick_device  # noqa: E402
+from generation.diffusion import pick_device  # noqa: E402
 from generation.queue import JobQueue, QueueLimits  # noqa: E402
 from generation.schedulers import SCHEDULERS  # noqa: E402
 from generation.tiny import make_tiny_model  # noqa: E402
@@ -87,7 +88,7 @@ async def main(args: argparse.Namespace, model: Path, data: Path) -> None:
 
     async with await History.open(config.database) as history:
         images = ImageStore(data)
-        async with JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits(max_per_user=99)) as queue:
+        async with JobQueue(history, images, build_engines(config), QueueLimits(max_per_user=99)) as queue:
             service = Service(config, history, images, queue)
 
             async def through_console() -> float:

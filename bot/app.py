@@ -11,10 +11,12 @@ from bot.config import Config
 from bot.console import ConsoleFrontend
 from bot.service import Service
 from generation.diffusion import DiffusionEngine
+from generation.engine import Engine
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
 from storage.lock import DataDirLock
+from storage.records import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ def configure_logging(data_dir: Path, verbose: bool) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+def build_engines(config: Config) -> dict[JobKind, Engine]:
+    """The engine for each kind of job; the weights load on the first job that needs them."""
+    diffusion = DiffusionEngine(config.generation)
+    return {kind: diffusion for kind in DiffusionEngine.KINDS}
+
+
 async def serve(config: Config, console_only: bool = False) -> None:
     """Open storage, start the worker, run the frontends; on the way out the worker stops cleanly."""
     with DataDirLock(config.storage.data_dir):
@@ -45,8 +53,7 @@ async def serve(config: Config, console_only: bool = False) -> None:
 async def _serve(config: Config, console_only: bool) -> None:
     async with await History.open(config.database) as history:
         images = ImageStore(config.storage.data_dir)
-        engine = DiffusionEngine(config.generation)
-        queue = JobQueue(history, images, engine, QueueLimits(**config.queue.model_dump()))
+        queue = JobQueue(history, images, build_engines(config), QueueLimits(**config.queue.model_dump()))
         service = Service(config, history, images, queue)
         await queue.start()
         try:

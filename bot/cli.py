@@ -22,15 +22,21 @@ def _config_path(given: str | None) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="easel", description="Self-hosted image-generation bot.")
-    parser.add_argument("--config", help="config file (default: $EASEL_CONFIG, else ./config.toml if present)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to the terminal too")
+    # --config and -v go before or after the subcommand; SUPPRESS keeps a subcommand's unset copy
+    # from overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: $EASEL_CONFIG, else ./config.toml if present)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress to the terminal too")
+    parser = argparse.ArgumentParser(prog="easel", description="Self-hosted image-generation bot.", parents=[common])
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="start every configured frontend (the console when none is)")
-    sub.add_parser("console", help="talk to easel in this terminal, or pipe commands into it")
+    sub.add_parser("run", parents=[common], help="start every configured frontend (the console when none is)")
+    sub.add_parser("console", parents=[common], help="talk to easel in this terminal, or pipe commands into it")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (draws noise) for tests")
     tiny.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
+    config_file, verbose = getattr(args, "config", None), getattr(args, "verbose", False)
 
     if args.command == "make-tiny-model":
         from generation.tiny import make_tiny_model
@@ -44,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     from bot.config import load_config
 
     try:
-        config = load_config(_config_path(args.config))
+        config = load_config(_config_path(config_file))
     except EaselError as exc:
         print(f"easel: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.storage.data_dir, args.verbose)
+    configure_logging(config.storage.data_dir, verbose)
     try:
         asyncio.run(serve(config, console_only=args.command == "console"))
     except KeyboardInterrupt:

@@ -13,16 +13,10 @@ import re
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from bot.config import DefaultsConfig, LimitsConfig
+from bot.config import DefaultsConfig
+from bot.limits import MAX_SEED, CommandError, LimitsConfig
 from generation.schedulers import SCHEDULERS, scheduler_help
-from storage.errors import EaselError
-from storage.records import JobKind, JobParams
-
-MAX_SEED = 2**32 - 1
-
-
-class CommandError(EaselError):
-    """The command cannot be run as written; the text says what to change."""
+from storage.records import JobParams
 
 
 @dataclass(frozen=True)
@@ -292,86 +286,13 @@ def _no_more(name: str, extra: list[str]) -> None:
         raise CommandError(f"/{name} does not take {' '.join(extra)!r}")
 
 
-# ---- limits ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LimitProblem:
-    """One limit a job would break: the setting at fault, what to tell the person, the [limits] key."""
-
-    setting: str
-    message: str
-    limit: str = ""
-
-
-def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem]:
-    """Every configured limit the params break, in the order people should fix them; [] if none."""
-    problems: list[LimitProblem] = []
-    for setting, label, text in (("prompt", "prompt", params.prompt),
-                                 ("negative_prompt", "negative prompt", params.negative_prompt)):
-        if len(text) > limits.max_prompt_chars:
-            problems.append(LimitProblem(
-                setting, f"the {label} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
-                "max_prompt_chars",
-            ))
-    for setting, name, value, low, high, limit in (
-        ("steps", "steps", params.steps, 1, limits.max_steps, "max_steps"),
-        ("cfg", "cfg", params.cfg, 0, limits.max_cfg, "max_cfg"),
-        ("count", "n", params.count, 1, limits.max_count, "max_count"),
-        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
-    ):
-        if not low <= value <= high:
-            problems.append(LimitProblem(
-                setting, f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}", limit,
-            ))
-    if params.strength is not None and not 0 < params.strength <= 1:
-        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {params.strength:g}"))
-    elif params.kind is JobKind.IMG2IMG and params.strength is not None and int(params.steps * params.strength) < 1:
-        problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
-    for side, value in (("width", params.width), ("height", params.height)):
-        if value % 8 or not 64 <= value <= limits.max_side:
-            problems.append(LimitProblem(
-                side, f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}", "max_side",
-            ))
-    if params.width * params.height > limits.max_pixels:
-        problems.append(LimitProblem(
-            "size",
-            f"{params.width}x{params.height} is {params.width * params.height:,} pixels; "
-            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)",
-            "max_pixels",
-        ))
-    if params.scheduler not in SCHEDULERS:
-        problems.append(LimitProblem(
-            "scheduler", f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}",
-        ))
-    return problems
-
-
-def check_params(params: JobParams, limits: LimitsConfig) -> None:
-    """Enforce the configured limits on a job about to be queued; the message names the range."""
-    problems = limit_problems(params, limits)
-    if problems:
-        raise CommandError(problems[0].message)
-
-
-def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
-    message = f"image→image runs int(steps × strength) steps: {steps} × {strength:g} gives 0; "
-    enough = max(1, math.floor(1 / strength))
-    while int(enough * strength) < 1:  # counted as the pipeline counts, in floats
-        enough += 1
-    if enough <= max_steps:
-        return message + f"use at least {enough} steps or a higher strength"
-    return message + f"use a higher strength (at most {max_steps} steps are allowed)"
-
-
-def _number(value: float) -> str:
-    # :g would turn seed 4294967295 into "4.29497e+09"; whole numbers are shown whole.
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
 def help_text(limits: LimitsConfig) -> str:
     lines = [
         "/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
         "/history [N] — your last N jobs    /queue — what is waiting    /cancel [#JOB] — stop a job",
+        "prompts as in the AUTOMATIC1111 web UI: (word) ×1.1, ((word)) ×1.21, [word] ÷1.1, (word:1.5) ×1.5, "
+        "\\( for a bracket; any length (read 75 tokens at a time; BREAK starts the next 75)",
         "options (--key value or key=value):",
     ]
     lines += [f"  --{o.name:<10} {o.help}" for o in OPTIONS]

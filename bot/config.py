@@ -10,11 +10,11 @@ from typing import Mapping
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from bot.limits import LimitsConfig, limit_problems
 from generation.config import GenerationConfig
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
-from storage.images import MAX_UPLOAD_PIXELS
-from storage.records import JobKind, JobParams
+from storage.records import Img2ImgParams
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,21 +54,6 @@ class DefaultsConfig(BaseModel):
         if value % 8:
             raise ValueError(f"must be a multiple of 8, got {value}")
         return value
-
-
-class LimitsConfig(BaseModel):
-    """Enforced before any work starts."""
-
-    model_config = _FROZEN
-    max_steps: int = Field(500, ge=1)
-    max_cfg: float = Field(30.0, gt=0)
-    max_side: int = Field(2048, ge=64)
-    max_pixels: int = Field(1536 * 1536, ge=64 * 64)
-    max_count: int = Field(4, ge=1)
-    max_prompt_chars: int = Field(1000, ge=1)
-    max_upload_bytes: int = Field(10_000_000, ge=1)
-    # A few hundred kilobytes of PNG can declare a 14000x14000 canvas; refuse before decoding it.
-    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64)
 
 
 class QueueConfig(BaseModel):
@@ -138,13 +123,11 @@ class Config(BaseModel):
 
 def _defaults_over_limits(defaults: DefaultsConfig, limits: LimitsConfig) -> list[tuple[str, str]]:
     """(key in [defaults], what is wrong) for each default the limits would refuse in every command."""
-    from bot.commands import limit_problems  # commands reads this module's types; import at use
-
     # As an image→image job, so the strength rule is checked too; prompt, n and seed have no default.
-    job = JobParams(
-        kind=JobKind.IMG2IMG, prompt="", negative_prompt=defaults.negative_prompt, seed=0,
-        steps=defaults.steps, cfg=defaults.cfg, width=defaults.width, height=defaults.height, count=1,
-        scheduler=defaults.scheduler, strength=defaults.strength,
+    job = Img2ImgParams(
+        prompt="", negative_prompt=defaults.negative_prompt, seed=0, steps=defaults.steps, cfg=defaults.cfg,
+        width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
+        strength=defaults.strength, input_sha256="",
     )
     keys = {"size": "width × height"}
     return [

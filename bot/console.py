@@ -51,9 +51,11 @@ def progress_bar(done: int, total: int) -> str:
 class ConsoleFrontend:
     """Reads command lines, prints replies and job events; one person, who is the admin."""
 
-    def __init__(self, service: Service, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+    def __init__(self, service: Service, stdin: TextIO | None = None, stdout: TextIO | None = None,
                  interactive: bool | None = None) -> None:
         self.service = service
+        # The streams of the moment, not of import time: a test or a wrapper may have replaced them.
+        stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
         self.stdin = stdin
         self.interactive = stdin.isatty() and stdout.isatty() if interactive is None else interactive
         self.out = Console(file=stdout, highlight=False, soft_wrap=True, force_terminal=self.interactive or None)
@@ -65,12 +67,13 @@ class ConsoleFrontend:
         self._tasks: dict[int, int] = {}
         self._cells: dict[int, int] = {}
         self._in_command = False
+        self._deliveries: set[asyncio.Task] = set()
 
     def say(self, text: str) -> None:
         self.out.print(text, markup=False, highlight=False)
 
     async def run(self) -> None:
-        unsubscribe = self.service.subscribe(PLATFORM, self._on_event)
+        unsubscribe = await self.service.subscribe(PLATFORM, self._on_event)
         if self.interactive:
             self._bars = Progress(
                 TextColumn("[#{task.fields[job]}]", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -90,6 +93,8 @@ class ConsoleFrontend:
             await self._settled.wait()
         finally:
             unsubscribe()
+            if self._deliveries:  # what was printed is recorded as seen, so the next start does not repeat it
+                await asyncio.gather(*self._deliveries, return_exceptions=True)
             if self._bars is not None:
                 self._bars.stop()
 
@@ -132,7 +137,8 @@ class ConsoleFrontend:
 
     def _on_event(self, event: JobEvent) -> None:
         job = event.job
-        if job.owner.key != self.owner.key and job.id not in self._known:
+        # Whoever sits at the terminal sees every console job that ended unseen, whichever login asked.
+        if job.owner.key != self.owner.key and job.id not in self._known and not event.replayed:
             return
         if event.kind is EventKind.STARTED:
             self.say(f"#{job.id} started")
@@ -167,6 +173,9 @@ class ConsoleFrontend:
         elif job.started_at is not None or not self._in_command:
             # (A waiting job cancelled while our own /cancel runs: its reply says so, one line, not two.)
             self.say(f"#{job.id} cancelled")
+        task = asyncio.ensure_future(self.service.delivered(job))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
         self._known.discard(job.id)
         self._check_settled()
 

@@ -6,17 +6,18 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from bot import commands
-from bot.commands import Cancel, CommandError, Help, Imagine, Rerun, ShowHistory, ShowQueue, check_params
+from bot.commands import Cancel, Command, Help, Imagine, Rerun, ShowHistory, ShowQueue
 from bot.config import Config
-from generation.queue import JobEvent, JobQueue, QueueFull
+from bot.limits import MAX_SEED, CommandError, check_params
+from generation.queue import JobEvent, JobQueue
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, open_upload
-from storage.records import JobKind, JobParams, JobRecord, Owner
+from storage.records import DiffusionParams, Img2ImgParams, JobParams, JobRecord, JobStatus, Owner, Txt2ImgParams
 
 log = logging.getLogger(__name__)
 _seeds = random.SystemRandom()
@@ -41,13 +42,10 @@ class Reply:
 
 def describe(params: JobParams, seed: int | None = None) -> str:
     """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512."""
-    parts = [
-        f"seed {params.seed if seed is None else seed}",
-        f"{params.steps} steps",
-        f"cfg {params.cfg:g}",
-        f"{params.width}x{params.height}",
-    ]
-    if params.kind is JobKind.IMG2IMG:
+    parts = [f"seed {params.seed if seed is None else seed}"]
+    if isinstance(params, DiffusionParams):
+        parts += [f"{params.steps} steps", f"cfg {params.cfg:g}", f"{params.width}x{params.height}"]
+    if isinstance(params, Img2ImgParams):
         parts.append(f"strength {params.strength:g}")
     return " · ".join(parts)
 
@@ -68,12 +66,32 @@ class Service:
         # Whoever sits at the terminal owns the machine.
         return owner.platform == "console" or owner.key in self.config.access.admins
 
-    def subscribe(self, platform: str, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
-        """Deliver the events of this platform's jobs to listener, on the event loop."""
+    async def subscribe(self, platform: str, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
+        """Deliver this platform's job events to listener, on the event loop; returns an unsubscribe function.
+
+        First come the ends of its jobs that finished while nobody listened (recovered jobs, a result
+        that beat the frontend's connection), each once. The frontend calls delivered() once it has
+        sent one, so that it is not replayed after a restart.
+        """
+        ended: set[int] = set()
+
         def forward(event: JobEvent) -> None:
-            if event.job.owner.platform == platform:
-                listener(event)
-        return self.queue.subscribe(forward)
+            if event.job.owner.platform != platform:
+                return
+            if event.finished:  # a job that ends while the replay is read must not be sent twice
+                if event.job.id in ended:
+                    return
+                ended.add(event.job.id)
+            listener(event)
+
+        unsubscribe = self.queue.subscribe(forward)  # before the read below, so nothing falls between
+        for job in await self.history.undelivered(platform):
+            forward(JobEvent.ending(job, replayed=True))
+        return unsubscribe
+
+    async def delivered(self, job: JobRecord) -> None:
+        """The frontend has told its person how this job ended; it is not replayed again."""
+        await self.history.mark_delivered(job.id)
 
     def pending(self, platform: str) -> list[JobRecord]:
         """This platform's unfinished jobs, running first."""
@@ -82,40 +100,52 @@ class Service:
 
     async def handle(self, owner: Owner, text: str, attachments: Sequence[Attachment] = ()) -> Reply:
         """Run one command line; every error becomes a one-line reply and the bot keeps serving."""
+        return await self._reply(
+            owner, repr(text), lambda: self._run(owner, commands.parse(text, self.config.defaults), attachments)
+        )
+
+    async def execute(self, owner: Owner, command: Command, attachments: Sequence[Attachment] = ()) -> Reply:
+        """Run a command that is already typed (a slash command's options); its text is never parsed again."""
+        return await self._reply(owner, repr(command), lambda: self._run(owner, command, attachments))
+
+    async def _reply(self, owner: Owner, what: str, run: Callable[[], Awaitable[Reply]]) -> Reply:
         try:
-            command = commands.parse(text, self.config.defaults)
-            if isinstance(command, Imagine):
-                return await self.imagine(owner, command, attachments)
-            if attachments:
-                raise CommandError("only /imagine takes an image")
-            if isinstance(command, Rerun):
-                return await self.rerun(owner, command)
-            if isinstance(command, ShowHistory):
-                return Reply(await self.history_text(owner, command.limit))
-            if isinstance(command, Cancel):
-                return await self.cancel(owner, command.job_id)
-            if isinstance(command, ShowQueue):
-                return Reply(self.queue_text())
-            if isinstance(command, Help):
-                return Reply(commands.help_text(self.config.limits))
-            raise AssertionError(command)
+            return await run()
         except EaselError as exc:
             return Reply(str(exc), error=True)
         except Exception:
             # A bug or a broken disk: one person's command must not take the bot down for everyone.
-            log.exception("command from %s failed: %r", owner.key, text)
+            log.exception("command from %s failed: %s", owner.key, what)
             return Reply("something went wrong with that command; the details are in the log", error=True)
+
+    async def _run(self, owner: Owner, command: Command, attachments: Sequence[Attachment]) -> Reply:
+        if isinstance(command, Imagine):
+            return await self.imagine(owner, command, attachments)
+        if attachments:
+            raise CommandError("only /imagine takes an image")
+        if isinstance(command, Rerun):
+            return await self.rerun(owner, command)
+        if isinstance(command, ShowHistory):
+            return Reply(await self.history_text(owner, command.limit))
+        if isinstance(command, Cancel):
+            return await self.cancel(owner, command.job_id)
+        if isinstance(command, ShowQueue):
+            return Reply(self.queue_text())
+        if isinstance(command, Help):
+            return Reply(commands.help_text(self.config.limits))
+        raise AssertionError(command)
 
     async def imagine(self, owner: Owner, command: Imagine, attachments: Sequence[Attachment]) -> Reply:
         defaults, settings = self.config.defaults, command.settings
         if len(attachments) > 1:
             raise CommandError("attach one image at most")
-        params = JobParams(
-            kind=JobKind.TXT2IMG, prompt=command.prompt, negative_prompt=defaults.negative_prompt,
-            seed=_seeds.randrange(0, commands.MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps, cfg=defaults.cfg,
-            width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
+        drawing = dict(
+            prompt=command.prompt, negative_prompt=defaults.negative_prompt,
+            seed=_seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps,
+            cfg=defaults.cfg, width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
         )
         image = None
+        params: JobParams
         if attachments:
             # Decoding a phone photo takes a fifth of a second: off the event loop, like every file.
             limits = self.config.limits
@@ -123,18 +153,23 @@ class Service:
                 open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
             )
             width, height = commands.size_for_aspect(*_clamped_aspect(image.size), defaults.width * defaults.height)
-            params = params.replace(kind=JobKind.IMG2IMG, strength=defaults.strength, width=width, height=height)
+            # The input's hash is known once it is kept, below; until then the job is only checked.
+            params = Img2ImgParams(**{**drawing, "width": width, "height": height}, strength=defaults.strength,
+                                   input_sha256="")
         elif settings.strength is not None:
             raise CommandError("--strength is for image→image; attach an image to use it")
+        else:
+            params = Txt2ImgParams(**drawing)
         params = settings.apply(params)
         check_params(params, self.config.limits)
+        self.queue.check_available(params.kind)
         if image is None:
             return await self._submit(owner, params, None, "")
         async with self._inputs:
             sha256, new = await asyncio.to_thread(self.images.add_input, image)
             try:
                 return await self._submit(owner, params.replace(input_sha256=sha256), None, "")
-            except QueueFull:
+            except EaselError:
                 if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
                     await asyncio.to_thread(self.images.discard_input, sha256)
                 raise
@@ -142,9 +177,9 @@ class Service:
     async def rerun(self, owner: Owner, command: Rerun) -> Reply:
         if command.job_id is not None:
             parent = await self.history.get(command.job_id)
-            if parent is None:
+            if parent is None or not _visible(parent, owner):  # another chat's jobs are not even named
                 raise CommandError(f"there is no job #{command.job_id}")
-            if parent.params.kind is JobKind.IMG2IMG and parent.owner.key != owner.key:
+            if parent.params.inputs and parent.owner.key != owner.key:
                 # Its input is someone's own photo: at a low strength a rerun would hand it back.
                 raise CommandError(
                     f"job #{parent.id} is someone else's image→image job; its input image is theirs to rerun"
@@ -163,18 +198,19 @@ class Service:
                 raise CommandError("you have no jobs to rerun yet; start with /imagine")
             parent = latest[0]
             base = parent.params
-        if command.settings.strength is not None and base.kind is not JobKind.IMG2IMG:
+        if command.settings.strength is not None and not isinstance(base, Img2ImgParams):
             # Applied to a text→image job it would be stored and silently ignored.
             raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
         params = command.settings.apply(base)
+        params = params.replace(vae_tiling=_tiling_to_repeat(parent, params))
         check_params(params, self.config.limits)
         note = f", rerun of #{parent.id}"
         if params.steps != base.steps and not SCHEDULERS[params.scheduler].step_stable:
             note += f" ({params.scheduler} is ancestral: at another step count the picture changes)"
-        if not params.input_sha256:
+        if not params.inputs:
             return await self._submit(owner, params, parent.id, note)
         async with self._inputs:
-            if not self.images.input_path(params.input_sha256).exists():
+            if not all(self.images.input_path(sha256).exists() for sha256 in params.inputs):
                 raise CommandError(f"the input image of job #{parent.id} is no longer on disk")
             return await self._submit(owner, params, parent.id, note)
 
@@ -215,6 +251,20 @@ class Service:
             lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {running.params.prompt[:50]}")
         lines += [f"{n}. #{job.id} ({_who(job)}) {job.params.prompt[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
+
+
+def _visible(job: JobRecord, owner: Owner) -> bool:
+    """Whether `owner` could have seen this job: their own, or asked for in the same chat of the same platform."""
+    return job.owner.key == owner.key or (job.owner.platform, job.owner.chat_id) == (owner.platform, owner.chat_id)
+
+
+def _tiling_to_repeat(parent: JobRecord, params: DiffusionParams) -> bool | None:
+    """A rerun at the parent's size tiles the VAE exactly as the parent did, so the pixels match."""
+    if (params.width, params.height) != (parent.params.width, parent.params.height):
+        return None  # another size: let the engine decide afresh
+    if parent.status is JobStatus.DONE and parent.run is not None:
+        return parent.run.vae_tiling
+    return parent.params.vae_tiling
 
 
 def _who(job: JobRecord) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -17,10 +18,11 @@ from PIL import Image
 
 from generation.config import GenerationConfig
 from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress
-from generation.memory import MemoryPlan, apply_plan, plan_memory
+from generation.memory import MemoryPlan, apply_plan, needs_tiling, plan_memory
 from generation.preview import latent_preview
+from generation.prompts import encode_prompts
 from generation.schedulers import SCHEDULERS
-from storage.records import JobKind, JobParams, RunInfo, is_hub_id
+from storage.records import DiffusionParams, Img2ImgParams, JobKind, RunInfo, is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ def file_sha256(path: Path) -> str:
 
 class DiffusionEngine:
     """Loads the configured model on first use and runs txt2img / img2img jobs on it."""
+
+    KINDS = (JobKind.TXT2IMG, JobKind.IMG2IMG)  # the job kinds this engine draws
 
     def __init__(self, config: GenerationConfig) -> None:
         self.config = config
@@ -185,7 +189,10 @@ class DiffusionEngine:
             raise RuntimeError("DiffusionEngine used from two threads")
 
     # ---- running -------------------------------------------------------------------------
-    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult:
+    def unavailable(self) -> str | None:
+        return None  # [generation] model always names a model; a load failure is reported per job
+
+    def run(self, params: DiffusionParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
         """Draw the images of one job; raises JobCancelled if cancelled while running."""
         if progress.cancelled:
             raise JobCancelled("cancelled before it started")
@@ -193,9 +200,14 @@ class DiffusionEngine:
         if progress.cancelled:  # a load can take minutes (a first download); honour a cancel made meanwhile
             raise JobCancelled("cancelled while the model loaded")
         self._check_thread()
-        img2img = params.kind is JobKind.IMG2IMG
+        img2img = isinstance(params, Img2ImgParams)
         pipe = self._img2img if img2img else self._txt2img
         self._activate_offload(pipe)
+        tiling = self._tiling(params)
+        if tiling:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
         spec = SCHEDULERS[params.scheduler]
         # Always start from the model's config: building from the previous job's scheduler would carry
         # its options (e.g. Karras sigmas) into this job and change the pixels of the same seed.
@@ -217,9 +229,14 @@ class DiffusionEngine:
 
         # One CPU generator per image: image k is reproducible alone and identical on any machine.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds]
+        # A1111's prompt rules: emphasis like (word:1.2) and prompts past CLIP's 77 tokens, in chunks.
+        prompt_embeds, negative_embeds = encode_prompts(
+            pipe.tokenizer, pipe.text_encoder, params.prompt, params.negative_prompt,
+            pipe._execution_device, getattr(torch, self._plan.dtype),
+        )
         common = dict(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
             num_inference_steps=params.steps,
             guidance_scale=params.cfg,
             num_images_per_prompt=params.count,
@@ -228,15 +245,23 @@ class DiffusionEngine:
         )
         with torch.inference_mode():
             if img2img:
-                if init_image is None:
-                    raise ValueError("img2img job without an input image")
-                image = init_image.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+                if len(inputs) != 1:
+                    raise ValueError(f"img2img job with {len(inputs)} input images instead of 1")
+                image = inputs[0].convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
                 output = pipe(image=image, strength=params.strength, **common)
             else:
                 output = pipe(height=params.height, width=params.width, **common)
         if pipe.interrupt:
             raise JobCancelled("cancelled while running")
-        return EngineResult(images=tuple(output.images), seeds=params.seeds, run=self.run_info())
+        run = dataclasses.replace(self.run_info(), vae_tiling=tiling)
+        return EngineResult(images=tuple(output.images), seeds=params.seeds, run=run)
+
+    def _tiling(self, params: DiffusionParams) -> bool:
+        # A rerun asks for what its original did; a new job tiles only if it would not fit otherwise.
+        if params.vae_tiling is not None:
+            return params.vae_tiling
+        free = torch.cuda.mem_get_info(self._device)[0] if self._device.type == "cuda" else None
+        return needs_tiling(self._plan, params.width, params.height, params.count, free)
 
     def _activate_offload(self, pipe) -> None:
         # Offload hooks belong to one pipeline object; re-hook when switching txt2img ⇄ img2img.

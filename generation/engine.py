@@ -19,6 +19,10 @@ class ModelLoadError(EaselError):
     """The configured model could not be loaded; the text says which, why, and what to set."""
 
 
+class EngineUnavailable(EaselError):
+    """No engine is set up for this kind of job; the text says what to configure."""
+
+
 @dataclass(frozen=True)
 class EngineResult:
     """The images of one job, in seed order, and how they were made."""
@@ -40,7 +44,13 @@ class Progress(Protocol):
 class Engine(Protocol):
     """Something that turns job parameters into images. Runs only on the queue's GPU thread."""
 
-    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult: ...
+    def unavailable(self) -> str | None:
+        """Why it cannot take jobs (e.g. no weights configured), in words for the user; None when it can."""
+        ...
+
+    def run(self, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+        """Draw one job; `inputs` are the images named by params.inputs, in that order."""
+        ...
 
     def run_info(self) -> RunInfo | None:
         """How jobs run now (model, profile, attention…), or None before the model is loaded."""

@@ -22,7 +22,7 @@ class MemoryPlan:
     dtype: str
     attention: str
     vae_slicing: bool
-    vae_tiling: bool
+    vae_tiling: bool  # may the VAE work in tiles when an image would not fit otherwise (it changes the pixels)
     offload: Offload
 
 
@@ -97,6 +97,22 @@ def apply_plan(pipe, plan: MemoryPlan) -> MemoryPlan:
         pipe.enable_attention_slicing("max")
     if plan.vae_slicing:
         pipe.vae.enable_slicing()
-    if plan.vae_tiling:
-        pipe.vae.enable_tiling()
-    return plan
+    return plan  # tiling is decided per job: see needs_tiling
+
+
+# Peak memory of an SD VAE decode (and img2img encode) per output pixel in 16-bit floats, with room to
+# spare: the last decoder stages hold several 128–256-channel feature maps at full resolution.
+VAE_BYTES_PER_PIXEL_16BIT = 3 * 1024
+
+
+def needs_tiling(plan: MemoryPlan, width: int, height: int, count: int, free_memory: int | None) -> bool:
+    """Tile the VAE only where the profile allows it and the untiled pass would not fit in free memory.
+
+    Tiling changes the pixels once a side passes the VAE's tile size, so it must not depend on the
+    profile alone: the same seed and settings draw the same picture on any card that has the room.
+    """
+    if not plan.vae_tiling or free_memory is None:  # CPU and MPS: no separate card memory to run out of
+        return False
+    images_at_once = 1 if plan.vae_slicing else count
+    per_pixel = VAE_BYTES_PER_PIXEL_16BIT * (2 if plan.dtype == "float32" else 1)
+    return width * height * images_at_once * per_pixel > free_memory

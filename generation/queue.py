@@ -10,11 +10,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Callable
+from typing import Callable, Mapping
 
 from PIL import Image
 
-from generation.engine import Engine, JobCancelled
+from generation.engine import Engine, EngineUnavailable, JobCancelled
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, infotext
@@ -52,6 +52,14 @@ class JobEvent:
     preview: Image.Image | None = None
     error: str | None = None
     recovered: bool = False
+    replayed: bool = False  # a finished job's end, sent again because its platform had not had it
+
+    @classmethod
+    def ending(cls, job: JobRecord, replayed: bool = False) -> JobEvent:
+        """The event that tells how a finished job ended."""
+        kind = {JobStatus.DONE: EventKind.DONE, JobStatus.FAILED: EventKind.FAILED,
+                JobStatus.CANCELLED: EventKind.CANCELLED}[job.status]
+        return cls(kind, job, error=job.error, replayed=replayed)
 
     @property
     def finished(self) -> bool:
@@ -84,13 +92,15 @@ class _Progress:
         self._job = job
         self._emit = emit
         self._cancel = threading.Event()
+        self.by_user = False  # a person asked to cancel (not a shutdown): the job must end cancelled
         self.last: tuple[int, int] = (0, job.params.effective_steps)  # (done, total), for /queue
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def cancel(self) -> None:
+    def cancel(self, by_user: bool) -> None:
+        self.by_user = self.by_user or by_user
         self._cancel.set()
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
@@ -102,10 +112,12 @@ class _Progress:
 class JobQueue:
     """Runs jobs one at a time on a single owned thread, taking turns between people."""
 
-    def __init__(self, history: History, images: ImageStore, engine: Engine, limits: QueueLimits) -> None:
+    def __init__(
+        self, history: History, images: ImageStore, engines: Mapping[JobKind, Engine], limits: QueueLimits
+    ) -> None:
         self.history = history
         self.images = images
-        self.engine = engine
+        self.engines = dict(engines)  # the engine for each kind; one engine may serve several kinds
         self.limits = limits
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self._waiting: dict[str, deque[JobRecord]] = {}  # each person's waiting jobs, oldest first
@@ -114,6 +126,7 @@ class JobQueue:
         self._submit_lock = asyncio.Lock()
         self._running: JobRecord | None = None
         self._progress: _Progress | None = None
+        self._drawn = False  # the running job's engine has returned: too late to cancel it
         self._listeners: list[Listener] = []
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -142,7 +155,7 @@ class JobQueue:
                 error = (f"easel stopped {crashes} times while job #{job.id} ran, so it is not retried; "
                          "the log (data/easel.log) may say why")
                 await self.history.finish(job.id, JobStatus.FAILED, error=error)
-                self._emit(JobEvent(EventKind.FAILED, replace(job, status=JobStatus.FAILED, error=error), error=error))
+                self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
                 continue
             recovered.append(replace(job, status=JobStatus.QUEUED, started_at=None, crashes=crashes))
         for job in recovered:
@@ -159,7 +172,7 @@ class JobQueue:
         """Stop after interrupting the running job; it stays unfinished in history and runs on next start."""
         self._stopping = True
         if self._progress is not None:
-            self._progress.cancel()
+            self._progress.cancel(by_user=False)
         if self._worker is not None:
             self._wake.set()
             try:
@@ -192,7 +205,17 @@ class JobQueue:
         async with self._submit_lock:
             return await self._submit(owner, params, parent_id)
 
+    def check_available(self, kind: JobKind) -> None:
+        """Raise EngineUnavailable, with what to configure, when jobs of this kind cannot run."""
+        engine = self.engines.get(kind)
+        if engine is None:
+            raise EngineUnavailable(f"{kind} jobs are not set up on this easel")
+        reason = engine.unavailable()
+        if reason:
+            raise EngineUnavailable(reason)
+
     async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None) -> JobRecord:
+        self.check_available(params.kind)
         mine = self.count_for(owner)
         if mine >= self.limits.max_per_user:
             raise QueueFull(
@@ -219,14 +242,16 @@ class JobQueue:
         if job.owner.key != by.key and not admin:
             raise CancelError(f"job #{job_id} is not yours; only its owner or an admin can cancel it")
         if self._running is not None and self._running.id == job_id:
-            self._progress.cancel()
+            if self._drawn:  # its images exist and are being saved: say so rather than "cancelling…"
+                raise CancelError(f"job #{job_id} has already finished; its images are being saved")
+            self._progress.cancel(by_user=True)
             return job
         queue = self._waiting[job.owner.key]
         queue.remove(job)
         if not queue:
             del self._waiting[job.owner.key]
         await self.history.finish(job_id, JobStatus.CANCELLED)
-        self._emit(JobEvent(EventKind.CANCELLED, replace(job, status=JobStatus.CANCELLED)))
+        self._emit(JobEvent.ending(replace(job, status=JobStatus.CANCELLED)))
         return job
 
     # ---- looking --------------------------------------------------------------------------
@@ -304,47 +329,52 @@ class JobQueue:
                 log.exception("could not record the end of job #%d; it stays unfinished and runs again "
                               "on the next start", job.id)
                 error = f"something went wrong with job #{job.id}"
-                self._emit(JobEvent(EventKind.FAILED, replace(job, status=JobStatus.FAILED, error=error), error=error))
+                self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
 
     async def _run(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
         job = replace(job, status=JobStatus.RUNNING)
+        engine = self.engines[job.params.kind]
         # Running (for position, limits and cancel) from the moment it leaves the line, not only
         # once the database write below returns: in between it would be nowhere.
         self._running = job
         self._progress = progress = _Progress(loop, job, self._emit)
+        self._drawn = False
         try:
             job = self._running = replace(job, started_at=await self.history.mark_running(job.id))
             self._emit(JobEvent(EventKind.STARTED, job, position=0))
-            init_image = None
-            if job.params.kind is JobKind.IMG2IMG:
-                init_image = await asyncio.to_thread(self.images.load_input, job.params.input_sha256)
-            result = await self.run_on_gpu(self.engine.run, job.params, init_image, progress)
+            inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
+            result = await self.run_on_gpu(engine.run, job.params, inputs, progress)
+            if progress.by_user:
+                # The cancel came after the last step the engine could stop at; the person was told
+                # "cancelling…", so the job ends cancelled rather than delivering anyway.
+                raise JobCancelled("cancelled as it finished")
+            self._drawn = True  # from here a cancel is refused: the images are as good as delivered
             images = await asyncio.to_thread(self._save, job, result)
         except JobCancelled:
-            if self._stopping:
-                # Shutting down, not a user's cancel: leave it unfinished so the next start runs it.
+            if self._stopping and not progress.by_user:
+                # Shutting down, not a person's cancel: leave it unfinished so the next start runs it.
                 await self.history.mark_requeued([job.id])  # a clean stop, not a crash
                 log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
                 return
-            await self._finish(job, JobStatus.CANCELLED, EventKind.CANCELLED)
+            await self._finish(job, engine, JobStatus.CANCELLED)
         except EaselError as exc:
-            await self._finish(job, JobStatus.FAILED, EventKind.FAILED, error=str(exc))
+            await self._finish(job, engine, JobStatus.FAILED, error=str(exc))
         except Exception:
             log.exception("job #%d failed", job.id)
-            await self._finish(job, JobStatus.FAILED, EventKind.FAILED, error=f"something went wrong with job #{job.id}")
+            await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
         else:
             await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
-            done = await self.history.get(job.id)
-            self._emit(JobEvent(EventKind.DONE, done))
+            self._emit(JobEvent.ending(await self.history.get(job.id)))
         finally:
             self._running = None
             self._progress = None
+            self._drawn = False
 
-    async def _finish(self, job: JobRecord, status: JobStatus, kind: EventKind, error: str | None = None) -> None:
+    async def _finish(self, job: JobRecord, engine: Engine, status: JobStatus, error: str | None = None) -> None:
         # How the engine was set up matters most when a job fails (out of memory, say): keep it.
-        await self.history.finish(job.id, status, error=error, run=self.engine.run_info())
-        self._emit(JobEvent(kind, replace(job, status=status, error=error), error=error))
+        await self.history.finish(job.id, status, error=error, run=engine.run_info())
+        self._emit(JobEvent.ending(replace(job, status=status, error=error)))
 
     def _save(self, job: JobRecord, result) -> list[ImageRecord]:
         records = []

@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import AsyncIterator, Iterable
 
 import aiosqlite
 
 from storage.records import (
     ImageRecord,
+    Img2ImgParams,
     JobKind,
     JobParams,
     JobRecord,
     JobStatus,
     Owner,
     RunInfo,
+    Txt2ImgParams,
+    params_from_json,
+    params_to_json,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+# Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
+# a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
+_JOBS_TABLE = """
+CREATE TABLE {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     platform TEXT NOT NULL,
     user_id TEXT NOT NULL,
     chat_id TEXT NOT NULL DEFAULT '',
     user_name TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    negative_prompt TEXT NOT NULL DEFAULT '',
     seed INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    cfg REAL NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    scheduler TEXT NOT NULL,
-    strength REAL,
-    input_sha256 TEXT,
+    params TEXT NOT NULL,
     model TEXT,
     model_hash TEXT,
     memory_profile TEXT,
@@ -47,29 +48,38 @@ CREATE TABLE IF NOT EXISTS jobs (
     device TEXT,
     diffusers_version TEXT,
     torch_version TEXT,
+    vae_tiling INTEGER,
     parent_id INTEGER REFERENCES jobs(id),
     status TEXT NOT NULL,
     error TEXT,
     crashes INTEGER NOT NULL DEFAULT 0,
+    delivered INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(platform, user_id, id);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS images (
-    job_id INTEGER NOT NULL REFERENCES jobs(id),
-    idx INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (job_id, idx)
-);
-CREATE INDEX IF NOT EXISTS images_seed ON images(seed);
-"""
+)"""
+_INDEXES_AND_IMAGES = (
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(platform, user_id, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status)",
+    "CREATE INDEX IF NOT EXISTS jobs_undelivered ON jobs(platform, id) WHERE delivered = 0",
+    """CREATE TABLE IF NOT EXISTS images (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        idx INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    )""",
+    "CREATE INDEX IF NOT EXISTS images_seed ON images(seed)",
+)
 
 _RUN_COLUMNS = (
     "model", "model_hash", "memory_profile", "attention", "dtype", "device",
-    "diffusers_version", "torch_version",
+    "diffusers_version", "torch_version", "vae_tiling",
+)
+# What versions 1 and 2 share, copied as it is by the migration.
+_KEPT_COLUMNS = (
+    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *_RUN_COLUMNS[:-1],
+    "parent_id", "status", "error", "crashes", "created_at", "started_at", "finished_at",
 )
 
 
@@ -81,29 +91,88 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _v1_params(row: sqlite3.Row) -> JobParams:
+    """A version-1 row's flat Stable Diffusion columns as typed params."""
+    common = dict(
+        seed=row["seed"], count=row["count"], prompt=row["prompt"], negative_prompt=row["negative_prompt"],
+        steps=row["steps"], cfg=row["cfg"], width=row["width"], height=row["height"], scheduler=row["scheduler"],
+        # Version 1 tiled the VAE whenever the profile allowed it; a rerun must tile too to match its pixels.
+        vae_tiling=row["memory_profile"] in ("balanced", "low", "minimal") if row["memory_profile"] else None,
+    )
+    if row["kind"] == JobKind.IMG2IMG:
+        return Img2ImgParams(strength=row["strength"], input_sha256=row["input_sha256"], **common)
+    return Txt2ImgParams(**common)
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Version 1 → 2: the flat Stable Diffusion columns become the params JSON; every job stays rerunnable."""
+    # SQLite's recipe for a changed table: build the new one, copy, drop the old, rename (foreign keys off).
+    db.execute(_JOBS_TABLE.format(name="jobs_v2"))
+    rows = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    marks = ", ".join("?" * (len(_KEPT_COLUMNS) + 3))
+    db.executemany(
+        f"INSERT INTO jobs_v2 ({', '.join(_KEPT_COLUMNS)}, vae_tiling, params, delivered) VALUES ({marks})",
+        [
+            (*(row[name] for name in _KEPT_COLUMNS), params.vae_tiling, params_to_json(params),
+             # Jobs that ended before the upgrade were shown when they ended: do not replay them all.
+             int(JobStatus(row["status"]).finished))
+            for row, params in ((row, _v1_params(row)) for row in rows)
+        ],
+    )
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
+
+
+def _prepare(path: Path) -> None:
+    """Create or upgrade the schema, all in one transaction, on a connection of its own."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=OFF")  # the migration drops and renames a referenced table
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{path} was written by a newer easel (schema {version} > {SCHEMA_VERSION})")
+            has_jobs = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()
+            if not has_jobs:
+                db.execute(_JOBS_TABLE.format(name="jobs"))
+            elif version < 2:
+                _migrate_v1(db)
+            for statement in _INDEXES_AND_IMAGES:
+                db.execute(statement)
+            problems = db.execute("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"{path}: the upgrade would break {len(problems)} reference(s); left unchanged")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.close()
+
+
 class History:
     """The one owner of the SQLite connection; all SQL in easel lives in storage/."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection is shared by every coroutine: without this, one write's commit would also
+        # commit the half-done transaction of another that is waiting between two statements.
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> History:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_prepare, path)
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
         # FULL: a job acknowledged as queued survives a power cut, not only a crash (one fsync a job).
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")
-        version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
-        if version > SCHEMA_VERSION:
-            await db.close()
-            raise RuntimeError(f"{path} was written by a newer easel (schema {version} > {SCHEMA_VERSION})")
-        await db.executescript(_SCHEMA)
-        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        await db.commit()
         return cls(db)
 
     async def close(self) -> None:
@@ -115,20 +184,28 @@ class History:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Every statement inside is written together or, on any error, not at all."""
+        async with self._writing:
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+
     async def add_job(self, owner: Owner, params: JobParams, parent_id: int | None = None) -> JobRecord:
         """Persist a new queued job; it exists on disk before anyone is told it was accepted."""
         created = _now()
-        cursor = await self._db.execute(
-            """INSERT INTO jobs (platform, user_id, chat_id, user_name, kind, prompt, negative_prompt,
-                   seed, count, steps, cfg, width, height, scheduler, strength, input_sha256,
-                   parent_id, status, created_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-            (owner.platform, owner.user_id, owner.chat_id, owner.name, params.kind.value,
-             params.prompt, params.negative_prompt, params.seed, params.count, params.steps,
-             params.cfg, params.width, params.height, params.scheduler, params.strength,
-             params.input_sha256, parent_id, JobStatus.QUEUED.value, created),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """INSERT INTO jobs (platform, user_id, chat_id, user_name, kind, seed, count, params,
+                       parent_id, status, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                (owner.platform, owner.user_id, owner.chat_id, owner.name, params.kind.value, params.seed,
+                 params.count, params_to_json(params), parent_id, JobStatus.QUEUED.value, created),
+            )
         return JobRecord(
             id=cursor.lastrowid, owner=owner, params=params, status=JobStatus.QUEUED,
             parent_id=parent_id, created_at=datetime.fromisoformat(created),
@@ -137,28 +214,27 @@ class History:
     async def mark_running(self, job_id: int) -> datetime:
         """Record that a job started; returns the start time written."""
         started = _now()
-        await self._db.execute(
-            "UPDATE jobs SET status=?, started_at=? WHERE id=?",
-            (JobStatus.RUNNING.value, started, job_id),
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET status=?, started_at=? WHERE id=?", (JobStatus.RUNNING.value, started, job_id)
+            )
         return datetime.fromisoformat(started)
 
     async def mark_crashed(self, job_ids: Iterable[int]) -> None:
         """Jobs the process died under go back to the queue, counting the crash."""
-        await self._db.executemany(
-            "UPDATE jobs SET status=?, started_at=NULL, crashes=crashes+1 WHERE id=?",
-            [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE jobs SET status=?, started_at=NULL, crashes=crashes+1 WHERE id=?",
+                [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
+            )
 
     async def mark_requeued(self, job_ids: Iterable[int]) -> None:
         """Jobs interrupted by a clean shutdown go back to the queue."""
-        await self._db.executemany(
-            "UPDATE jobs SET status=?, started_at=NULL WHERE id=?",
-            [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
-        )
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE jobs SET status=?, started_at=NULL WHERE id=?",
+                [(JobStatus.QUEUED.value, job_id) for job_id in job_ids],
+            )
 
     async def finish(
         self,
@@ -173,15 +249,28 @@ class History:
         assert status.finished, status
         run_values = tuple(getattr(run, name) for name in _RUN_COLUMNS) if run else (None,) * len(_RUN_COLUMNS)
         assignments = ", ".join(f"{name}=COALESCE(?, {name})" for name in _RUN_COLUMNS)
-        await self._db.execute(
-            f"UPDATE jobs SET status=?, error=?, finished_at=?, {assignments} WHERE id=?",
-            (status.value, error, _now(), *run_values, job_id),
+        async with self._transaction() as db:
+            await db.execute(
+                f"UPDATE jobs SET status=?, error=?, finished_at=?, {assignments} WHERE id=?",
+                (status.value, error, _now(), *run_values, job_id),
+            )
+            await db.executemany(
+                "INSERT INTO images (job_id, idx, seed, path) VALUES (?,?,?,?)",
+                [(image.job_id, image.index, image.seed, image.path) for image in images],
+            )
+
+    async def mark_delivered(self, job_id: int) -> None:
+        """Its platform has been told how the job ended; it is not replayed again."""
+        async with self._transaction() as db:
+            await db.execute("UPDATE jobs SET delivered=1 WHERE id=?", (job_id,))
+
+    async def undelivered(self, platform: str) -> list[JobRecord]:
+        """Finished jobs of a platform whose end it has not been sent yet, oldest first."""
+        finished = tuple(status.value for status in JobStatus if status.finished)
+        return await self._select(
+            f"WHERE platform=? AND delivered=0 AND status IN ({','.join('?' * len(finished))}) ORDER BY id",
+            (platform, *finished),
         )
-        await self._db.executemany(
-            "INSERT OR REPLACE INTO images (job_id, idx, seed, path) VALUES (?,?,?,?)",
-            [(image.job_id, image.index, image.seed, image.path) for image in images],
-        )
-        await self._db.commit()
 
     async def get(self, job_id: int) -> JobRecord | None:
         rows = await self._select("WHERE id=?", (job_id,))
@@ -227,19 +316,15 @@ class History:
 
 
 def _record(row: aiosqlite.Row, images: tuple[ImageRecord, ...]) -> JobRecord:
-    params = JobParams(
-        kind=JobKind(row["kind"]), prompt=row["prompt"], negative_prompt=row["negative_prompt"],
-        seed=row["seed"], steps=row["steps"], cfg=row["cfg"], width=row["width"], height=row["height"],
-        count=row["count"], scheduler=row["scheduler"], strength=row["strength"],
-        input_sha256=row["input_sha256"],
-    )
     run = None
     if row["model"] is not None:
-        run = RunInfo(**{name: row[name] for name in _RUN_COLUMNS})
+        values = {name: row[name] for name in _RUN_COLUMNS}
+        values["vae_tiling"] = bool(values["vae_tiling"])
+        run = RunInfo(**values)
     return JobRecord(
         id=row["id"],
         owner=Owner(platform=row["platform"], user_id=row["user_id"], chat_id=row["chat_id"], name=row["user_name"]),
-        params=params,
+        params=params_from_json(row["params"]),
         status=JobStatus(row["status"]),
         parent_id=row["parent_id"],
         created_at=datetime.fromisoformat(row["created_at"]),
@@ -249,4 +334,5 @@ def _record(row: aiosqlite.Row, images: tuple[ImageRecord, ...]) -> JobRecord:
         run=run,
         images=images,
         crashes=row["crashes"],
+        delivered=bool(row["delivered"]),
     )

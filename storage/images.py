@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
+import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,19 +15,24 @@ from pathlib import Path
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from storage.errors import EaselError
-from storage.records import JobKind, JobParams, RunInfo, is_hub_id
+from storage.records import Img2ImgParams, JobParams, RunInfo, is_hub_id
 
-# Our scheduler keys → the sampler names AUTOMATIC1111 writes, so its PNG Info tab reads our files.
+# Our scheduler keys → (Sampler, Schedule type) as AUTOMATIC1111 writes them, so its PNG Info tab reads
+# our files and reproduces the schedule. Since A1111 1.9 the sigma schedule is its own field and a bare
+# "DPM++ 2M" means *Karras* there (its default for that sampler), so a uniform schedule is spelled out.
+# The Karras variant keeps the combined "DPM++ 2M Karras" name: A1111 before 1.9 knows only that name,
+# and 1.9+ splits the " Karras" suffix off into the schedule (sd_samplers.get_sampler_and_scheduler).
+# DDIM, PLMS and UniPC are A1111 "timestep" samplers that ignore the field; it writes Automatic for them.
 SAMPLER_NAMES = {
-    "ddim": "DDIM",
-    "pndm": "PLMS",
-    "euler": "Euler",
-    "euler_a": "Euler a",
-    "heun": "Heun",
-    "lms": "LMS",
-    "dpmpp_2m": "DPM++ 2M",
-    "dpmpp_2m_karras": "DPM++ 2M Karras",
-    "unipc": "UniPC",
+    "ddim": ("DDIM", "Automatic"),
+    "pndm": ("PLMS", "Automatic"),
+    "euler": ("Euler", "Uniform"),
+    "euler_a": ("Euler a", "Uniform"),
+    "heun": ("Heun", "Uniform"),
+    "lms": ("LMS", "Uniform"),
+    "dpmpp_2m": ("DPM++ 2M", "Uniform"),
+    "dpmpp_2m_karras": ("DPM++ 2M Karras", "Karras"),
+    "unipc": ("UniPC", "Automatic"),
 }
 
 
@@ -40,14 +47,19 @@ MAX_UPLOAD_PIXELS = 64_000_000
 
 
 def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
-    """The `parameters` text chunk: prompt, optional negative prompt, then one line of settings."""
+    """The `parameters` text chunk in AUTOMATIC1111's format: prompt, negative prompt, one line of settings."""
+    # A1111's reader takes the last line as the settings and the lines from one starting with
+    # "Negative prompt:" on as the negative prompt, so newlines inside prompts survive; a prompt line
+    # that itself starts with "Negative prompt:" cannot be told apart (A1111's own files share this).
     lines = [params.prompt]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")
-    fields = [
+    sampler, schedule = SAMPLER_NAMES.get(params.scheduler, (params.scheduler, None))
+    fields: list[tuple[str, object]] = [
         ("Steps", params.steps),
-        ("Sampler", SAMPLER_NAMES.get(params.scheduler, params.scheduler)),
-        ("CFG scale", f"{params.cfg:g}"),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
+        ("CFG scale", _number(params.cfg)),
         ("Seed", seed),
         ("Size", f"{params.width}x{params.height}"),
     ]
@@ -55,20 +67,44 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
         if run.model_hash:
             fields.append(("Model hash", run.model_hash[:10]))
         fields.append(("Model", _model_name(run.model)))
-    if params.kind is JobKind.IMG2IMG and params.strength is not None:
-        fields.append(("Denoising strength", f"{params.strength:g}"))
-    lines.append(", ".join(f"{k}: {v}" for k, v in fields))
+    if isinstance(params, Img2ImgParams):
+        fields.append(("Denoising strength", _number(params.strength)))
+    # Our initial noise comes from a CPU torch.Generator per image; A1111 defaults to GPU noise.
+    fields.append(("RNG", "CPU"))
+    lines.append(", ".join(f"{key}: {_quote(str(value))}" for key, value in fields if value is not None))
     return "\n".join(lines)
 
 
+def _quote(value: str) -> str:
+    # A1111's infotext_utils.quote: a value with "," ":" or a newline becomes a JSON string (non-ASCII
+    # kept), which its reader's pattern takes whole and json.loads back. We also quote a '"', which
+    # A1111's reader accepts the same way; unquoted, a value like "x" would come back as x.
+    if any(mark in value for mark in ',:"\n'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _number(value: float) -> str:
+    # Full precision (repr is the shortest text that reads back as the same float): 7.1234567, not
+    # :g's 7.12346; whole numbers without ".0", as people type them.
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
 def _model_name(model: str) -> str:
-    # A1111 writes the checkpoint's name, not its path; keep hub ids whole.
-    path = Path(model)
-    if path.suffix in (".safetensors", ".ckpt"):
-        return path.stem
-    if is_hub_id(model):
-        return model  # "org/name": the org is part of the name (runwayml/… vs stable-diffusion-v1-5/…)
-    return model.rstrip("/").split("/")[-1]
+    # A1111 writes the checkpoint's file name without its extension, never its path. Paths may come
+    # from Windows ("C:\\models\\dream.safetensors") even when this runs on Linux, so both separators
+    # count. Hub ids stay whole: the org is part of the name (runwayml/… vs stable-diffusion-v1-5/…).
+    # A relative folder such as "models/sd15" looks like a hub id; it is a folder on disk, so only its name.
+    name = re.split(r"[\\/]", model.rstrip("/\\"))[-1]
+    if name.lower().endswith(_CHECKPOINT_SUFFIXES):
+        return name.rsplit(".", 1)[0]
+    if is_hub_id(model) and not Path(model).expanduser().is_dir():
+        return model
+    return name
 
 
 def read_parameters(path: Path) -> str | None:

@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, TypeAdapter
 
 
 def is_hub_id(model: str) -> bool:
@@ -49,24 +52,14 @@ class Owner:
         return f"{self.platform}:{self.user_id}"
 
 
-@dataclass(frozen=True)
-class JobParams:
-    """Everything that decides the pixels of a job; enough to redraw it."""
+@dataclass(frozen=True, kw_only=True)
+class _CommonParams:
+    """What every kind of job has: the first seed and how many images (seeds s, s+1, …)."""
 
-    kind: JobKind
-    prompt: str
-    negative_prompt: str
     seed: int
-    steps: int
-    cfg: float
-    width: int
-    height: int
-    count: int
-    scheduler: str
-    strength: float | None = None
-    input_sha256: str | None = None
+    count: int = 1
 
-    def replace(self, **changes: object) -> JobParams:
+    def replace(self, **changes: object) -> Self:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -76,10 +69,73 @@ class JobParams:
 
     @property
     def effective_steps(self) -> int:
-        """Denoising steps actually run: img2img runs int(steps × strength)."""
-        if self.kind is JobKind.IMG2IMG and self.strength is not None:
-            return max(1, int(self.steps * self.strength))
+        """The steps the engine reports progress over."""
+        return 1
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """sha256 of each kept input image the job needs, in the order its engine takes them."""
+        return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionParams(_CommonParams):
+    """The Stable Diffusion settings every diffusion kind shares."""
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int
+    cfg: float
+    width: int
+    height: int
+    scheduler: str
+    # Whether the VAE decodes in tiles (which changes the pixels): None lets the engine decide, and
+    # the engine records what it did so a rerun can ask for the same.
+    vae_tiling: bool | None = None
+
+    @property
+    def effective_steps(self) -> int:
         return self.steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class Txt2ImgParams(DiffusionParams):
+    """Text → image."""
+
+    kind: Literal[JobKind.TXT2IMG] = JobKind.TXT2IMG
+
+
+@dataclass(frozen=True, kw_only=True)
+class Img2ImgParams(DiffusionParams):
+    """Image + text → image: `strength` of the way from the input towards noise, then denoised."""
+
+    kind: Literal[JobKind.IMG2IMG] = JobKind.IMG2IMG
+    strength: float
+    input_sha256: str
+
+    @property
+    def effective_steps(self) -> int:
+        """img2img runs int(steps × strength) steps."""
+        return max(1, int(self.steps * self.strength))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.input_sha256,)
+
+
+# One class per kind; a new kind adds its class here and nothing to the database schema.
+JobParams = Txt2ImgParams | Img2ImgParams
+_PARAMS = TypeAdapter(Annotated[JobParams, Field(discriminator="kind")])
+
+
+def params_to_json(params: JobParams) -> str:
+    """The params as stored in history: JSON, with every number at full precision."""
+    return _PARAMS.dump_json(params).decode()
+
+
+def params_from_json(text: str | bytes) -> JobParams:
+    """Stored params back into their typed class; raises pydantic.ValidationError on a bad row."""
+    return _PARAMS.validate_json(text)
 
 
 @dataclass(frozen=True)
@@ -94,6 +150,7 @@ class RunInfo:
     device: str
     diffusers_version: str
     torch_version: str
+    vae_tiling: bool = False  # whether the VAE decoded in tiles; it changes the pixels, so reruns repeat it
 
 
 @dataclass(frozen=True)
@@ -122,3 +179,4 @@ class JobRecord:
     run: RunInfo | None = None
     images: tuple[ImageRecord, ...] = ()
     crashes: int = 0  # times the process died while this job ran
+    delivered: bool = False  # whether its platform has been sent how it ended

@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from generation.tiny import make_tiny_model  # noqa: E402
+from storage.records import Img2ImgParams, JobKind, JobParams, Txt2ImgParams  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -23,3 +24,15 @@ torch.set_num_threads(1)
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diffusers folder (model_index.json, unet, vae, text encoder, tokenizer) written once per session."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def params(**changes: object) -> JobParams:
+    """The one test job: a small text→image job, or image→image when kind, strength or input is given."""
+    drawing: dict[str, object] = dict(
+        prompt="a lighthouse at dusk", negative_prompt="", seed=42, steps=2, cfg=7.0, width=64, height=64,
+        count=1, scheduler="dpmpp_2m",
+    )
+    kind = changes.pop("kind", None)
+    if kind is JobKind.IMG2IMG or "strength" in changes or "input_sha256" in changes:
+        return Img2ImgParams(**{**drawing, "strength": 0.75, "input_sha256": "0" * 64, **changes})
+    return Txt2ImgParams(**{**drawing, **changes})

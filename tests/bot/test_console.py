@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import queue
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bot.console import extract_image, local_user, progress_bar
+from bot.app import build_engines
+from bot.cli import main
+from bot.config import Config
+from bot.console import ConsoleFrontend, extract_image, local_user, progress_bar
+from bot.service import Service
+from generation.config import GenerationConfig
+from generation.queue import JobQueue, QueueLimits
+from storage.history import History
+from storage.images import ImageStore
+from storage.records import Owner
 
 DONE = re.compile(r"^#(\d+) done: (\S+)", re.MULTILINE)
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, tiny_model: Path) -> Path:
-    (tmp_path / "config.toml").write_text(f'[generation]\nmodel = "{tiny_model}"\n', encoding="utf-8")
+    (tmp_path / "config.toml").write_text(f'[generation]\nmodel = "{tiny_model}"\ndevice = "cpu"\n', encoding="utf-8")
     return tmp_path
 
 
@@ -31,11 +44,54 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def console(workdir: Path, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "console"], input=script, cwd=workdir, env=_env(),
-        capture_output=True, text=True, timeout=timeout,
-    )
+@pytest.fixture
+def console(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., Result]:
+    """`easel console` in this process, through the real CLI, with `script` piped into it."""
+    def run(workdir: Path, script: str, *args: str) -> Result:
+        capsys.readouterr()  # what came before is not this run's
+        monkeypatch.chdir(workdir)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+        code = main(["console", *args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Typing:
+    """A stdin a test types into while the console runs: lines arrive as written, then the end."""
+
+    def __init__(self) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    def write(self, line: str) -> None:
+        self._lines.put(line)
+
+    def close(self) -> None:
+        self._lines.put(None)
+
+    def isatty(self) -> bool:
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        while (line := self._lines.get(timeout=120)) is not None:
+            yield line
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+    """Poll the event loop until condition holds; fail after `seconds`, never loop for ever."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 def start_console(workdir: Path) -> subprocess.Popen:
@@ -56,7 +112,7 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def test_rerun_by_seed_redraws_identical_pixels_and_records_parent(workdir: Path) -> None:
+def test_rerun_by_seed_redraws_identical_pixels_and_records_parent(workdir: Path, console) -> None:
     result = console(workdir, "/imagine a red lighthouse --seed 42 --steps 4\n/rerun 42\n/rerun 42 steps=8\n")
     assert result.returncode == 0, result.stderr
     done = {int(job): workdir / path for job, path in DONE.findall(result.stdout)}
@@ -71,12 +127,12 @@ def test_rerun_by_seed_redraws_identical_pixels_and_records_parent(workdir: Path
     assert "Size: 512x512" in parameters(done[1])
     with sqlite3.connect(workdir / "data" / "easel.db") as db:
         rows = dict(db.execute("SELECT id, parent_id FROM jobs").fetchall())
-        seed, steps = db.execute("SELECT seed, steps FROM jobs WHERE id=3").fetchone()
+        seed, steps = db.execute("SELECT seed, params ->> 'steps' FROM jobs WHERE id=3").fetchone()
     assert rows == {1: None, 2: 1, 3: 2}  # each rerun names the latest earlier seed-42 job
     assert (seed, steps) == (42, 8)
 
 
-def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path) -> None:
+def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path, console) -> None:
     (workdir / "notes.txt").write_text("not a picture", encoding="utf-8")
     script = "\n".join([
         "/imagine a cat --steps 100000",
@@ -104,7 +160,7 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path)
     assert result.stderr == ""
 
 
-def test_image_to_image_from_a_file(workdir: Path) -> None:
+def test_image_to_image_from_a_file(workdir: Path, console) -> None:
     Image.new("RGB", (96, 64), (200, 40, 40)).save(workdir / "red.png")
     result = console(workdir, "/imagine a red barn --image red.png --seed 3 --steps 4 strength=0.5\n")
     assert result.returncode == 0, result.stderr
@@ -113,11 +169,11 @@ def test_image_to_image_from_a_file(workdir: Path) -> None:
     assert "Denoising strength: 0.5" in text and "Seed: 3" in text
     assert "2/2" in result.stdout  # img2img runs int(4 × 0.5) steps
     with sqlite3.connect(workdir / "data" / "easel.db") as db:
-        kind, sha = db.execute("SELECT kind, input_sha256 FROM jobs").fetchone()
+        kind, sha = db.execute("SELECT kind, params ->> 'input_sha256' FROM jobs").fetchone()
     assert kind == "img2img" and (workdir / "data" / "inputs" / f"{sha}.png").exists()
 
 
-def test_sigkill_mid_job_loses_nothing(workdir: Path) -> None:
+def test_sigkill_mid_job_loses_nothing(workdir: Path, console) -> None:
     long_job = "--steps 150 --size 64x64"
     process = start_console(workdir)
     try:
@@ -140,7 +196,7 @@ def test_sigkill_mid_job_loses_nothing(workdir: Path) -> None:
     with sqlite3.connect(workdir / "data" / "easel.db") as db:
         assert dict(db.execute("SELECT id, status FROM jobs")) == {1: "running", 2: "queued"}
 
-    result = console(workdir, "", timeout=180)
+    result = console(workdir, "")
     assert result.returncode == 0, result.stderr
     assert "#1 was unfinished at the last shutdown" in result.stdout
     assert "#2 was unfinished at the last shutdown" in result.stdout
@@ -160,7 +216,7 @@ def test_extract_image_takes_the_path_out_of_the_line() -> None:
     assert extract_image("/imagine a cat \u2013image=cat.png") == ("/imagine a cat", Path("cat.png"))
 
 
-def test_cancelling_a_waiting_job_prints_one_line(workdir: Path) -> None:
+def test_cancelling_a_waiting_job_prints_one_line(workdir: Path, console) -> None:
     script = "/imagine first --seed 1 --steps 2 --size 64x64\n/imagine second --seed 2 --steps 2 --size 64x64\n/cancel #2\n"
     result = console(workdir, script)
     assert result.returncode == 0, result.stderr
@@ -169,36 +225,28 @@ def test_cancelling_a_waiting_job_prints_one_line(workdir: Path) -> None:
     assert [job for job, _ in DONE.findall(result.stdout)] == ["1"]
 
 
-def test_cancelling_a_running_job_says_so_and_then_that_it_stopped(workdir: Path) -> None:
-    process = start_console(workdir)
-    try:
-        process.stdin.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
-        process.stdin.flush()
-        while not process.stdout.readline().startswith("[#1]"):  # generating now
-            pass
-        process.stdin.write("/cancel #1\n")
-        process.stdin.close()
-        rest = process.stdout.read().splitlines()
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert [line for line in rest if "cancel" in line] == ["cancelling #1…", "#1 cancelled"]
+async def test_cancelling_a_running_job_says_so_and_then_that_it_stopped(tmp_path: Path, tiny_model: Path) -> None:
+    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
+    typing, out = Typing(), io.StringIO()
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+            frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=typing, stdout=out)
+            running = asyncio.create_task(frontend.run())
+            typing.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
+            await wait_for(lambda: "[#1]" in out.getvalue())  # generating now
+            typing.write("/cancel #1\n")
+            typing.close()
+            await asyncio.wait_for(running, 60)
+        [job] = await history.recent(frontend.owner, 5)
+    assert [line for line in out.getvalue().splitlines() if "cancel" in line] == ["cancelling #1…", "#1 cancelled"]
+    assert job.status == "cancelled" and job.delivered
 
 
 async def test_the_console_user_is_local_where_the_system_has_no_name_for_it(tmp_path: Path, monkeypatch) -> None:
     # Containers often run as a user id with no passwd entry and no $USER, where getpass.getuser() raises
     # (KeyError before Python 3.13, OSError since). Only the system's user database is faked here.
     import pwd
-
-    from bot.config import Config
-    from bot.console import ConsoleFrontend
-    from bot.service import Service
-    from generation.diffusion import DiffusionEngine
-    from generation.queue import JobQueue, QueueLimits
-    from storage.history import History
-    from storage.images import ImageStore
-    from storage.records import Owner
 
     for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.delenv(variable, raising=False)
@@ -213,7 +261,7 @@ async def test_the_console_user_is_local_where_the_system_has_no_name_for_it(tmp
     out = io.StringIO()
     async with await History.open(config.database) as history:
         images = ImageStore(tmp_path)
-        queue = JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits())
+        queue = JobQueue(history, images, build_engines(config), QueueLimits())
         frontend = ConsoleFrontend(Service(config, history, images, queue), stdin=io.StringIO("/queue\n"), stdout=out,
                                    interactive=False)
         await frontend.run()
@@ -228,20 +276,11 @@ def test_progress_bar_cells() -> None:
 
 
 async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_model: Path) -> None:
-    from bot.config import Config
-    from bot.console import ConsoleFrontend
-    from bot.service import Service
-    from generation.config import GenerationConfig
-    from generation.diffusion import DiffusionEngine
-    from generation.queue import JobQueue, QueueLimits
-    from storage.history import History
-    from storage.images import ImageStore
-
-    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(model=str(tiny_model)))
+    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
     out = io.StringIO()
     async with await History.open(config.database) as history:
         images = ImageStore(tmp_path)
-        async with JobQueue(history, images, DiffusionEngine(config.generation), QueueLimits()) as queue:
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as queue:
             frontend = ConsoleFrontend(
                 Service(config, history, images, queue),
                 stdin=io.StringIO("/imagine a boat --seed 5 --steps 3 --size 64x64\n/queue\n"),
@@ -258,7 +297,7 @@ async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_mod
     assert plain[plain.index("queued #1 (position 1)") + 1] == f"1. #1 ({frontend.owner.name}) a boat"
 
 
-def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path) -> None:
+def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path, console) -> None:
     first = start_console(workdir)
     try:
         first.stdin.write("/queue\n")
@@ -272,3 +311,41 @@ def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path) -> Non
         first.stdin.close()
         first.wait(timeout=60)
     assert first.returncode == 0
+
+
+def test_options_after_the_subcommand_and_a_config_file_elsewhere(tmp_path: Path, tiny_model: Path, console) -> None:
+    settings = tmp_path / "settings" / "easel.toml"
+    settings.parent.mkdir()
+    settings.write_text(
+        f'[generation]\nmodel = "{tiny_model}"\ndevice = "cpu"\n[storage]\ndata_dir = "{tmp_path / "store"}"\n',
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = console(elsewhere, "/imagine a cat --seed 3 --steps 2 --size 64x64\n", "--config", str(settings), "-v")
+    assert result.returncode == 0, result.stderr
+    [(_, path)] = DONE.findall(result.stdout)
+    assert Path(path).is_relative_to(tmp_path / "store") and Path(path).exists()
+    assert "loaded" in result.stderr  # -v after the subcommand: the log reaches the terminal too
+    missing = console(elsewhere, "", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "nope.toml does not exist" in missing.stderr
+
+
+async def test_a_result_that_finished_unseen_is_shown_by_the_next_console_once(tmp_path: Path, tiny_model: Path) -> None:
+    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
+    me = Owner("console", local_user(), chat_id="console", name=local_user())
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+            service = Service(config, history, images, jobs)
+            # Queued and finished with no console attached, as when easel restarts and a recovered job
+            # completes before the terminal (or a chat frontend) is back.
+            reply = await service.handle(me, "/imagine unseen --seed 9 --steps 2 --size 64x64")
+            await wait_for(lambda: jobs.running is None and not jobs.waiting())
+            shown = []
+            for _ in range(2):
+                out = io.StringIO()
+                await ConsoleFrontend(service, stdin=io.StringIO(""), stdout=out).run()
+                shown.append(out.getvalue())
+    assert shown[0].startswith(f"#{reply.job.id} done: ") and "seed 9" in shown[0]
+    assert shown[1] == ""  # delivered once, not on every start

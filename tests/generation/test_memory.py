@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
-from generation.memory import AUTO_THRESHOLDS, GiB, MemoryPlan, plan_memory, resolve_dtype, resolve_profile
+import pytest
+import torch
+
+from generation.memory import (
+    AUTO_THRESHOLDS,
+    VAE_BYTES_PER_PIXEL_16BIT,
+    GiB,
+    MemoryPlan,
+    needs_tiling,
+    plan_memory,
+    resolve_dtype,
+    resolve_profile,
+)
 
 CARD_24GB = 24 * GiB
 
@@ -111,8 +123,39 @@ def test_a_broken_or_missing_xformers_falls_back_to_sdpa(tiny_model) -> None:
 
     from generation.memory import apply_plan
 
+    from generation.diffusion import _xformers_available
+
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
     wanted = plan_memory("speed", "cuda", 24 * GiB, xformers_available=True)
     assert wanted.attention == "xformers"
-    applied = apply_plan(pipe, wanted)  # xformers is not importable here, as on a broken install
-    assert applied.attention == "sdpa" and applied.profile == "speed"
+    applied = apply_plan(pipe, wanted)
+    # Where xformers is installed and a CUDA card is there, it works; everywhere else (not importable,
+    # no card for its kernels) the plan falls back to SDPA instead of failing every job.
+    works = _xformers_available() and torch.cuda.is_available()
+    assert applied.attention == ("xformers" if works else "sdpa") and applied.profile == "speed"
+
+
+@pytest.mark.parametrize(
+    ("profile", "free", "expected"),
+    [
+        ("speed", 1 * GiB, False),  # speed never tiles: it would rather run out of memory than change pixels
+        ("balanced", 24 * GiB, False),  # room to spare: the same pixels as speed
+        ("balanced", 1 * GiB, True),  # 1536x1536 does not fit in 1 GiB untiled
+        ("low", 1 * GiB, True),
+        ("minimal", None, False),  # CPU/MPS: no card memory to run out of
+    ],
+)
+def test_tiling_only_where_the_profile_allows_it_and_the_image_would_not_fit(profile, free, expected) -> None:
+    plan = plan_memory(profile, "cuda", CARD_24GB)
+    assert needs_tiling(plan, 1536, 1536, 1, free) is expected
+
+
+def test_tiling_weighs_the_images_decoded_at_once() -> None:
+    balanced = plan_memory("balanced", "cuda", CARD_24GB)  # VAE slicing: one image at a time
+    unsliced = dataclasses.replace(balanced, vae_slicing=False)
+    need_one = 704 * 384 * VAE_BYTES_PER_PIXEL_16BIT
+    assert not needs_tiling(balanced, 704, 384, 4, need_one + 1)
+    assert needs_tiling(unsliced, 704, 384, 4, need_one + 1)
+    assert not needs_tiling(unsliced, 704, 384, 4, 4 * need_one + 1)
+    fp32 = dataclasses.replace(balanced, dtype="float32")
+    assert needs_tiling(fp32, 704, 384, 1, need_one + 1)  # twice the bytes per value

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, read_parameters
 from storage.records import JobKind, JobParams, JobStatus, Owner
+from tests.conftest import params
 
 ALICE = Owner("discord", "111", chat_id="c", name="alice")
 BOB = Owner("discord", "222", chat_id="c", name="bob")
@@ -28,18 +28,15 @@ CAROL = Owner("telegram", "333", chat_id="c", name="carol")
 TIMEOUT = 60
 
 
-def params(**changes: object) -> JobParams:
-    base = JobParams(
-        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="", seed=42, steps=2, cfg=7.0,
-        width=64, height=64, count=1, scheduler="dpmpp_2m",
-    )
-    return base.replace(**changes)
+def every_kind(engine) -> dict[JobKind, object]:
+    """The engine for each kind the diffusion engine draws, as the app registers it."""
+    return {kind: engine for kind in DiffusionEngine.KINDS}
 
 
 class RecordingEngine:
     """A real Engine: notes which thread runs each job, can hold jobs at a gate, then draws with DiffusionEngine."""
 
-    def __init__(self, inner: DiffusionEngine, gated: bool = False) -> None:
+    def __init__(self, inner: DiffusionEngine, gated: bool = False, hold_after: bool = False) -> None:
         self.inner = inner
         self.threads: list[str] = []
         self.prompts: list[str] = []
@@ -47,14 +44,27 @@ class RecordingEngine:
         self.gate = threading.Event()
         if not gated:
             self.gate.set()
+        # Hold the finished images before handing them back: the moment a cancel can still land
+        # after the last step the engine could stop at.
+        self.drawn = threading.Event()
+        self.release = threading.Event()
+        if not hold_after:
+            self.release.set()
 
-    def run(self, params: JobParams, init_image: Image.Image | None, progress: Progress) -> EngineResult:
+    def unavailable(self) -> str | None:
+        return self.inner.unavailable()
+
+    def run(self, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
         self.threads.append(threading.current_thread().name)
         self.prompts.append(params.prompt)
         self.entered.set()
         if not self.gate.wait(TIMEOUT):
             raise RuntimeError("the gate was never opened: was the event loop blocked?")
-        return self.inner.run(params, init_image, progress)
+        result = self.inner.run(params, inputs, progress)
+        self.drawn.set()
+        if not self.release.wait(TIMEOUT):
+            raise RuntimeError("the drawn images were never released")
+        return result
 
     def run_info(self):
         return self.inner.run_info()
@@ -131,7 +141,7 @@ def store(tmp_path: Path) -> ImageStore:
 
 @pytest.fixture
 def config(tiny_model: Path) -> GenerationConfig:
-    return GenerationConfig(model=str(tiny_model), preview_every=2)
+    return GenerationConfig(device="cpu", model=str(tiny_model), preview_every=2)
 
 
 @pytest.fixture
@@ -144,14 +154,15 @@ async def make_queue(history: History, store: ImageStore, engine: RecordingEngin
     made: list[JobQueue] = []
 
     def make(limits: QueueLimits = QueueLimits(), *, engine=engine, history: History = history) -> JobQueue:
-        queue = JobQueue(history, store, engine, limits)
+        queue = JobQueue(history, store, every_kind(engine), limits)
         made.append(queue)
         return queue
 
     yield make
     for queue in made:
-        if isinstance(queue.engine, RecordingEngine):
-            queue.engine.gate.set()  # never leave a worker thread waiting
+        for engine in queue.engines.values():
+            if isinstance(engine, RecordingEngine):
+                engine.gate.set()  # never leave a worker thread waiting
         await queue.stop()
 
 
@@ -185,7 +196,7 @@ async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
         path = Path(image.path)
         assert path.is_file() and path.is_relative_to(store.outputs) and path.name == f"{job.id}-{image.index}.png"
         text = read_parameters(path)
-        assert text.startswith("a lighthouse at dusk\nSteps: 4, Sampler: DPM++ 2M, CFG scale: 7, ")
+        assert text.startswith("a lighthouse at dusk\nSteps: 4, Sampler: DPM++ 2M, Schedule type: Uniform, CFG scale: 7, ")
         assert f"Seed: {image.seed}, Size: 64x64, Model: {tiny_model.name}" in text
         with Image.open(path) as png:
             assert png.size == (64, 64)
@@ -204,10 +215,9 @@ async def test_torch_runs_on_the_queue_thread_and_the_loop_stays_free(make_queue
     # queue ran the engine on the loop, the gate would time out and the job would fail.
     await wait_until(gated.entered.is_set)
     # The loop keeps serving timers while the engine sits inside its run on the other thread.
-    before = time.monotonic()
     for _ in range(5):
         await asyncio.sleep(0.01)
-    assert time.monotonic() - before < 1.0 and not gated.gate.is_set()
+    assert not gated.gate.is_set() and gated.threads == ["easel-gpu_0"]
     assert queue.running is not None and queue.running.id == job.id and queue.position(job.id) == 0
     gated.gate.set()
     done = await events.finished(job.id)
@@ -415,7 +425,7 @@ async def test_jobs_left_unfinished_run_after_a_restart(db_path: Path, store: Im
     # ... the process died here: no stop(), no finish() for the first two
 
     async with await History.open(db_path) as history:
-        queue = JobQueue(history, store, engine, QueueLimits())
+        queue = JobQueue(history, store, every_kind(engine), QueueLimits())
         events = Events(queue)
         try:
             recovered = await queue.start()
@@ -439,7 +449,7 @@ async def test_jobs_left_unfinished_run_after_a_restart(db_path: Path, store: Im
 async def test_stop_leaves_the_running_job_for_the_next_start(
     db_path: Path, history: History, store: ImageStore, config: GenerationConfig
 ) -> None:
-    first = JobQueue(history, store, RecordingEngine(DiffusionEngine(config)), QueueLimits())
+    first = JobQueue(history, store, every_kind(RecordingEngine(DiffusionEngine(config))), QueueLimits())
     events = Events(first)
     await first.start()
     job = await first.submit(ALICE, params(steps=60))
@@ -449,7 +459,7 @@ async def test_stop_leaves_the_running_job_for_the_next_start(
     stopped = await history.get(job.id)
     assert (stopped.status, stopped.crashes) == (JobStatus.QUEUED, 0)  # back in line; not a crash
 
-    second = JobQueue(history, store, RecordingEngine(DiffusionEngine(config)), QueueLimits())
+    second = JobQueue(history, store, every_kind(RecordingEngine(DiffusionEngine(config))), QueueLimits())
     events = Events(second)
     try:
         assert [j.id for j in await second.start()] == [job.id]
@@ -471,7 +481,7 @@ async def test_img2img_job_reads_its_stored_input(make_queue, store: ImageStore)
     assert done.kind is EventKind.DONE, done.error
     assert {(e.step, e.total) for e in events.of(job.id) if e.kind is EventKind.PROGRESS} == {(1, 2), (2, 2)}
     text = read_parameters(Path(done.job.images[0].path))
-    assert text.endswith(", Denoising strength: 0.5") and "Steps: 4," in text
+    assert text.endswith(", Denoising strength: 0.5, RNG: CPU") and "Steps: 4," in text
 
 
 async def test_img2img_whose_input_is_gone_fails_with_a_readable_reason(make_queue, store: ImageStore, history: History) -> None:
@@ -491,7 +501,7 @@ async def test_a_model_that_cannot_load_fails_each_job_and_the_queue_lives_on(
     make_queue, tmp_path: Path, history: History
 ) -> None:
     missing = str(tmp_path / "no-model-here")
-    queue = make_queue(engine=DiffusionEngine(GenerationConfig(model=missing)))
+    queue = make_queue(engine=DiffusionEngine(GenerationConfig(device="cpu", model=missing)))
     events = Events(queue)
     await queue.start()
     for _ in range(2):
@@ -618,3 +628,94 @@ async def test_a_failed_job_records_how_the_engine_was_set_up(make_queue, histor
     assert failed.kind is EventKind.FAILED and "no longer on disk" in failed.error
     record = await history.get(lost.id)
     assert record.run is not None and record.run.memory_profile == "speed" and record.run.attention == "sdpa"
+
+
+# ---- cancels that race the end of a job -----------------------------------------------------
+
+class SlowStore(ImageStore):
+    """The real store, with a gate before each PNG is written: a cancel can land while images are saved."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.saving = threading.Event()
+        self.gate = threading.Event()
+
+    def save_output(self, *args, **kwargs):
+        self.saving.set()
+        if not self.gate.wait(TIMEOUT):
+            raise RuntimeError("the save gate was never opened")
+        return super().save_output(*args, **kwargs)
+
+
+async def wait_thread_event(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, TIMEOUT), "the engine never got there"
+
+
+async def test_a_cancel_after_the_last_step_still_ends_cancelled(make_queue, config, history: History, store) -> None:
+    engine = RecordingEngine(DiffusionEngine(config), hold_after=True)
+    queue = make_queue(engine=engine)
+    events = Events(queue)
+    await queue.start()
+    job = await queue.submit(ALICE, params())
+    await wait_thread_event(engine.drawn)  # every step is done, the images exist
+    assert (await queue.cancel(job.id, ALICE)).id == job.id  # the person is told "cancelling…"
+    engine.release.set()
+    assert (await events.finished(job.id)).kind is EventKind.CANCELLED  # so it must not be delivered
+    stored = await history.get(job.id)
+    assert stored.status is JobStatus.CANCELLED and stored.images == ()
+    assert not store.outputs.exists() or not any(store.outputs.rglob("*.png"))
+
+
+async def test_a_cancel_while_the_images_are_saved_says_the_job_had_finished(make_queue, history: History,
+                                                                             tmp_path: Path, engine) -> None:
+    slow = SlowStore(tmp_path / "slow")
+    queue = JobQueue(history, slow, every_kind(engine), QueueLimits())
+    events = Events(queue)
+    await queue.start()
+    try:
+        job = await queue.submit(ALICE, params())
+        await wait_thread_event(slow.saving)
+        with pytest.raises(CancelError, match=f"^job #{job.id} has already finished; its images are being saved$"):
+            await queue.cancel(job.id, ALICE)
+        slow.gate.set()
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+        assert (await history.get(job.id)).status is JobStatus.DONE
+    finally:
+        slow.gate.set()
+        await queue.stop()
+
+
+@pytest.mark.parametrize("order", ["cancel, then shutdown", "shutdown, then cancel"])
+async def test_a_persons_cancel_during_shutdown_ends_cancelled_not_requeued(make_queue, config, history, order) -> None:
+    engine = RecordingEngine(DiffusionEngine(config), gated=True)
+    queue = make_queue(engine=engine)
+    events = Events(queue)
+    await queue.start()
+    job = await queue.submit(ALICE, params(steps=50))
+    await wait_thread_event(engine.entered)
+    if order == "cancel, then shutdown":
+        await queue.cancel(job.id, ALICE)
+        stopping = asyncio.create_task(queue.stop())
+    else:
+        stopping = asyncio.create_task(queue.stop())
+        await asyncio.sleep(0)  # stop() has begun: the job is being interrupted for the shutdown
+        await queue.cancel(job.id, ALICE)
+    engine.gate.set()
+    await stopping
+    assert (await history.get(job.id)).status is JobStatus.CANCELLED
+    assert [e.kind for e in events.of(job.id) if e.finished] == [EventKind.CANCELLED]
+    assert await history.unfinished() == []  # it does not come back on the next start
+
+
+async def test_a_shutdown_alone_requeues_the_running_job_without_counting_a_crash(make_queue, config, history) -> None:
+    engine = RecordingEngine(DiffusionEngine(config), gated=True)
+    queue = make_queue(engine=engine)
+    await queue.start()
+    job = await queue.submit(ALICE, params(steps=50))
+    await wait_thread_event(engine.entered)
+    stopping = asyncio.create_task(queue.stop())
+    await asyncio.sleep(0)
+    engine.gate.set()
+    await stopping
+    [again] = await history.unfinished()
+    assert (again.id, again.status, again.crashes) == (job.id, JobStatus.QUEUED, 0)

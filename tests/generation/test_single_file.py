@@ -43,12 +43,12 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def single_file_engine(checkpoint: Path, config: str) -> DiffusionEngine:
-    return DiffusionEngine(GenerationConfig(model=str(checkpoint), single_file_config=config, preview_every=0))
+    return DiffusionEngine(GenerationConfig(device="cpu", model=str(checkpoint), single_file_config=config, preview_every=0))
 
 
 def load_error(engine: DiffusionEngine) -> str:
     with pytest.raises(ModelLoadError) as caught:
-        engine.run(params(), None, Recorder())
+        engine.run(params(), (), Recorder())
     assert isinstance(caught.value, EaselError)
     assert engine._txt2img is None  # unloaded, so a fixed config is picked up by the next job
     return str(caught.value)
@@ -93,11 +93,11 @@ def test_a_single_file_draws_the_same_pixels_as_its_diffusers_folder(
     checkpoint: Path, tiny_model: Path, hub_offline: None,
 ) -> None:
     from_file = single_file_engine(checkpoint, str(tiny_model))
-    from_folder = DiffusionEngine(GenerationConfig(model=str(tiny_model), preview_every=0))
+    from_folder = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0))
     for job in (params(), params(seed=7, negative_prompt="blurry", scheduler="euler", cfg=5.0)):
-        drawn = from_file.run(job, None, Recorder()).images[0]
+        drawn = from_file.run(job, (), Recorder()).images[0]
         assert drawn.size == (64, 64)
-        assert np.array_equal(pixels(drawn), pixels(from_folder.run(job, None, Recorder()).images[0]))
+        assert np.array_equal(pixels(drawn), pixels(from_folder.run(job, (), Recorder()).images[0]))
     # the weights really came from the file: every tensor equals the folder's, none left unloaded
     for name in ("unet", "vae", "text_encoder"):
         ours, theirs = getattr(from_file._txt2img, name).state_dict(), getattr(from_folder._txt2img, name).state_dict()
@@ -113,15 +113,15 @@ def test_a_different_checkpoint_draws_different_pixels(
     weights["model.diffusion_model.out.2.bias"] = weights["model.diffusion_model.out.2.bias"] + 0.5
     other = tmp_path / "tinyDream_v11.safetensors"
     save_file(weights, str(other))
-    first = single_file_engine(checkpoint, str(tiny_model)).run(params(), None, Recorder()).images[0]
-    second = single_file_engine(other, str(tiny_model)).run(params(), None, Recorder()).images[0]
+    first = single_file_engine(checkpoint, str(tiny_model)).run(params(), (), Recorder()).images[0]
+    second = single_file_engine(other, str(tiny_model)).run(params(), (), Recorder()).images[0]
     assert np.abs(pixels(first) - pixels(second)).mean() > 1
 
 
 def test_run_info_and_png_infotext_carry_the_file_hash_and_name(
     checkpoint: Path, tiny_model: Path, tmp_path: Path,
 ) -> None:
-    result = single_file_engine(checkpoint, str(tiny_model)).run(params(), None, Recorder())
+    result = single_file_engine(checkpoint, str(tiny_model)).run(params(), (), Recorder())
     sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert result.run.model == str(checkpoint) and result.run.model_hash == sha256
 
@@ -137,7 +137,7 @@ def test_single_file_config_may_start_with_a_tilde(
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "sd-configs").mkdir()
     (tmp_path / "sd-configs" / "tiny").symlink_to(tiny_model, target_is_directory=True)
-    result = single_file_engine(checkpoint, "~/sd-configs/tiny").run(params(), None, Recorder())
+    result = single_file_engine(checkpoint, "~/sd-configs/tiny").run(params(), (), Recorder())
     assert result.images[0].size == (64, 64)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from storage.history import SCHEMA_VERSION, History
-from storage.records import ImageRecord, JobKind, JobParams, JobStatus, Owner, RunInfo
+from storage.records import ImageRecord, Img2ImgParams, JobKind, JobStatus, Owner, RunInfo, Txt2ImgParams, params_to_json
+from tests.conftest import params
 
 ALICE = Owner("discord", "111", chat_id="chan-1", name="alice")
 BOB = Owner("discord", "222", chat_id="chan-1", name="bob")
@@ -18,14 +20,6 @@ RUN = RunInfo(
     model="stable-diffusion-v1-5/stable-diffusion-v1-5", model_hash="abcdef0123456789", memory_profile="balanced",
     attention="sdpa", dtype="float16", device="cuda", diffusers_version="0.42.1", torch_version="2.13.0",
 )
-
-
-def params(**changes: object) -> JobParams:
-    base = JobParams(
-        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="blurry", seed=100, steps=30,
-        cfg=7.5, width=512, height=768, count=1, scheduler="dpmpp_2m",
-    )
-    return base.replace(**changes)
 
 
 @pytest.fixture
@@ -47,8 +41,8 @@ def raw(db_path: Path, sql: str, *args: object) -> list[tuple]:
 
 async def test_add_job_is_on_disk_before_it_returns(history: History, db_path: Path) -> None:
     job = await history.add_job(ALICE, params(seed=5, count=2))
-    rows = raw(db_path, "SELECT id, status, user_id, platform, seed, count, prompt FROM jobs")
-    assert rows == [(job.id, "queued", "111", "discord", 5, 2, "a lighthouse at dusk")]
+    rows = raw(db_path, "SELECT id, status, user_id, platform, kind, seed, count, params FROM jobs")
+    assert rows == [(job.id, "queued", "111", "discord", "txt2img", 5, 2, params_to_json(params(seed=5, count=2)))]
     assert job.status is JobStatus.QUEUED and job.owner == ALICE and job.params == params(seed=5, count=2)
     assert job.created_at.tzinfo is not None
 
@@ -202,3 +196,117 @@ async def test_a_newer_schema_is_refused(db_path: Path) -> None:
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer easel"):
         await History.open(db_path)
+
+
+async def test_a_failed_finish_writes_nothing_and_later_commits_do_not_persist_it(
+    history: History, db_path: Path
+) -> None:
+    job = await history.add_job(ALICE, params())
+    await history.mark_running(job.id)
+    twice = [ImageRecord(job.id, 0, 42, "a.png"), ImageRecord(job.id, 0, 42, "b.png")]  # the same index twice
+    with pytest.raises(sqlite3.IntegrityError):
+        await history.finish(job.id, JobStatus.DONE, run=RUN, images=twice)
+    await history.add_job(BOB, params())  # an unrelated write commits after the failed one
+    assert raw(db_path, "SELECT status, finished_at, model FROM jobs WHERE id=?", job.id) == [("running", None, None)]
+    assert raw(db_path, "SELECT COUNT(*) FROM images") == [(0,)]
+    assert (await history.get(job.id)).status is JobStatus.RUNNING
+
+
+async def test_concurrent_writes_do_not_commit_each_others_halves(history: History, db_path: Path) -> None:
+    jobs = [await history.add_job(ALICE, params(seed=n)) for n in range(6)]
+    good = [history.finish(j.id, JobStatus.DONE, run=RUN, images=[ImageRecord(j.id, 0, j.params.seed, f"{j.id}.png")])
+            for j in jobs[::2]]
+    bad = [history.finish(j.id, JobStatus.DONE, run=RUN, images=[ImageRecord(j.id, 0, 1, "x"), ImageRecord(j.id, 0, 1, "y")])
+           for j in jobs[1::2]]
+    results = await asyncio.gather(*good, *bad, return_exceptions=True)
+    assert [r is None for r in results] == [True] * 3 + [False] * 3
+    done = {row[0] for row in raw(db_path, "SELECT id FROM jobs WHERE status='done'")}
+    assert done == {j.id for j in jobs[::2]}
+    assert raw(db_path, "SELECT COUNT(*) FROM images") == [(3,)]
+
+
+async def test_undelivered_are_finished_jobs_of_that_platform_until_marked(history: History) -> None:
+    queued = await history.add_job(ALICE, params())
+    done = await history.add_job(ALICE, params())
+    failed = await history.add_job(ALICE, params())
+    elsewhere = await history.add_job(ALICE_ON_TELEGRAM, params())
+    for job, status in ((done, JobStatus.DONE), (failed, JobStatus.FAILED), (elsewhere, JobStatus.DONE)):
+        await history.finish(job.id, status, error="boom" if status is JobStatus.FAILED else None)
+    assert [j.id for j in await history.undelivered("discord")] == [done.id, failed.id]
+    assert (await history.undelivered("discord"))[1].error == "boom"
+    await history.mark_delivered(done.id)
+    assert [j.id for j in await history.undelivered("discord")] == [failed.id]
+    assert (await history.get(done.id)).delivered and not (await history.get(queued.id)).delivered
+    assert [j.id for j in await history.undelivered("telegram")] == [elsewhere.id]
+
+
+# The version-1 table, as the Foundation created it: every Stable Diffusion setting in its own column.
+V1_JOBS = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, platform TEXT NOT NULL, user_id TEXT NOT NULL,
+    chat_id TEXT NOT NULL DEFAULT '', user_name TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL,
+    prompt TEXT NOT NULL, negative_prompt TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL,
+    count INTEGER NOT NULL, steps INTEGER NOT NULL, cfg REAL NOT NULL, width INTEGER NOT NULL,
+    height INTEGER NOT NULL, scheduler TEXT NOT NULL, strength REAL, input_sha256 TEXT, model TEXT,
+    model_hash TEXT, memory_profile TEXT, attention TEXT, dtype TEXT, device TEXT, diffusers_version TEXT,
+    torch_version TEXT, parent_id INTEGER REFERENCES jobs(id), status TEXT NOT NULL, error TEXT,
+    crashes INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+);
+CREATE INDEX jobs_owner ON jobs(platform, user_id, id);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE TABLE images (
+    job_id INTEGER NOT NULL REFERENCES jobs(id), idx INTEGER NOT NULL, seed INTEGER NOT NULL,
+    path TEXT NOT NULL, PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX images_seed ON images(seed);
+PRAGMA user_version=1;
+"""
+
+
+async def test_a_version_1_database_is_upgraded_and_every_job_stays_rerunnable(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(V1_JOBS)
+        db.execute(
+            """INSERT INTO jobs VALUES (1,'console','me','console','me','txt2img','a red lighthouse','blurry',42,2,30,
+               7.1234567,704,384,'dpmpp_2m',NULL,NULL,'sd15','abc','balanced','sdpa','float16','cuda','0.42','2.13',
+               NULL,'done',NULL,0,'2026-11-20T10:00:00.000+00:00','2026-11-20T10:00:01.000+00:00',
+               '2026-11-20T10:00:09.000+00:00')""")
+        db.execute("INSERT INTO images VALUES (1,0,42,'data/images/2026-11-20/1-0.png'),(1,1,43,'data/images/2026-11-20/1-1.png')")
+        db.execute(
+            """INSERT INTO jobs VALUES (7,'console','me','console','me','img2img','the same, in winter','',9,1,40,7.0,
+               512,512,'euler_a',0.6,'ff00',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,1,'queued',NULL,2,
+               '2026-11-20T11:00:00.000+00:00',NULL,NULL)""")
+    async with await History.open(db_path) as history:
+        first, second = await history.get(1), await history.get(7)
+        assert first.params == Txt2ImgParams(
+            prompt="a red lighthouse", negative_prompt="blurry", seed=42, count=2, steps=30, cfg=7.1234567,
+            width=704, height=384, scheduler="dpmpp_2m", vae_tiling=True,  # balanced tiled in version 1
+        )
+        assert first.run.vae_tiling and first.run.memory_profile == "balanced" and first.run.model_hash == "abc"
+        assert [i.path for i in first.images] == ["data/images/2026-11-20/1-0.png", "data/images/2026-11-20/1-1.png"]
+        assert first.status is JobStatus.DONE and first.delivered  # shown when it ended, not replayed
+        assert second.params == Img2ImgParams(
+            prompt="the same, in winter", negative_prompt="", seed=9, count=1, steps=40, cfg=7.0, width=512,
+            height=512, scheduler="euler_a", strength=0.6, input_sha256="ff00",
+        )
+        assert (second.parent_id, second.crashes, second.delivered) == (1, 2, False)
+        assert [j.id for j in await history.unfinished()] == [7]
+        assert (await history.latest_with_seed(Owner("console", "me"), 43))[0].id == 1
+        assert (await history.add_job(ALICE, params())).id == 8  # numbering carries on
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw(db_path, "PRAGMA foreign_key_check") == []
+    assert [r[1] for r in raw(db_path, "PRAGMA table_info(jobs)") if r[1] in ("prompt", "steps")] == []
+
+
+async def test_a_failed_upgrade_leaves_the_version_1_database_as_it_was(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(V1_JOBS)
+        db.execute("""INSERT INTO jobs VALUES (1,'console','me','console','me','txt2img','p','',1,1,30,7,512,512,
+                      'dpmpp_2m',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,'no-such-status',NULL,0,
+                      '2026-11-20T10:00:00.000+00:00',NULL,NULL)""")
+    with pytest.raises(ValueError):
+        await History.open(db_path)
+    assert raw(db_path, "PRAGMA user_version") == [(1,)]
+    assert raw(db_path, "SELECT prompt FROM jobs") == [("p",)]

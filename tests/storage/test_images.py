@@ -24,15 +24,8 @@ from storage.images import (
     open_upload,
     read_parameters,
 )
-from storage.records import JobKind, JobParams, RunInfo
-
-
-def params(**changes: object) -> JobParams:
-    base = JobParams(
-        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk, oil painting", negative_prompt="", seed=42,
-        steps=30, cfg=7.0, width=512, height=512, count=1, scheduler="dpmpp_2m",
-    )
-    return base.replace(**changes)
+from storage.records import RunInfo
+from tests.conftest import params
 
 
 def run_info(model: str, model_hash: str | None = None) -> RunInfo:
@@ -72,59 +65,6 @@ def gradient(width: int = 48, height: int = 32, shift: int = 0) -> Image.Image:
     array = np.stack([np.tile(x, (height, 1)), np.full((height, width), 100 + shift, np.uint8),
                       np.tile(x[::-1], (height, 1))], axis=-1)
     return Image.fromarray(array, "RGB")
-
-
-# ---- infotext -------------------------------------------------------------------------------
-
-def test_infotext_without_negative_prompt_is_two_lines_in_a1111_order() -> None:
-    text = infotext(params(), 42, run_info("/models/sd15"))
-    assert text == (
-        "a lighthouse at dusk, oil painting\n"
-        "Steps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 42, Size: 512x512, Model: sd15"
-    )
-    assert "Negative prompt" not in text
-
-
-def test_infotext_with_negative_prompt_and_checkpoint_hash() -> None:
-    text = infotext(
-        params(negative_prompt="blurry, lowres", cfg=7.5, width=768, height=512, steps=350, scheduler="euler_a"),
-        1234567,
-        run_info("/home/me/models/v1-5-pruned-emaonly.safetensors", model_hash="6ce0161689b3853acaa03779ec93eafe"),
-    )
-    assert text.split("\n") == [
-        "a lighthouse at dusk, oil painting",
-        "Negative prompt: blurry, lowres",
-        "Steps: 350, Sampler: Euler a, CFG scale: 7.5, Seed: 1234567, Size: 768x512, "
-        "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly",
-    ]
-
-
-def test_infotext_uses_the_seed_of_the_image_not_of_the_job() -> None:
-    assert "Seed: 43," in infotext(params(seed=42, count=2), 43, run_info("/m/x"))
-
-
-@pytest.mark.parametrize(
-    ("model", "name"),
-    [
-        ("stable-diffusion-v1-5/stable-diffusion-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),  # hub id
-        ("/srv/models/dreamshaper_8/", "dreamshaper_8"),  # a diffusers folder: its name, not its path
-        ("./models/sd15", "sd15"),
-        ("~/models/anything-v3.ckpt", "anything-v3"),
-        ("/models/sd_xl_base_1.0.safetensors", "sd_xl_base_1.0"),
-    ],
-)
-def test_infotext_model_name(model: str, name: str) -> None:
-    assert infotext(params(), 42, run_info(model)).endswith(f", Model: {name}")
-
-
-def test_infotext_of_img2img_has_denoising_strength() -> None:
-    text = infotext(params(kind=JobKind.IMG2IMG, strength=0.55), 42, run_info("/m/sd15"))
-    assert text.endswith("Size: 512x512, Model: sd15, Denoising strength: 0.55")
-    assert "Denoising" not in infotext(params(strength=0.55), 42, run_info("/m/sd15"))
-
-
-def test_infotext_without_run_info_still_has_the_settings() -> None:
-    assert infotext(params(), 42, None).endswith("Seed: 42, Size: 512x512")
 
 
 def test_every_scheduler_has_an_a1111_sampler_name() -> None:

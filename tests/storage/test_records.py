@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
-from storage.records import JobKind, JobParams, JobStatus, Owner, is_hub_id
+from pydantic import ValidationError
 
-
-def params(**changes: object) -> JobParams:
-    base = JobParams(
-        kind=JobKind.TXT2IMG, prompt="a lighthouse at dusk", negative_prompt="", seed=100, steps=30,
-        cfg=7.0, width=512, height=512, count=1, scheduler="dpmpp_2m",
-    )
-    return base.replace(**changes)
+from storage.records import JobKind, JobStatus, Owner, is_hub_id, params_from_json, params_to_json
+from tests.conftest import params
 
 
 def test_seeds_of_a_batch_are_consecutive() -> None:
@@ -22,24 +18,50 @@ def test_seeds_of_a_batch_are_consecutive() -> None:
     assert params(seed=7, count=1).seeds == (7,)
 
 
+def test_txt2img_runs_all_its_steps_and_has_no_strength_or_input() -> None:
+    job = params(steps=30)
+    assert job.kind is JobKind.TXT2IMG and job.effective_steps == 30 and job.inputs == ()
+    with pytest.raises(TypeError):
+        job.replace(strength=0.5)  # a text→image job cannot carry a setting it would ignore
+
+
 @pytest.mark.parametrize(
-    ("kind", "steps", "strength", "expected"),
+    ("steps", "strength", "expected"),
     [
-        (JobKind.TXT2IMG, 30, None, 30),
-        (JobKind.TXT2IMG, 30, 0.5, 30),  # strength means nothing to txt2img
-        (JobKind.IMG2IMG, 30, 0.5, 15),
-        (JobKind.IMG2IMG, 10, 0.75, 7),  # int() truncates, as diffusers does
-        (JobKind.IMG2IMG, 3, 0.1, 1),  # never zero steps
+        (30, 0.5, 15),
+        (10, 0.75, 7),  # int() truncates, as diffusers does
+        (3, 0.1, 1),  # never zero steps
     ],
 )
-def test_effective_steps(kind: JobKind, steps: int, strength: float | None, expected: int) -> None:
-    assert params(kind=kind, steps=steps, strength=strength).effective_steps == expected
+def test_img2img_runs_steps_times_strength(steps: int, strength: float, expected: int) -> None:
+    job = params(steps=steps, strength=strength, input_sha256="ab" * 32)
+    assert job.kind is JobKind.IMG2IMG and job.effective_steps == expected and job.inputs == ("ab" * 32,)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        params(cfg=7.1234567, prompt='a "red", tall: lighthouse — café, 東京', vae_tiling=True),
+        params(strength=0.3, input_sha256="cd" * 32, count=3, seed=2**32 - 3),
+    ],
+)
+def test_params_survive_json_exactly(job) -> None:
+    text = params_to_json(job)
+    assert params_from_json(text) == job and type(params_from_json(text)) is type(job)
+    assert json.loads(text)["kind"] == job.kind.value
+
+
+def test_stored_params_of_the_wrong_shape_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        params_from_json('{"kind": "txt2img", "seed": 1}')  # no prompt, steps…
+    with pytest.raises(ValidationError):
+        params_from_json(params_to_json(params()).replace("txt2img", "no-such-kind"))
 
 
 def test_replace_returns_a_new_frozen_value() -> None:
     original = params()
     changed = original.replace(steps=350)
-    assert (original.steps, changed.steps) == (30, 350)
+    assert (original.steps, changed.steps) == (2, 350)
     with pytest.raises(dataclasses.FrozenInstanceError):
         changed.steps = 1  # type: ignore[misc]
 

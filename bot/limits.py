@@ -1,0 +1,113 @@
+"""Every limit in one place: the [limits] config section and the rules a job is checked against before it is queued."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from generation.prompts import PromptError, parse_attention
+from generation.schedulers import SCHEDULERS, scheduler_help
+from storage.errors import EaselError
+from storage.images import MAX_UPLOAD_PIXELS
+from storage.records import Img2ImgParams, JobParams
+
+MAX_SEED = 2**32 - 1
+
+
+class CommandError(EaselError):
+    """The command cannot be run as written; the text says what to change."""
+
+
+class LimitsConfig(BaseModel):
+    """Enforced before any work starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_steps: int = Field(500, ge=1)
+    max_cfg: float = Field(30.0, gt=0)
+    max_side: int = Field(2048, ge=64)
+    max_pixels: int = Field(1536 * 1536, ge=64 * 64)
+    max_count: int = Field(4, ge=1)
+    max_prompt_chars: int = Field(1000, ge=1)
+    max_upload_bytes: int = Field(10_000_000, ge=1)
+    # A few hundred kilobytes of PNG can declare a 14000x14000 canvas; refuse before decoding it.
+    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64)
+
+
+@dataclass(frozen=True)
+class LimitProblem:
+    """One limit a job would break: the setting at fault, what to tell the person, the [limits] key."""
+
+    setting: str
+    message: str
+    limit: str = ""
+
+
+def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem]:
+    """Every configured limit the params break, in the order people should fix them; [] if none."""
+    problems: list[LimitProblem] = []
+    for setting, label, text in (("prompt", "prompt", params.prompt),
+                                 ("negative_prompt", "negative prompt", params.negative_prompt)):
+        if len(text) > limits.max_prompt_chars:
+            problems.append(LimitProblem(
+                setting, f"the {label} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
+                "max_prompt_chars",
+            ))
+        try:
+            parse_attention(text)  # a weight like (word:1.2.3) is refused now, not when the job runs
+        except PromptError as exc:
+            problems.append(LimitProblem(setting, str(exc)))
+    for setting, name, value, low, high, limit in (
+        ("steps", "steps", params.steps, 1, limits.max_steps, "max_steps"),
+        ("cfg", "cfg", params.cfg, 0, limits.max_cfg, "max_cfg"),
+        ("count", "n", params.count, 1, limits.max_count, "max_count"),
+        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
+    ):
+        if not low <= value <= high:
+            problems.append(LimitProblem(
+                setting, f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}", limit,
+            ))
+    if isinstance(params, Img2ImgParams) and not 0 < params.strength <= 1:
+        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {params.strength:g}"))
+    elif isinstance(params, Img2ImgParams) and int(params.steps * params.strength) < 1:
+        problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
+    for side, value in (("width", params.width), ("height", params.height)):
+        if value % 8 or not 64 <= value <= limits.max_side:
+            problems.append(LimitProblem(
+                side, f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}", "max_side",
+            ))
+    if params.width * params.height > limits.max_pixels:
+        problems.append(LimitProblem(
+            "size",
+            f"{params.width}x{params.height} is {params.width * params.height:,} pixels; "
+            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)",
+            "max_pixels",
+        ))
+    if params.scheduler not in SCHEDULERS:
+        problems.append(LimitProblem(
+            "scheduler", f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}",
+        ))
+    return problems
+
+
+def check_params(params: JobParams, limits: LimitsConfig) -> None:
+    """Enforce the configured limits on a job about to be queued; the message names the range."""
+    problems = limit_problems(params, limits)
+    if problems:
+        raise CommandError(problems[0].message)
+
+
+def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
+    message = f"image→image runs int(steps × strength) steps: {steps} × {strength:g} gives 0; "
+    enough = max(1, math.floor(1 / strength))
+    while int(enough * strength) < 1:  # counted as the pipeline counts, in floats
+        enough += 1
+    if enough <= max_steps:
+        return message + f"use at least {enough} steps or a higher strength"
+    return message + f"use a higher strength (at most {max_steps} steps are allowed)"
+
+
+def _number(value: float) -> str:
+    # :g would turn seed 4294967295 into "4.29497e+09"; whole numbers are shown whole.
+    return str(value) if isinstance(value, int) else f"{value:g}"
