@@ -16,6 +16,7 @@ from typing import Callable
 from bot.config import DefaultsConfig
 from bot.limits import MAX_SEED, CommandError, LimitsConfig
 from generation.schedulers import SCHEDULERS, scheduler_help
+from storage.images import plain_number
 from storage.records import JobParams
 
 
@@ -297,7 +298,7 @@ def help_text(limits: LimitsConfig) -> str:
     ]
     lines += [f"  --{o.name:<10} {o.help}" for o in OPTIONS]
     lines.append(
-        f"limits: steps 1–{limits.max_steps}, cfg 0–{limits.max_cfg:g}, n 1–{limits.max_count}, "
+        f"limits: steps 1–{limits.max_steps}, cfg 0–{plain_number(limits.max_cfg)}, n 1–{limits.max_count}, "
         f"sides 64–{limits.max_side} (multiples of 8), at most {limits.max_pixels:,} pixels"
     )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from generation.prompts import PromptError, parse_attention
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.errors import EaselError
-from storage.images import MAX_UPLOAD_PIXELS
+from storage.images import MAX_UPLOAD_PIXELS, plain_number
 from storage.records import Img2ImgParams, JobParams
 
 MAX_SEED = 2**32 - 1
@@ -66,10 +66,10 @@ def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem
     ):
         if not low <= value <= high:
             problems.append(LimitProblem(
-                setting, f"{name} must be {_number(low)}–{_number(high)}, got {_number(value)}", limit,
+                setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}", limit,
             ))
     if isinstance(params, Img2ImgParams) and not 0 < params.strength <= 1:
-        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {params.strength:g}"))
+        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {plain_number(params.strength)}"))
     elif isinstance(params, Img2ImgParams) and int(params.steps * params.strength) < 1:
         problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
     for side, value in (("width", params.width), ("height", params.height)):
@@ -99,15 +99,10 @@ def check_params(params: JobParams, limits: LimitsConfig) -> None:
 
 
 def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
-    message = f"image→image runs int(steps × strength) steps: {steps} × {strength:g} gives 0; "
+    message = f"image→image runs int(steps × strength) steps: {steps} × {plain_number(strength)} gives 0; "
     enough = max(1, math.floor(1 / strength))
     while int(enough * strength) < 1:  # counted as the pipeline counts, in floats
         enough += 1
     if enough <= max_steps:
         return message + f"use at least {enough} steps or a higher strength"
     return message + f"use a higher strength (at most {max_steps} steps are allowed)"
-
-
-def _number(value: float) -> str:
-    # :g would turn seed 4294967295 into "4.29497e+09"; whole numbers are shown whole.
-    return str(value) if isinstance(value, int) else f"{value:g}"

@@ -16,7 +16,7 @@ from generation.queue import JobEvent, JobQueue
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
 from storage.history import History
-from storage.images import ImageStore, open_upload
+from storage.images import ImageStore, open_upload, plain_number
 from storage.records import DiffusionParams, Img2ImgParams, JobParams, JobRecord, JobStatus, Owner, Txt2ImgParams
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def describe(params: JobParams, seed: int | None = None) -> str:
     """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512."""
     parts = [f"seed {params.seed if seed is None else seed}"]
     if isinstance(params, DiffusionParams):
-        parts += [f"{params.steps} steps", f"cfg {params.cfg:g}", f"{params.width}x{params.height}"]
+        parts += [f"{params.steps} steps", f"cfg {plain_number(params.cfg)}", f"{params.width}x{params.height}"]
     if isinstance(params, Img2ImgParams):
-        parts.append(f"strength {params.strength:g}")
+        parts.append(f"strength {plain_number(params.strength)}")
     return " · ".join(parts)
 
 

@@ -59,7 +59,7 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
         ("Steps", params.steps),
         ("Sampler", sampler),
         ("Schedule type", schedule),
-        ("CFG scale", _number(params.cfg)),
+        ("CFG scale", plain_number(params.cfg)),
         ("Seed", seed),
         ("Size", f"{params.width}x{params.height}"),
     ]
@@ -68,7 +68,7 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
             fields.append(("Model hash", run.model_hash[:10]))
         fields.append(("Model", _model_name(run.model)))
     if isinstance(params, Img2ImgParams):
-        fields.append(("Denoising strength", _number(params.strength)))
+        fields.append(("Denoising strength", plain_number(params.strength)))
     # Our initial noise comes from a CPU torch.Generator per image; A1111 defaults to GPU noise.
     fields.append(("RNG", "CPU"))
     lines.append(", ".join(f"{key}: {_quote(str(value))}" for key, value in fields if value is not None))
@@ -84,9 +84,9 @@ def _quote(value: str) -> str:
     return value
 
 
-def _number(value: float) -> str:
-    # Full precision (repr is the shortest text that reads back as the same float): 7.1234567, not
-    # :g's 7.12346; whole numbers without ".0", as people type them.
+def plain_number(value: float) -> str:
+    """A number as people type it: whole ones without ".0", others at full precision (7.1234567, not 7.12346)."""
+    # repr is the shortest text that reads back as the same float.
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
 

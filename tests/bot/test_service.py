@@ -20,7 +20,7 @@ from bot.limits import MAX_SEED
 from bot.app import build_engines
 from bot.config import AccessConfig, Config, DefaultsConfig, LimitsConfig, QueueConfig, StorageConfig
 from bot import service as service_module
-from bot.service import Attachment, Reply, Service
+from bot.service import Attachment, Reply, Service, describe
 from generation.config import GenerationConfig
 from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
 from storage.history import History
@@ -675,3 +675,10 @@ async def test_a_job_that_ends_while_the_replay_is_read_is_sent_once(rig):
     assert [(e.kind, e.job.id, e.replayed) for e in later] == [(EventKind.DONE, reply.job.id, True)]
     unsubscribe()
     unsubscribe_later()
+
+
+def test_the_settings_line_shows_numbers_as_typed():
+    from tests.conftest import params
+
+    assert describe(params(cfg=7.1234567, seed=3)) == "seed 3 · 2 steps · cfg 7.1234567 · 64x64"
+    assert describe(params(cfg=7.0, strength=0.35), seed=4) == "seed 4 · 2 steps · cfg 7 · 64x64 · strength 0.35"
