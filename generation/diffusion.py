@@ -13,11 +13,26 @@ import huggingface_hub
 import torch
 import transformers
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
-from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image
 
 from generation.config import GenerationConfig
 from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress
+from generation.load_errors import (
+    SINGLE_FILE_SUFFIXES,
+    HubTrouble,
+    exception_chain,
+    file_reason,
+    hub_failure,
+    hub_trouble,
+    looks_like_path,
+    missing_path,
+    not_diffusers_folder,
+    other_family,
+    reason,
+    root,
+    sentence,
+)
 from generation.memory import MemoryPlan, apply_plan, needs_tiling, plan_memory
 from generation.preview import latent_preview
 from generation.prompts import encode_prompts
@@ -26,7 +41,6 @@ from storage.records import DiffusionParams, Img2ImgParams, JobKind, RunInfo, is
 
 log = logging.getLogger(__name__)
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -111,40 +125,72 @@ class DiffusionEngine:
         )
 
     def _load_pipeline(self, dtype: torch.dtype) -> StableDiffusionPipeline:
+        # The queue shows an EaselError to the user and logs nothing, so easel.log gets the whole story here.
+        try:
+            return self._from_model(dtype)
+        except ModelLoadError as exc:  # found by our own checks: the message is the whole story
+            log.error("model load failed: %s", exc)
+            raise
+        except Exception as exc:  # hub unreachable, missing files, wrong architecture…
+            error = ModelLoadError(self._load_failure(exc))
+            log.error("model load failed: %s", error, exc_info=exc)
+            raise error from exc
+
+    def _from_model(self, dtype: torch.dtype) -> StableDiffusionPipeline:
         model = self.config.model
         path = Path(model).expanduser()
         options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        try:
-            if path.suffix in SINGLE_FILE_SUFFIXES:
-                if not path.is_file():
-                    raise ModelLoadError(f"model file {model!r} does not exist; fix [generation] model in your config")
-                if self.config.single_file_config:
-                    options["config"] = self._single_file_config(model)
-                self._model_hash = file_sha256(path)
-                return StableDiffusionPipeline.from_single_file(str(path), **options)
-            if path.is_dir():
-                if not (path / "model_index.json").is_file():
-                    raise ModelLoadError(
-                        f"{model!r} is a folder but not a diffusers model (no model_index.json); "
-                        "point [generation] model at a diffusers folder, a .safetensors/.ckpt file or a hub id"
-                    )
-                return StableDiffusionPipeline.from_pretrained(path, **options)
-            if not is_hub_id(model):
+        if path.suffix in SINGLE_FILE_SUFFIXES:
+            if not path.is_file():
+                raise ModelLoadError(missing_path(model, path, "file"))
+            if self.config.single_file_config:
+                options["config"] = self._single_file_config(model)
+            self._model_hash = file_sha256(path)
+            return StableDiffusionPipeline.from_single_file(str(path), **options)
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(not_diffusers_folder(model, path))
+            family = other_family(path / "model_index.json")
+            if family:
                 raise ModelLoadError(
-                    f"model {model!r} is neither a folder, a .safetensors/.ckpt file nor a hub id like "
-                    "'stable-diffusion-v1-5/stable-diffusion-v1-5'; fix [generation] model in your config"
+                    f"{model!r} is a {family} model, not Stable Diffusion 1.x/2.x; easel draws with SD 1.x/2.x "
+                    "models (StableDiffusionPipeline), so point [generation] model at one of those"
                 )
-            return StableDiffusionPipeline.from_pretrained(model, **options)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # hub unreachable, missing files, wrong architecture…
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(". ")
-            if path.suffix in SINGLE_FILE_SUFFIXES:
-                raise ModelLoadError(self._single_file_failure(model, reason, exc)) from exc
+            return StableDiffusionPipeline.from_pretrained(path, **options)
+        if path.exists():
             raise ModelLoadError(
-                f"could not load model {model!r}: {reason}. Set [generation] model to a local diffusers "
-                "folder or a .safetensors/.ckpt file, or connect once so the hub download can finish"
-            ) from exc
+                f"model {model!r} is a file but not a .safetensors/.ckpt checkpoint; point [generation] model at a "
+                "checkpoint file, a local diffusers folder or a hub id"
+            )
+        if not is_hub_id(model):
+            if looks_like_path(model):
+                raise ModelLoadError(missing_path(model, path, "folder"))
+            raise ModelLoadError(
+                f"model {model!r} is neither a folder, a .safetensors/.ckpt file nor a hub id like "
+                "'stable-diffusion-v1-5/stable-diffusion-v1-5'; fix [generation] model in your config"
+            )
+        return StableDiffusionPipeline.from_pretrained(model, **options)
+
+    def _load_failure(self, exc: Exception) -> str:
+        """What went wrong, in words for a newcomer: the real cause from the exception chain, and what to do."""
+        model = self.config.model
+        path = Path(model).expanduser()
+        if path.suffix in SINGLE_FILE_SUFFIXES:
+            return self._single_file_failure(model, exc)
+        if path.is_dir():
+            return (
+                f"could not load model {model!r}: {sentence(file_reason(exc, single_file=False))} The folder does "
+                "not load as a complete Stable Diffusion 1.x/2.x model in diffusers format; download or convert it "
+                "again, or set [generation] model to another model."
+            )
+        trouble = hub_trouble(exc)
+        if trouble is None:
+            cause = root(exc)
+            return (
+                f"could not load model {model!r}: {type(cause).__name__}: {sentence(reason(cause))} "
+                "The full traceback is in easel.log."
+            )
+        return hub_failure(model, path, trouble)
 
     def _single_file_config(self, model: str) -> str:
         # diffusers treats anything that is not an existing folder as a hub id; catch a mistyped path here.
@@ -157,27 +203,36 @@ class DiffusionEngine:
             )
         return str(folder)
 
-    def _single_file_failure(self, model: str, reason: str, exc: Exception) -> str:
+    def _single_file_failure(self, model: str, exc: Exception) -> str:
         # A checkpoint file holds only weights; the component configs come from single_file_config or,
         # when that is empty, from the hub repo diffusers infers from the keys (stable-diffusion-v1-5 for SD 1.x).
         config = self.config.single_file_config
-        if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        trouble = hub_trouble(exc)
+        if trouble is None and any(isinstance(link, LocalEntryNotFoundError) for link in exception_chain(exc)):
+            trouble = HubTrouble("missing", reason(exc))
+        if trouble is not None:
+            cause = trouble.describe("they are")
+            # Waiting for the network helps only where the hub was not reached, not where it said no.
+            connect = trouble.kind not in ("not_found", "gated", "missing_file")
             if not config:
                 return (
                     f"could not load model {model!r}: a checkpoint file needs the configs of its model family, "
-                    f"and they could not be fetched from the Hugging Face hub ({reason}). Set [generation] "
+                    f"and they could not be fetched from the Hugging Face hub: {cause}. Set [generation] "
                     "single_file_config to a local diffusers folder of the same family (for SD 1.5, a downloaded "
-                    "stable-diffusion-v1-5/stable-diffusion-v1-5), or connect once so they can be downloaded"
+                    "stable-diffusion-v1-5/stable-diffusion-v1-5)"
+                    + (", or connect once so they can be downloaded." if connect else ".")
                 )
+            fix = "connect once so it can be downloaded" if connect else "check its spelling"
             return (
                 f"could not load model {model!r}: [generation] single_file_config {config!r} is not a local "
-                f"folder and could not be fetched from the hub ({reason}); point it at a local diffusers folder "
-                "or connect once so it can be downloaded"
+                f"folder and could not be fetched from the Hugging Face hub: {cause}. Point it at a local "
+                f"diffusers folder of the same family, or {fix}."
             )
         family = f" of the same family as [generation] single_file_config {config!r}" if config else ""
         return (
-            f"could not load model {model!r}: {reason}. Check that the file is a complete Stable Diffusion "
-            f"1.x/2.x checkpoint{family}"
+            f"could not load model {model!r}: {sentence(file_reason(exc, single_file=True))} The file does not load "
+            f"as a complete Stable Diffusion 1.x/2.x checkpoint{family}; download it again or set [generation] model "
+            "to another model."
         )
 
     def _check_thread(self) -> None:

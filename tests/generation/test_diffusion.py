@@ -227,13 +227,15 @@ def load_error(model: str) -> str:
 def test_a_model_path_that_does_not_exist(tmp_path: Path) -> None:
     model = str(tmp_path / "models" / "sd15")
     text = load_error(model)
-    assert repr(model) in text and "[generation] model" in text
+    assert text.startswith(f"model folder {model!r} does not exist; fix [generation] model in your config: ")
+    assert "`easel make-tiny-model tiny-model`" in text
 
 
 def test_a_checkpoint_file_that_does_not_exist(tmp_path: Path) -> None:
     model = str(tmp_path / "v1-5-pruned-emaonly.safetensors")
     text = load_error(model)
-    assert text == f"model file {model!r} does not exist; fix [generation] model in your config"
+    assert text.startswith(f"model file {model!r} does not exist; fix [generation] model in your config: ")
+    assert "`easel make-tiny-model tiny-model`" in text
 
 
 def test_a_folder_that_is_not_a_diffusers_model(tmp_path: Path) -> None:
@@ -252,15 +254,20 @@ def test_a_diffusers_folder_with_missing_weights(tmp_path: Path, tiny_model: Pat
     assert text.startswith(f"could not load model {str(broken)!r}: ")
 
 
-def test_an_unreachable_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hub_id_that_is_not_downloaded_in_offline_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # More causes (no network, no such repo, a broken folder…) and the log: tests/generation/test_model_load.py.
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once at import
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     text = load_error("easel-tests/no-such-model")
-    assert text.startswith("could not load model 'easel-tests/no-such-model': ")
-    assert "connect once so the hub download can finish" in text
-    assert "Traceback" not in text and len(text) < 600
+    assert text.startswith(
+        "could not load model 'easel-tests/no-such-model': Hugging Face offline mode is on (HF_HUB_OFFLINE is set) "
+        "and the model is not downloaded yet"
+    )
+    assert "connect once so the first download (about 4 GB for SD 1.5) can finish" in text
+    assert "Traceback" not in text and "\n" not in text and len(text) < 900
 
 
 def test_something_that_is_neither_path_nor_hub_id() -> None:
