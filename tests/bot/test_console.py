@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import io
 import os
+import pty
 import queue
 import re
+import select
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
 
 from bot.app import build_engines
 from bot.cli import main
 from bot.config import Config
-from bot.console import ConsoleFrontend, extract_image, local_user, progress_bar
+from bot.console import ConsoleFrontend, extract_image, local_user, progress_bar, visible
 from bot.service import Service
 from generation.config import GenerationConfig
-from generation.queue import JobQueue, QueueLimits
+from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
 from storage.history import History
-from storage.images import ImageStore
+from storage.images import NOT_AN_IMAGE, ImageStore
 from storage.records import Owner
 
 DONE = re.compile(r"^#(\d+) done: (\S+)", re.MULTILINE)
@@ -144,7 +153,7 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path,
         "/imagine a cat --seed 7 --steps 2 --size 64x64",
     ]) + "\n"
     result = console(workdir, script)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a script with errors says so in its exit status
     errors = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: steps must be 1–500, got 100000",
@@ -152,7 +161,7 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path,
         "error: unknown option --frobnicate; options are --no, --seed, --steps, --cfg, --ar, --size, --n, "
         "--strength, --scheduler",
         "error: the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk",
-        "error: the attached file is not an image (PNG, JPEG or WebP expected)",
+        f"error: {NOT_AN_IMAGE}",
         "error: cannot read --image missing.png: No such file or directory",
     ]
     assert "queued #1 (position 1)" in result.stdout  # the failed lines never became jobs
@@ -226,21 +235,18 @@ def test_cancelling_a_waiting_job_prints_one_line(workdir: Path, console) -> Non
 
 
 async def test_cancelling_a_running_job_says_so_and_then_that_it_stopped(tmp_path: Path, tiny_model: Path) -> None:
-    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
+    config = tiny_config(tmp_path, tiny_model)
     typing, out = Typing(), io.StringIO()
-    async with await History.open(config.database) as history:
-        images = ImageStore(tmp_path)
-        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
-            frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=typing, stdout=out)
-            running = asyncio.create_task(frontend.run())
-            typing.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
-            await wait_for(lambda: "[#1]" in out.getvalue())  # generating now
-            typing.write("/cancel #1\n")
-            typing.close()
-            await asyncio.wait_for(running, 60)
+    async with console_running(config, typing, out) as (frontend, running, history):
+        typing.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
+        await wait_for(lambda: "[#1]" in out.getvalue())  # generating now
+        typing.write("/cancel #1\n")
+        typing.close()
+        await asyncio.wait_for(running, 60)
         [job] = await history.recent(frontend.owner, 5)
     assert [line for line in out.getvalue().splitlines() if "cancel" in line] == ["cancelling #1…", "#1 cancelled"]
     assert job.status == "cancelled" and job.delivered
+    assert frontend.failures == 0  # a cancelled job is not a failure
 
 
 async def test_the_console_user_is_local_where_the_system_has_no_name_for_it(tmp_path: Path, monkeypatch) -> None:
@@ -273,28 +279,6 @@ def test_progress_bar_cells() -> None:
     assert progress_bar(0, 30) == "░" * 10
     assert progress_bar(24, 30) == "████████░░"
     assert progress_bar(30, 30) == "█" * 10
-
-
-async def test_interactive_mode_draws_bars_and_finishes(tmp_path: Path, tiny_model: Path) -> None:
-    config = Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
-    out = io.StringIO()
-    async with await History.open(config.database) as history:
-        images = ImageStore(tmp_path)
-        async with JobQueue(history, images, build_engines(config), QueueLimits()) as queue:
-            frontend = ConsoleFrontend(
-                Service(config, history, images, queue),
-                stdin=io.StringIO("/imagine a boat --seed 5 --steps 3 --size 64x64\n/queue\n"),
-                stdout=out, interactive=True,
-            )
-            await frontend.run()
-        [job] = await history.recent(frontend.owner, 5)
-    assert job.status == "done" and Path(job.images[0].path).exists()
-    text = out.getvalue()
-    assert "queued #1 (position 1)" in text and "#1 done:" in text
-    assert "[#1]" in text  # the live bar names its job
-    # /queue is read while /imagine is still being answered, so it runs before the worker has had a turn.
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text).splitlines()
-    assert plain[plain.index("queued #1 (position 1)") + 1] == f"1. #1 ({frontend.owner.name}) a boat"
 
 
 def test_a_second_easel_on_the_same_data_folder_is_refused(workdir: Path, console) -> None:
@@ -349,3 +333,228 @@ async def test_a_result_that_finished_unseen_is_shown_by_the_next_console_once(t
                 shown.append(out.getvalue())
     assert shown[0].startswith(f"#{reply.job.id} done: ") and "seed 9" in shown[0]
     assert shown[1] == ""  # delivered once, not on every start
+
+
+@contextlib.asynccontextmanager
+async def console_running(config: Config, stdin, stdout) -> AsyncIterator[tuple[ConsoleFrontend, asyncio.Task, History]]:
+    """A console over its own storage and queue, already reading `stdin`; the queue stops on the way out."""
+    async with await History.open(config.database) as history:
+        images = ImageStore(config.storage.data_dir)
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+            frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=stdin, stdout=stdout)
+            yield frontend, asyncio.create_task(frontend.run()), history
+
+
+def tiny_config(tmp_path: Path, tiny_model: Path) -> Config:
+    return Config(storage={"data_dir": tmp_path}, generation=GenerationConfig(device="cpu", model=str(tiny_model)))
+
+
+async def test_an_image_that_is_a_device_or_a_fifo_is_refused_at_once_while_a_job_runs(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # Reading either would never end (/dev/zero) or wait for a writer for ever (a FIFO), in a thread the
+    # console awaits; both are refused before a byte is read, and the job already queued still finishes.
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    config = tiny_config(tmp_path, tiny_model)
+    script = (f"/imagine a boat --seed 1 --steps 2 --size 64x64\n/imagine a cat --image /dev/zero\n"
+              f"/imagine a dog --image {fifo}\n")
+    out = io.StringIO()
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+            frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=io.StringIO(script), stdout=out)
+            await asyncio.wait_for(frontend.run(), 60)
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [
+        "error: --image /dev/zero is a character device, not a file",
+        f"error: --image {fifo} is a named pipe (FIFO), not a file",
+    ]
+    assert [job for job, _ in DONE.findall(out.getvalue())] == ["1"]
+    assert frontend.failures == 2
+
+
+def test_bytes_that_are_not_utf8_on_a_pipe_neither_hang_nor_crash_the_console(workdir: Path) -> None:
+    script = (b"/imag\xffine a cat\n"  # a command name that cannot be read: an error line, and on
+              b"/imagine a caf\xe9 boat --seed 4 --steps 2 --size 64x64\n"  # latin-1 in a prompt: runs with U+FFFD
+              b"/queue\n")
+    result = subprocess.run([sys.executable, "-m", "bot.cli", "console"], input=script, capture_output=True,
+                            cwd=workdir, env=_env(), timeout=120)
+    stdout = result.stdout.decode("utf-8")
+    assert result.returncode == 1, result.stderr  # the unreadable command was an error
+    errors = [line for line in stdout.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "/imag\ufffdine" in errors[0], stdout
+    assert any(line.endswith("#1 (" + local_user() + ") a caf\ufffd boat") for line in stdout.splitlines()), stdout
+    assert [job for job, _ in DONE.findall(stdout)] == ["1"]
+    assert b"Traceback" not in result.stderr
+
+
+def test_visible_shows_control_characters_instead_of_sending_them() -> None:
+    assert visible("a\x1b]0;pwned\x07b") == "a\\x1b]0;pwned\\x07b"
+    assert visible("one\ntwo\tthree") == "one\ntwo three"
+    assert visible("\r\x00\x7f\x9b\x85") == "\\x0d\\x00\\x7f\\x9b\\x85"
+    assert visible("é ü ░ █ \u2014 \ufffd") == "é ü ░ █ \u2014 \ufffd"  # printable text is left alone
+
+
+async def test_escape_sequences_in_prompts_never_reach_the_terminal(tmp_path: Path, tiny_model: Path) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    typing, out = Typing(), io.StringIO()
+    async with console_running(config, typing, out) as (frontend, running, history):
+        typing.write("/imagine a \x1b]0;pwned\x07 boat \x1b[2J --seed 2 --steps 2 --size 64x64\n")
+        typing.write("/queue\n")
+        await wait_for(lambda: "#1 done:" in out.getvalue())
+        for line in ("/history\n", "/imagine a cat --\x1b[31mx 3\n", "/imagine a cat --image \x1b[2J.png\n"):
+            typing.write(line)
+        typing.close()
+        await asyncio.wait_for(running, 60)
+        frontend.say("older \x1b[2J text\tfrom \x9b31m anywhere\r")  # every line goes through say()
+    text = out.getvalue()
+    assert not set(text) & {"\x1b", "\x07", "\x9b", "\r"}, text
+    queue_line, history_line = (line for line in text.splitlines() if "pwned" in line)  # /queue, then /history
+    assert queue_line.startswith(("1. #1 ", "running: #1 ")) and history_line.startswith("#1 done: a ")
+    assert "error: unknown option --\\x1b[31mx" in text  # the parser's echo of what was typed
+    assert "error: cannot read --image \\x1b[2J.png: No such file or directory" in text
+    assert text.endswith("older \\x1b[2J text from \\x9b31m anywhere\\x0d\n")
+
+
+async def test_failures_count_error_replies_and_failed_jobs_not_cancelled_ones(tmp_path: Path, tiny_model: Path) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    Image.new("RGB", (64, 64), (0, 90, 200)).save(tmp_path / "blue.png")
+    typing, out = Typing(), io.StringIO()
+    async with console_running(config, typing, out) as (frontend, running, history):
+        typing.write("/imagine slow --seed 1 --steps 500 --size 64x64\n")
+        await wait_for(lambda: "[#1]" in out.getvalue())  # generating now
+        typing.write(f"/imagine sea --image {tmp_path / 'blue.png'} --seed 2 --steps 2\n")
+        await wait_for(lambda: "queued #2" in out.getvalue())
+        for kept in (tmp_path / "inputs").iterdir():  # job 2 will find its input gone: it fails
+            kept.unlink()
+        typing.write("/imagine a cat --frobnicate 3\n")
+        typing.write("/cancel #1\n")
+        typing.close()
+        await asyncio.wait_for(running, 60)
+    lines = out.getvalue().splitlines()
+    assert "#1 cancelled" in lines
+    assert any(line.startswith("#2 failed: the input image of this job") for line in lines), lines
+    assert sum(line.startswith("error: ") for line in lines) == 1
+    assert frontend.failures == 2  # the bad option and the failed job; the cancelled job is not one
+
+
+class Screen(DummyOutput):
+    """prompt_toolkit's test output, keeping the text it is given (the prompt, the toolbar, lines above)."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.written.append(data)
+
+    def write_raw(self, data: str) -> None:
+        self.written.append(data)
+
+    def text(self) -> str:
+        return "".join(self.written)
+
+
+async def test_interactive_console_has_a_prompt_and_shows_progress_in_its_toolbar(tmp_path: Path, tiny_model: Path) -> None:
+    config = tiny_config(tmp_path, tiny_model)
+    screen = Screen()
+    toolbars: list[str] = []
+    with create_pipe_input() as keys, create_app_session(input=keys, output=screen):
+        async with await History.open(config.database) as history:
+            images = ImageStore(tmp_path)
+            async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+                frontend = ConsoleFrontend(Service(config, history, images, jobs), interactive=True)
+                running = asyncio.create_task(frontend.run())
+                await wait_for(lambda: ">" in screen.text())  # the prompt is up
+                assert frontend.toolbar() == "idle · /help lists commands · Ctrl-D quits"
+
+                def look(event: JobEvent) -> None:  # what the toolbar says at each step
+                    if event.kind is EventKind.PROGRESS:
+                        toolbars.append(frontend.toolbar())
+
+                jobs.subscribe(look)
+                keys.send_text("/imagine a boat --seed 5 --steps 40 --size 64x64\r")
+                await wait_for(lambda: "#1 done:" in screen.text())
+                keys.send_text("/queue\r")
+                await wait_for(lambda: "the queue is empty" in screen.text())
+                keys.send_text("\x04")  # Ctrl-D: input ends, the console waits for its jobs (none) and ends
+                await asyncio.wait_for(running, 60)
+            [job] = await history.recent(frontend.owner, 5)
+    assert job.status == "done" and Path(job.images[0].path).exists()
+    text = screen.text()
+    assert "easel console — /help lists commands, Ctrl-D quits" in text
+    assert "/imagine a boat --seed 5" in text  # what was typed was drawn at the prompt
+    assert "queued #1 (position 1)" in text and f"#1 done: {job.images[0].path}" in text
+    assert any(re.fullmatch(r"#1 [█░]{10} ([1-9]|[1-3]\d)/40", toolbar) for toolbar in toolbars), toolbars
+    assert "/40" in text  # the toolbar was drawn
+    assert "[#1]" not in text  # no progress lines among the output while the prompt is up
+    assert frontend.toolbar().startswith("idle") and frontend.failures == 0
+
+
+class Terminal:
+    """A pseudo-terminal a test types into, answering prompt_toolkit's cursor-position requests as a terminal does."""
+
+    def __init__(self, rows: int = 24, columns: int = 100) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.seen = b""
+        self._asked = 0
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait_for(self, wanted: bytes, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while wanted not in self.seen:
+            assert time.monotonic() < deadline, self.seen[-2000:]
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # EIO: the other side is closed
+                    raise AssertionError(self.seen[-2000:]) from None
+            while self.seen.count(b"\x1b[6n") > self._asked:
+                self._asked += 1
+                os.write(self.master, b"\x1b[20;1R")
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_ctrl_c_at_the_prompt_stops_easel_as_ctrl_c_does_anywhere(workdir: Path) -> None:
+    # At the prompt the terminal is in raw mode: Ctrl-C is the byte \x03, not SIGINT. It still stops
+    # easel the one way: "stopping after the current step", the job back in the queue, exit status 130.
+    terminal = Terminal()
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "console"], stdin=terminal.slave,
+                               stdout=terminal.slave, stderr=subprocess.PIPE, cwd=workdir,
+                               env={**_env(), "TERM": "xterm-256color"})
+    try:
+        terminal.wait_for("idle · /help lists commands".encode())  # the prompt's toolbar: the prompt is up
+        terminal.type("/imagine slow --seed 1 --steps 500 --size 64x64\r")
+        terminal.wait_for(b"/500")  # generating, its progress in the toolbar under the prompt
+        terminal.type("\x03")
+        terminal.wait_for(b"stopping after the current step")  # said on the terminal: stderr is patched there
+        assert process.wait(timeout=60) == 130
+        stderr = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        terminal.close()
+    assert "easel: stopped; unfinished jobs run again on the next start" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(workdir / "data" / "easel.db") as db:
+        assert db.execute("SELECT status FROM jobs WHERE id=1").fetchone() == ("queued",)
+
+
+async def test_a_job_waiting_for_disk_space_is_shown_as_waiting_not_failed(tmp_path: Path, tiny_model: Path) -> None:
+    from tests.conftest import params
+
+    config = tiny_config(tmp_path, tiny_model)
+    out = io.StringIO()
+    async with await History.open(config.database) as history:
+        images = ImageStore(tmp_path)
+        jobs = JobQueue(history, images, build_engines(config), QueueLimits())
+        frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=io.StringIO(""), stdout=out)
+        job = await history.add_job(frontend.owner, params())
+        reason = f"job #{job.id} could not be saved (No space left on device); it waits in the queue"
+        frontend._on_event(JobEvent(EventKind.STALLED, job, position=1, error=reason))
+    assert out.getvalue() == f"#{job.id} waits: {reason}\n" and frontend.failures == 0
