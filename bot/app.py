@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +16,8 @@ from bot.service import Service
 from generation.diffusion import DiffusionEngine
 from generation.engine import Engine
 from generation.queue import JobQueue, QueueLimits
-from storage.history import History
+from storage.errors import StorageError
+from storage.history import History, requeue_running
 from storage.images import ImageStore
 from storage.lock import DataDirLock
 from storage.records import JobKind
@@ -21,10 +25,30 @@ from storage.records import JobKind
 log = logging.getLogger(__name__)
 
 
+class _FileLog(logging.FileHandler):
+    """easel.log, which on its first failed write (a full disk) says so once and stops, rather than
+    printing a "Logging error" traceback for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        reason = getattr(error, "strerror", None) or error
+        print(f"easel: cannot write {self.baseFilename} ({reason}); logging to the terminal only from now on",
+              file=sys.stderr, flush=True)
+        logging.getLogger().removeHandler(self)
+        with contextlib.suppress(Exception):
+            self.close()
+
+
 def configure_logging(data_dir: Path, verbose: bool) -> None:
     """Full log in data_dir/easel.log; only warnings on the terminal unless verbose."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(data_dir / "easel.log", encoding="utf-8")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = _FileLog(data_dir / "easel.log", encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot use the data folder {data_dir}: {exc.strerror or exc}; "
+            "set [storage] data_dir to a folder easel can write"
+        ) from None
     file_handler.setLevel(logging.INFO)
     terminal = logging.StreamHandler()
     terminal.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -44,13 +68,61 @@ def build_engines(config: Config) -> dict[JobKind, Engine]:
     return {kind: diffusion for kind in DiffusionEngine.KINDS}
 
 
-async def serve(config: Config, console_only: bool = False) -> None:
-    """Open storage, start the worker, run the frontends; on the way out the worker stops cleanly."""
+async def serve(config: Config, console_only: bool = False) -> int:
+    """Open storage, start the worker, run the frontends; on the way out the worker stops cleanly.
+
+    The first SIGINT (Ctrl-C) or SIGTERM stops after the running job's current step, which goes back
+    to the queue; a second one quits at once, after putting the running job back too. Neither counts
+    as a crash. Returns the exit status.
+    """
     with DataDirLock(config.storage.data_dir):
-        await _serve(config, console_only)
+        stopping = _StopOnSignal(asyncio.current_task(), config.database)
+        try:
+            return await _serve(config, console_only)
+        except asyncio.CancelledError:
+            if not stopping.received:
+                raise
+            print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
+            return 130 if stopping.received[0] == signal.SIGINT else 0  # SIGTERM is how services are stopped
+        finally:
+            stopping.close()
 
 
-async def _serve(config: Config, console_only: bool) -> None:
+class _StopOnSignal:
+    """SIGINT and SIGTERM: the first cancels the serving task (a clean stop), a second quits at once."""
+
+    def __init__(self, task: asyncio.Task, database: Path) -> None:
+        self._task = task
+        self._database = database
+        self._loop = asyncio.get_running_loop()
+        self.received: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; not the main thread
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self.received.append(signum)
+        if len(self.received) == 1:
+            print("easel: stopping after the current step; Ctrl-C again to quit at once "
+                  "(unfinished jobs run on the next start)", file=sys.stderr, flush=True)
+            self._task.cancel()
+            return
+        # The torch thread may be deep in a model load or a download, and a normal exit would wait for
+        # it. Put the running job back first, so the next start does not count this as a crash.
+        with contextlib.suppress(Exception):
+            requeue_running(self._database)
+        print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(130 if signum == signal.SIGINT else 0)
+
+    def close(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.remove_signal_handler(signum)
+
+
+async def _serve(config: Config, console_only: bool) -> int:
     async with await History.open(config.database) as history:
         images = ImageStore(config.storage.data_dir)
         queue = JobQueue(history, images, build_engines(config), QueueLimits(**config.queue.model_dump()))
@@ -62,10 +134,8 @@ async def _serve(config: Config, console_only: bool) -> None:
                     if getattr(config, name).token is not None:
                         log.warning("a %s token is set, but this version of easel has no %s frontend yet; "
                                     "using the console", name, name.capitalize())
-            await ConsoleFrontend(service).run()
-        except asyncio.CancelledError:  # Ctrl-C: say so now, since the current step (or a load) finishes first
-            print("easel: stopping after the current step; Ctrl-C again to quit at once "
-                  "(unfinished jobs run on the next start)", file=sys.stderr, flush=True)
-            raise
+            console = ConsoleFrontend(service)
+            await console.run()
+            return 1 if console.failures else 0
         finally:
             await queue.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -41,34 +40,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-tiny-model":
         from generation.tiny import make_tiny_model
 
-        folder = make_tiny_model(args.dir)
+        try:
+            folder = make_tiny_model(args.dir)
+        except OSError as exc:  # a file in the way, a read-only folder, a full disk
+            print(f"easel: cannot write a model to {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote a tiny random-weight Stable Diffusion model to {folder} (it draws noise, not pictures);")
         print(f'use it with [generation] model = "{folder}"')
         return 0
 
-    from bot.app import configure_logging, serve
+    try:
+        return _serve(config_file, verbose, console_only=args.command == "console")
+    except KeyboardInterrupt:  # Ctrl-C before the event loop took over signals (imports, start-up)
+        print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
+        return 130
+
+
+def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
+    from bot.app import configure_logging, serve  # imports torch: seconds, so after the argument check
     from bot.config import load_config
 
     try:
         config = load_config(_config_path(config_file))
-    except EaselError as exc:
-        print(f"easel: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config.storage.data_dir, verbose)
-    try:
-        asyncio.run(serve(config, console_only=args.command == "console"))
-    except KeyboardInterrupt:
+        configure_logging(config.storage.data_dir, verbose)
+        return asyncio.run(serve(config, console_only=console_only))
+    except asyncio.CancelledError:  # the first Ctrl-C or SIGTERM: a clean stop, the running job requeued
         print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
-        # Every job is already safe in SQLite. The torch thread may be deep in a model load or a
-        # download, and a normal exit would wait for it: leave now.
-        sys.stdout.flush()
-        logging.shutdown()
-        os._exit(130)
+        return 130
     except EaselError as exc:  # start-up problems the person can fix: one line, no traceback
         print(f"easel: {exc}", file=sys.stderr)
         return 2
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -86,7 +86,7 @@ def _int(name: str) -> Callable[[str], int]:
         try:
             return int(text.replace("_", ""))
         except ValueError:
-            raise CommandError(f"{name} must be a whole number, got {text!r}") from None
+            raise CommandError(f"{name} must be a whole number, got {_short(text)!r}") from None
     return parse
 
 
@@ -256,9 +256,11 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         if free:
             target = free[0]
             if target.startswith("#"):
-                job_id = _positive("job number", target[1:])
+                job_id = _job_number(target[1:])
             else:
                 seed = _int("seed")(target)
+                if not 0 <= seed <= MAX_SEED:  # checked here: a look-up by seed must stay in SQLite's range
+                    raise CommandError(f"seed must be 0–{MAX_SEED}, got {_short(target)}")
         return Rerun(job_id, seed, _settings(values, defaults))
     if name == "history":
         limit = _positive("history length", rest[0]) if rest else 10
@@ -266,13 +268,27 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         return ShowHistory(min(limit, 50))
     if name == "cancel":
         _no_more(name, rest[1:])
-        return Cancel(_positive("job number", rest[0].lstrip("#")) if rest else None)
+        return Cancel(_job_number(rest[0].lstrip("#")) if rest else None)
     if name == "queue":
         _no_more(name, rest)
         return ShowQueue()
     if name in ("help", "start"):
         return Help()
     raise CommandError(f"unknown command /{name}; commands are /imagine, /rerun, /history, /cancel, /queue, /help")
+
+
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest row id
+
+
+def _job_number(text: str) -> int:
+    value = _positive("job number", text)
+    if value > MAX_JOB_ID:
+        raise CommandError(f"there is no job #{_short(text)}")
+    return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else text[:20] + "…"
 
 
 def _positive(what: str, text: str) -> int:

@@ -58,8 +58,8 @@ class DefaultsConfig(BaseModel):
 
 class QueueConfig(BaseModel):
     model_config = _FROZEN
-    max_per_user: int = Field(5, ge=1)
-    max_total: int = Field(50, ge=1)
+    max_per_user: int = Field(5, ge=1, le=100_000)
+    max_total: int = Field(50, ge=1, le=100_000)
 
 
 class AccessConfig(BaseModel):

@@ -24,15 +24,17 @@ class LimitsConfig(BaseModel):
     """Enforced before any work starts."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    max_steps: int = Field(500, ge=1)
-    max_cfg: float = Field(30.0, gt=0)
-    max_side: int = Field(2048, ge=64)
-    max_pixels: int = Field(1536 * 1536, ge=64 * 64)
-    max_count: int = Field(4, ge=1)
-    max_prompt_chars: int = Field(1000, ge=1)
-    max_upload_bytes: int = Field(10_000_000, ge=1)
+    # Upper bounds too: every number a job can carry must stay far inside what SQLite, JSON and the
+    # pipelines handle, whatever the config says.
+    max_steps: int = Field(500, ge=1, le=10_000)
+    max_cfg: float = Field(30.0, gt=0, le=1000)
+    max_side: int = Field(2048, ge=64, le=16_384)
+    max_pixels: int = Field(1536 * 1536, ge=64 * 64, le=16_384 * 16_384)
+    max_count: int = Field(4, ge=1, le=64)
+    max_prompt_chars: int = Field(1000, ge=1, le=100_000)
+    max_upload_bytes: int = Field(10_000_000, ge=1, le=1_000_000_000)
     # A few hundred kilobytes of PNG can declare a 14000x14000 canvas; refuse before decoding it.
-    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64)
+    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64, le=1_000_000_000)
 
 
 @dataclass(frozen=True)

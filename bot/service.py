@@ -160,7 +160,7 @@ class Service:
             raise CommandError("--strength is for image→image; attach an image to use it")
         else:
             params = Txt2ImgParams(**drawing)
-        params = settings.apply(params)
+        params = _without_controls(settings.apply(params))
         check_params(params, self.config.limits)
         self.queue.check_available(params.kind)
         if image is None:
@@ -201,7 +201,7 @@ class Service:
         if command.settings.strength is not None and not isinstance(base, Img2ImgParams):
             # Applied to a text→image job it would be stored and silently ignored.
             raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
-        params = command.settings.apply(base)
+        params = _without_controls(command.settings.apply(base))
         params = params.replace(vae_tiling=_tiling_to_repeat(parent, params))
         check_params(params, self.config.limits)
         note = f", rerun of #{parent.id}"
@@ -215,7 +215,8 @@ class Service:
             return await self._submit(owner, params, parent.id, note)
 
     async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, note: str) -> Reply:
-        job = await self.queue.submit(owner, params, parent_id)
+        # Whoever sits at the terminal owns the machine: only the queue's total limit applies to them.
+        job = await self.queue.submit(owner, params, parent_id, per_user_limit=owner.platform != "console")
         return Reply(f"queued #{job.id} (position {self.queue.position(job.id)}){note}", job=job)
 
     async def cancel(self, owner: Owner, job_id: int | None) -> Reply:
@@ -251,6 +252,16 @@ class Service:
             lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {running.params.prompt[:50]}")
         lines += [f"{n}. #{job.id} ({_who(job)}) {job.params.prompt[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
+
+
+# Control characters (ESC, NUL, BEL…) mean nothing to a text encoder, can rewrite a terminal that
+# prints them, and NUL cannot go into a PNG text chunk; newlines stay (A1111 prompts have them).
+_CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), *range(127, 160)]) | {9: " "}
+
+
+def _without_controls(params: JobParams) -> JobParams:
+    return params.replace(prompt=params.prompt.translate(_CONTROLS),
+                          negative_prompt=params.negative_prompt.translate(_CONTROLS))
 
 
 def _visible(job: JobRecord, owner: Owner) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import sqlite3
 import sys
 import threading
 from collections import deque
@@ -35,6 +38,7 @@ class EventKind(StrEnum):
     QUEUED = "queued"
     STARTED = "started"
     PROGRESS = "progress"
+    STALLED = "stalled"  # back in the queue because its end could not be recorded (a full disk); error says why
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -77,6 +81,12 @@ class QueueLimits:
 Listener = Callable[[JobEvent], None]
 
 MAX_CRASHES = 3  # a job the process died under this many times is failed, not retried
+STORAGE_RETRY_SECONDS = 30.0  # how long the worker waits for room on a full disk before trying again
+
+
+def storage_trouble(exc: BaseException) -> bool:
+    """Whether a job could not be recorded for reasons of the disk or database, not of the job itself."""
+    return isinstance(exc, (OSError, sqlite3.Error))
 
 
 def _next_turn(queues: dict[str, deque[JobRecord]], served: dict[str, int]) -> str:
@@ -113,8 +123,10 @@ class JobQueue:
     """Runs jobs one at a time on a single owned thread, taking turns between people."""
 
     def __init__(
-        self, history: History, images: ImageStore, engines: Mapping[JobKind, Engine], limits: QueueLimits
+        self, history: History, images: ImageStore, engines: Mapping[JobKind, Engine], limits: QueueLimits,
+        storage_retry_seconds: float = STORAGE_RETRY_SECONDS,
     ) -> None:
+        self.storage_retry_seconds = storage_retry_seconds
         self.history = history
         self.images = images
         self.engines = dict(engines)  # the engine for each kind; one engine may serve several kinds
@@ -198,12 +210,14 @@ class JobQueue:
         return lambda: self._listeners.remove(listener)
 
     # ---- submitting and cancelling --------------------------------------------------------
-    async def submit(self, owner: Owner, params: JobParams, parent_id: int | None = None) -> JobRecord:
+    async def submit(
+        self, owner: Owner, params: JobParams, parent_id: int | None = None, per_user_limit: bool = True
+    ) -> JobRecord:
         """Check limits, persist the job, then queue it. Nothing is acknowledged before it is on disk."""
         # The check and the append straddle a database write; without the lock, commands arriving
         # together (a Discord burst) would all pass the check before any of them was counted.
         async with self._submit_lock:
-            return await self._submit(owner, params, parent_id)
+            return await self._submit(owner, params, parent_id, per_user_limit)
 
     def check_available(self, kind: JobKind) -> None:
         """Raise EngineUnavailable, with what to configure, when jobs of this kind cannot run."""
@@ -214,10 +228,10 @@ class JobQueue:
         if reason:
             raise EngineUnavailable(reason)
 
-    async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None) -> JobRecord:
+    async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, per_user_limit: bool) -> JobRecord:
         self.check_available(params.kind)
         mine = self.count_for(owner)
-        if mine >= self.limits.max_per_user:
+        if per_user_limit and mine >= self.limits.max_per_user:
             raise QueueFull(
                 f"you already have {mine} job(s) waiting or running (limit {self.limits.max_per_user}); "
                 "wait for one to finish or /cancel one"
@@ -325,11 +339,30 @@ class JobQueue:
                 continue
             try:
                 await self._run(job)
-            except Exception:  # e.g. the disk filled while recording the end of the job
-                log.exception("could not record the end of job #%d; it stays unfinished and runs again "
-                              "on the next start", job.id)
+            except Exception as exc:
+                if storage_trouble(exc):  # a full disk, a database that cannot be written
+                    await self._wait_for_storage(job, exc)
+                    continue
+                log.exception("could not record the end of job #%d", job.id)
                 error = f"something went wrong with job #{job.id}"
+                with contextlib.suppress(Exception):
+                    await self.history.finish(job.id, JobStatus.FAILED, error=error)
                 self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
+
+    async def _wait_for_storage(self, job: JobRecord, exc: Exception) -> None:
+        """Put a job whose end could not be recorded back at the head of the line, then wait for room."""
+        reason = getattr(exc, "strerror", None) or str(exc)
+        message = (f"job #{job.id} could not be saved ({reason}); it waits in the queue and runs again "
+                   f"in {self.storage_retry_seconds:g} s — free some space in {self.images.root}")
+        log.error(message)  # once per attempt, not per line of a traceback
+        with contextlib.suppress(Exception):  # may fail too on a full disk; the job is safe in memory
+            await self.history.mark_requeued([job.id])
+        job = replace(job, status=JobStatus.QUEUED, started_at=None)
+        self._waiting.setdefault(job.owner.key, deque()).appendleft(job)
+        self._emit(JobEvent(EventKind.STALLED, job, position=self.position(job.id), error=message))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):  # a stop, or a new job (room again?), ends the wait early
+            await asyncio.wait_for(self._wake.wait(), self.storage_retry_seconds)
 
     async def _run(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
@@ -360,11 +393,19 @@ class JobQueue:
             await self._finish(job, engine, JobStatus.CANCELLED)
         except EaselError as exc:
             await self._finish(job, engine, JobStatus.FAILED, error=str(exc))
-        except Exception:
+        except Exception as exc:
+            if storage_trouble(exc) and self._drawn:  # drawn, but not saved: it waits for room, not fails
+                raise
             log.exception("job #%d failed", job.id)
             await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
         else:
-            await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
+            try:
+                await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
+            except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
+                for image in images:
+                    with contextlib.suppress(OSError):
+                        os.unlink(image.path)
+                raise
             self._emit(JobEvent.ending(await self.history.get(job.id)))
         finally:
             self._running = None
@@ -378,7 +419,13 @@ class JobQueue:
 
     def _save(self, job: JobRecord, result) -> list[ImageRecord]:
         records = []
-        for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-            path = self.images.save_output(job.id, index, image, infotext(job.params, seed, result.run))
-            records.append(ImageRecord(job_id=job.id, index=index, seed=seed, path=str(path)))
+        try:
+            for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
+                path = self.images.save_output(job.id, index, image, infotext(job.params, seed, result.run))
+                records.append(ImageRecord(job_id=job.id, index=index, seed=seed, path=str(path)))
+        except BaseException:
+            for record in records:  # all of a job's images or none: the rerun writes them all again
+                with contextlib.suppress(OSError):
+                    os.unlink(record.path)
+            raise
         return records

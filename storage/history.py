@@ -11,6 +11,7 @@ from typing import AsyncIterator, Iterable
 
 import aiosqlite
 
+from storage.errors import StorageError
 from storage.records import (
     ImageRecord,
     Img2ImgParams,
@@ -124,8 +125,35 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
 
 
 def _prepare(path: Path) -> None:
+    """Create or upgrade the schema; every problem with the file becomes one StorageError line."""
+    if path.exists() and not path.is_file():
+        raise StorageError(f"{path} is not a file; move it aside or set [storage] data_dir to another folder")
+    try:
+        _create_or_upgrade(path)
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(_database_problem(path, exc)) from None
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from None
+
+
+def _database_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return (f"cannot write {path}: it (or its folder) is read-only; give easel write access to it, "
+                "or set [storage] data_dir to a folder it can write")
+    if "unable to open" in text:
+        return f"cannot open {path}: check that its folder exists and easel may write there"
+    if "disk is full" in text or "disk I/O" in text:
+        return f"cannot write {path}: {text}; free some space on that disk"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (f"{path} is damaged or not an easel database ({text}); move it aside to start a new "
+                "history (images on disk are kept), or restore a backup")
+    return f"cannot use {path}: {text}"
+
+
+def _create_or_upgrade(path: Path) -> None:
     """Create or upgrade the schema, all in one transaction, on a connection of its own."""
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
     db.row_factory = sqlite3.Row
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -134,7 +162,10 @@ def _prepare(path: Path) -> None:
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{path} was written by a newer easel (schema {version} > {SCHEMA_VERSION})")
+                raise StorageError(
+                    f"{path} was written by a newer easel (schema {version}, this one knows {SCHEMA_VERSION}); "
+                    "upgrade easel, or move the file aside to start a new history"
+                )
             has_jobs = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()
             if not has_jobs:
                 db.execute(_JOBS_TABLE.format(name="jobs"))
@@ -144,7 +175,7 @@ def _prepare(path: Path) -> None:
                 db.execute(statement)
             problems = db.execute("PRAGMA foreign_key_check").fetchall()
             if problems:
-                raise RuntimeError(f"{path}: the upgrade would break {len(problems)} reference(s); left unchanged")
+                raise StorageError(f"{path}: the upgrade would break {len(problems)} reference(s); left unchanged")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -152,6 +183,14 @@ def _prepare(path: Path) -> None:
             raise
     finally:
         db.close()
+
+
+def requeue_running(path: Path) -> None:
+    """Put jobs marked running back in the queue, at once and without the event loop: for quitting
+    mid-job on purpose (a second Ctrl-C), which must not count as a crash on the next start."""
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db, db:
+        db.execute("UPDATE jobs SET status=?, started_at=NULL WHERE status=?",
+                   (JobStatus.QUEUED.value, JobStatus.RUNNING.value))
 
 
 class History:
@@ -166,13 +205,21 @@ class History:
     @classmethod
     async def open(cls, path: Path) -> History:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
         await asyncio.to_thread(_prepare, path)
         db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        # FULL: a job acknowledged as queued survives a power cut, not only a crash (one fsync a job).
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
+        try:
+            db.row_factory = aiosqlite.Row
+            # FULL: a job acknowledged as queued survives a power cut, not only a crash (one fsync a job).
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=10000")  # a last-moment requeue on quit may hold the file
+        except BaseException:
+            await db.close()  # its thread would otherwise keep the process alive
+            raise
         return cls(db)
 
     async def close(self) -> None:

@@ -187,6 +187,13 @@ def test_rerun_forms():
         ("/rerun #x", "job number must be a whole number, got 'x'"),
         ("/rerun #0", "job number must be 1 or more, got 0"),
         ("/rerun 4 steps=9 steps=10", "steps is given twice"),
+        # Every number is bounded here, before it can reach SQLite (which stops at 2**63 - 1).
+        ("/rerun 99999999999999999999999", f"seed must be 0–{2**32 - 1}, got 99999999999999999999999"),
+        ("/rerun -5", f"seed must be 0–{2**32 - 1}, got -5"),
+        ("/rerun #99999999999999999999999", "there is no job #99999999999999999999999"),
+        ("/rerun #" + "9" * 400, "there is no job #99999999999999999999…"),
+        ("/cancel #9223372036854775808", "there is no job #9223372036854775808"),
+        ("/rerun " + "7" * 5000, "seed must be a whole number, got '77777777777777777777…'"),
     ],
 )
 def test_rerun_refusals(text, message):

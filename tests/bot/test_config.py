@@ -111,6 +111,10 @@ def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
         ('[defaults]\nscheduler = "karras"\n', "[defaults] scheduler: must be one of dpmpp_2m, "),
         ("[limits]\nmax_count = 0\n", "[limits] max_count: Input should be greater than or equal to 1"),
         ("[queue]\nmax_per_user = -1\n", "[queue] max_per_user: Input should be greater than or equal to 1"),
+        # Huge limits would let numbers through that nothing downstream can hold.
+        ("[limits]\nmax_steps = 100000000000000000000\n", "[limits] max_steps: Input should be less than or equal to 10000"),
+        ("[limits]\nmax_count = 9999999\n", "[limits] max_count: Input should be less than or equal to 64"),
+        ("[queue]\nmax_total = 10000000000\n", "[queue] max_total: Input should be less than or equal to 100000"),
         ('[generation]\nmemory = "huge"\n', "[generation] memory: Input should be 'auto', 'speed', 'balanced'"),
         ('[generation]\ndevice = "tpu"\n', "[generation] device: "),
         ('[access]\nadmins = "discord:1"\n', "[access] admins: "),

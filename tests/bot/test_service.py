@@ -305,7 +305,7 @@ async def test_an_attachment_sets_the_size_unless_the_command_does(rig):
 
 async def test_a_text_file_is_not_an_image(rig):
     text = await rig.refused(ALICE, "/imagine a cat", Attachment("notes.txt", b"remember to buy milk\n"))
-    assert text == "the attached file is not an image (PNG, JPEG or WebP expected)"
+    assert text == "the attached file is not an image; accepted formats are PNG, JPEG, WebP, GIF and BMP"
     assert await rig.history.recent(ALICE, 10) == []
     assert not (rig.service.config.storage.data_dir / "inputs").exists()
 
@@ -682,3 +682,25 @@ def test_the_settings_line_shows_numbers_as_typed():
 
     assert describe(params(cfg=7.1234567, seed=3)) == "seed 3 · 2 steps · cfg 7.1234567 · 64x64"
     assert describe(params(cfg=7.0, strength=0.35), seed=4) == "seed 4 · 2 steps · cfg 7 · 64x64 · strength 0.35"
+
+
+async def test_the_console_user_owns_the_machine_and_is_held_only_to_the_total(make_rig):
+    rig = await make_rig(queue=QueueConfig(max_per_user=2, max_total=9))
+    for n in range(9):  # nine piped jobs all queue: more than the per-person limit of 2
+        await rig.ok(CONSOLE, f"/imagine job {n}")
+    assert await rig.refused(CONSOLE, "/imagine one too many") == (
+        "the queue is full (9 jobs waiting); try again in a few minutes"
+    )
+
+
+async def test_control_characters_never_reach_the_job_or_its_png(rig):
+    await rig.queue.start()
+    hostile = "a red\x1b]0;pwned\x07 lighthouse\x00\x1b[2J\x9b1m\tat dusk"
+    reply = await rig.ok(ALICE, f"/imagine {hostile} --seed 3 {FAST}")
+    assert reply.job.params.prompt == "a red]0;pwned lighthouse[2J1m at dusk"
+    done = await rig.finished(reply.job.id)
+    text = read_parameters(Path(done.job.images[0].path))
+    assert text.startswith("a red]0;pwned lighthouse[2J1m at dusk\n")
+    assert not any(ord(c) < 32 and c != "\n" or 127 <= ord(c) < 160 for c in text)
+    typed = await rig.service.execute(ALICE, Imagine("x\x1by", Settings(negative_prompt="n\x07o")))
+    assert (typed.job.params.prompt, typed.job.params.negative_prompt) == ("xy", "no")

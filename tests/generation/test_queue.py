@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -153,8 +155,8 @@ def engine(config: GenerationConfig) -> RecordingEngine:
 async def make_queue(history: History, store: ImageStore, engine: RecordingEngine):
     made: list[JobQueue] = []
 
-    def make(limits: QueueLimits = QueueLimits(), *, engine=engine, history: History = history) -> JobQueue:
-        queue = JobQueue(history, store, every_kind(engine), limits)
+    def make(limits: QueueLimits = QueueLimits(), *, engine=engine, history: History = history, **options) -> JobQueue:
+        queue = JobQueue(history, store, every_kind(engine), limits, **options)
         made.append(queue)
         return queue
 
@@ -580,18 +582,25 @@ async def test_a_burst_of_submits_cannot_get_past_the_limits(make_queue, history
     assert len(await history.unfinished()) == 3  # nothing refused was persisted
 
 
-async def test_the_worker_survives_a_job_whose_end_cannot_be_recorded(make_queue, db_path: Path) -> None:
+async def test_a_job_whose_end_cannot_be_recorded_waits_in_the_queue_and_the_worker_goes_on(
+    make_queue, db_path: Path, store: ImageStore
+) -> None:
     with sqlite3.connect(db_path) as db:  # a real database failure, for job 1 only
         db.execute("""CREATE TRIGGER refuse_1 BEFORE UPDATE OF status ON jobs
                       WHEN NEW.id = 1 AND NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'disk full'); END""")
-    queue = make_queue()
+    queue = make_queue(storage_retry_seconds=0.2)
     events = Events(queue)
     await queue.start()
     first = await queue.submit(ALICE, params())
-    failed = await events.finished(first.id)
-    assert failed.kind is EventKind.FAILED and failed.error == f"something went wrong with job #{first.id}"
+    stalled = await events.wait_for(lambda e: e.job.id == first.id and e.kind is EventKind.STALLED)
+    assert stalled.error.startswith(f"job #{first.id} could not be saved (disk full); it waits in the queue")
+    assert not any(e.finished for e in events.of(first.id))  # nobody is told it failed
     second = await queue.submit(BOB, params())
     assert (await events.finished(second.id)).kind is EventKind.DONE  # the worker is still there
+    with sqlite3.connect(db_path) as db:
+        db.execute("DROP TRIGGER refuse_1")  # room again
+    assert (await events.finished(first.id)).kind is EventKind.DONE
+    assert len(list(store.outputs.rglob("*.png"))) == 2  # no orphans from the attempts that were not recorded
 
 
 async def test_a_job_the_process_keeps_dying_under_is_failed_not_retried(
@@ -719,3 +728,49 @@ async def test_a_shutdown_alone_requeues_the_running_job_without_counting_a_cras
     await stopping
     [again] = await history.unfinished()
     assert (again.id, again.status, again.crashes) == (job.id, JobStatus.QUEUED, 0)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 4 MB filesystem to fill up; needs the right to mount (root), else the test is skipped."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to make room again)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        with contextlib.suppress(OSError):
+            for _ in range(10_000):  # bounded: 10,000 × 64 KB is far past 4 MB
+                handle.write(b"\0" * 65536)
+                handle.flush()
+    return filler
+
+
+async def test_a_full_disk_keeps_the_job_queued_and_it_runs_once_there_is_room(small_disk: Path, config) -> None:
+    gated = RecordingEngine(DiffusionEngine(config), gated=True)
+    async with await History.open(small_disk / "easel.db") as history:
+        store = ImageStore(small_disk)
+        queue = JobQueue(history, store, every_kind(gated), QueueLimits(), storage_retry_seconds=0.2)
+        events = Events(queue)
+        await queue.start()
+        try:
+            job = await queue.submit(ALICE, params())
+            await wait_until(gated.entered.is_set)  # on disk as running; now the disk fills up
+            filler = fill(small_disk)
+            gated.gate.set()
+            stalled = await events.wait_for(lambda e: e.job.id == job.id and e.kind is EventKind.STALLED)
+            assert "No space left on device" in stalled.error and "waits in the queue" in stalled.error
+            assert not any(e.finished for e in events.of(job.id)) and queue.position(job.id) in (0, 1)
+            filler.unlink()
+            assert (await events.finished(job.id)).kind is EventKind.DONE
+            assert (await history.get(job.id)).status is JobStatus.DONE
+        finally:
+            gated.gate.set()
+            await queue.stop()

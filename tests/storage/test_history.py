@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from storage.history import SCHEMA_VERSION, History
+from storage.errors import StorageError
+from storage.history import SCHEMA_VERSION, History, requeue_running
 from storage.records import ImageRecord, Img2ImgParams, JobKind, JobStatus, Owner, RunInfo, Txt2ImgParams, params_to_json
 from tests.conftest import params
 
@@ -194,8 +196,44 @@ async def test_a_newer_schema_is_refused(db_path: Path) -> None:
         pass
     with sqlite3.connect(db_path) as connection:
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer easel"):
+    with pytest.raises(StorageError, match=r"was written by a newer easel \(schema 3, this one knows 2\); upgrade"):
         await History.open(db_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda path: path.write_bytes(b"this is not sqlite at all" * 100), "is damaged or not an easel database"),
+        (lambda path: path.mkdir(), "is not a file"),
+    ],
+)
+async def test_a_damaged_or_odd_database_file_is_one_line_that_says_what_to_do(db_path: Path, damage, message) -> None:
+    db_path.parent.mkdir(parents=True)
+    damage(db_path)
+    with pytest.raises(StorageError, match=message) as refused:
+        await History.open(db_path)
+    assert "\n" not in str(refused.value) and "move it aside" in str(refused.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write a read-only file")
+async def test_a_read_only_database_is_one_line(db_path: Path) -> None:
+    async with await History.open(db_path):
+        pass
+    db_path.chmod(0o444)
+    db_path.parent.chmod(0o555)
+    try:
+        with pytest.raises(StorageError, match="read-only|cannot open"):
+            await History.open(db_path)
+    finally:
+        db_path.parent.chmod(0o755)
+
+
+async def test_a_deliberate_quit_puts_running_jobs_back_without_a_crash(history: History, db_path: Path) -> None:
+    job = await history.add_job(ALICE, params())
+    await history.mark_running(job.id)
+    requeue_running(db_path)  # what a second Ctrl-C does before leaving
+    [again] = await history.unfinished()
+    assert (again.id, again.status, again.crashes) == (job.id, JobStatus.QUEUED, 0)
 
 
 async def test_a_failed_finish_writes_nothing_and_later_commits_do_not_persist_it(
