@@ -129,13 +129,28 @@ async def _serve(config: Config, console_only: bool) -> int:
         service = Service(config, history, images, queue)
         await queue.start()
         try:
-            if not console_only:
-                for name in ("discord", "telegram"):
-                    if getattr(config, name).token is not None:
-                        log.warning("a %s token is set, but this version of easel has no %s frontend yet; "
-                                    "using the console", name, name.capitalize())
-            console = ConsoleFrontend(service)
-            await console.run()
-            return 1 if console.failures else 0
+            chats = [] if console_only else _chat_frontends(config, service)
+            if not chats:
+                console = ConsoleFrontend(service)
+                await console.run()
+                return 1 if console.failures else 0
+            async with contextlib.AsyncExitStack() as running:
+                for frontend in chats:
+                    await running.enter_async_context(frontend)
+                # Each runs until it is closed or fails for good; a signal cancels them all (a clean stop).
+                await asyncio.gather(*(frontend.start() for frontend in chats))
+            return 0
         finally:
             await queue.stop()
+
+
+def _chat_frontends(config: Config, service: Service) -> list:
+    """The chat frontends with a token set; each imports its platform's library only when used."""
+    frontends = []
+    if config.discord.token is not None:
+        from bot.discord_app import DiscordFrontend
+
+        frontends.append(DiscordFrontend(service, config))
+    if config.telegram.token is not None:
+        log.warning("a Telegram token is set, but this version of easel has no Telegram frontend yet")
+    return frontends

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import Callable, Mapping
 
 from bot.config import DefaultsConfig
 from bot.limits import MAX_SEED, CommandError, LimitsConfig
@@ -145,6 +145,11 @@ OPTIONS: tuple[Option, ...] = (
 _BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
 
 
+def option(name: str) -> Option:
+    """The option called `name` (or one of its aliases): a slash command takes its help from here."""
+    return _BY_NAME[name]
+
+
 # ---- parsing -----------------------------------------------------------------------------
 # Phone keyboards turn "--" into an em dash (and some into an en dash): "—seed 42" means --seed 42.
 _DASHES = ("\u2014", "\u2013")
@@ -250,18 +255,9 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         return Imagine(prompt, _settings(values, defaults))
     if name == "rerun":
         free, values = _split_options(rest, loose_keys=False)
-        job_id = seed = None
         if len(free) > 1:
             raise CommandError(f"/rerun takes one seed or #job and key=value settings, got {' '.join(free)!r}")
-        if free:
-            target = free[0]
-            if target.startswith("#"):
-                job_id = _job_number(target[1:])
-            else:
-                seed = _int("seed")(target)
-                if not 0 <= seed <= MAX_SEED:  # checked here: a look-up by seed must stay in SQLite's range
-                    raise CommandError(f"seed must be 0–{MAX_SEED}, got {_short(target)}")
-        return Rerun(job_id, seed, _settings(values, defaults))
+        return Rerun(*_rerun_target(free[0] if free else None), _settings(values, defaults))
     if name == "history":
         limit = _positive("history length", rest[0]) if rest else 10
         _no_more(name, rest[1:])
@@ -275,6 +271,53 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
     if name in ("help", "start"):
         return Help()
     raise CommandError(f"unknown command /{name}; commands are /imagine, /rerun, /history, /cancel, /queue, /help")
+
+
+def _rerun_target(target: str | None) -> tuple[int | None, int | None]:
+    """(job id, seed) from "#17", "42" or nothing."""
+    if not target:
+        return None, None
+    if target.startswith("#"):
+        return _job_number(target[1:]), None
+    seed = _int("seed")(target)
+    if not 0 <= seed <= MAX_SEED:  # checked here: a look-up by seed must stay in SQLite's range
+        raise CommandError(f"seed must be 0–{MAX_SEED}, got {_short(target)}")
+    return None, seed
+
+
+# ---- typed options (slash commands) ---------------------------------------------------------
+def _typed_values(given: Mapping[str, object]) -> dict[str, object]:
+    """Option values keyed by any of an option's names, read by the same parsers (and messages) as text."""
+    values: dict[str, object] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        option = _BY_NAME.get(key)
+        if option is None:
+            raise ValueError(f"no option is called {key!r}")  # a frontend bug, not the person's
+        text = str(value).strip()
+        if not text:
+            raise CommandError(f"{key} needs a value: {option.help}")
+        values[option.name] = option.parse(text)
+    return values
+
+
+def imagine_from_options(prompt: str, given: Mapping[str, object], defaults: DefaultsConfig) -> Imagine:
+    """/imagine from a slash command: typed options, plus any inline flags in the prompt ("a cat --seed 4")."""
+    free, inline = _split_options(prompt.split(), loose_keys=True)
+    typed = _typed_values(given)
+    for name in inline:
+        if name in typed:
+            raise CommandError(f"{name} is given twice, as an option and in the prompt; keep one")
+    text = " ".join(free).strip()
+    if not text:
+        raise CommandError("the prompt is empty; describe what to draw, e.g. a red lighthouse at dusk")
+    return Imagine(text, _settings({**inline, **typed}, defaults))
+
+
+def rerun_from_options(ref: str | None, given: Mapping[str, object], defaults: DefaultsConfig) -> Rerun:
+    """/rerun from a slash command: `ref` is a seed, "#job" or nothing (your last job)."""
+    return Rerun(*_rerun_target(ref.strip() if ref else None), _settings(_typed_values(given), defaults))
 
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest row id

@@ -84,7 +84,19 @@ class _FrontendConfig(BaseModel):
 
 
 class DiscordConfig(_FrontendConfig):
-    """[discord]: the bot token (EASEL_DISCORD_TOKEN wins over it)."""
+    """[discord]: the bot token (EASEL_DISCORD_TOKEN wins over it) and where the bot may be used."""
+
+    # Servers whose slash commands are synced at start-up (instant); empty = a global sync (can take an hour).
+    guild_ids: tuple[int, ...] = ()
+    # Where the bot answers; empty = anywhere it is invited. Elsewhere it says why, privately.
+    allowed_guilds: tuple[int, ...] = ()
+    allowed_channels: tuple[int, ...] = ()
+    allowed_roles: tuple[int, ...] = ()  # a member needs one of these roles
+    dms: bool = True  # whether people may use the bot in direct messages
+    admin_roles: tuple[int, ...] = ()  # members with one of these may cancel anyone's jobs
+    # Another address for Discord's API and gateway: a rate-limit proxy, or a test server. Empty = Discord.
+    api_base: str = ""  # e.g. "http://127.0.0.1:8080/api/v10"
+    gateway_url: str = ""  # e.g. "ws://127.0.0.1:8080/"
 
 
 class TelegramConfig(_FrontendConfig):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 from bot import commands
-from bot.commands import Cancel, Command, Help, Imagine, Rerun, ShowHistory, ShowQueue
+from bot.commands import Cancel, Command, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue
 from bot.config import Config
 from bot.limits import MAX_SEED, CommandError, check_params
 from generation.queue import JobEvent, JobQueue
@@ -64,7 +64,7 @@ class Service:
 
     def is_admin(self, owner: Owner) -> bool:
         # Whoever sits at the terminal owns the machine.
-        return owner.platform == "console" or owner.key in self.config.access.admins
+        return owner.admin or owner.platform == "console" or owner.key in self.config.access.admins
 
     async def subscribe(self, platform: str, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
         """Deliver this platform's job events to listener, on the event loop; returns an unsubscribe function.
@@ -176,9 +176,7 @@ class Service:
 
     async def rerun(self, owner: Owner, command: Rerun) -> Reply:
         if command.job_id is not None:
-            parent = await self.history.get(command.job_id)
-            if parent is None or not _visible(parent, owner):  # another chat's jobs are not even named
-                raise CommandError(f"there is no job #{command.job_id}")
+            parent = await self.visible_job(owner, command.job_id)  # another chat's jobs are not even named
             if parent.params.inputs and parent.owner.key != owner.key:
                 # Its input is someone's own photo: at a low strength a rerun would hand it back.
                 raise CommandError(
@@ -213,6 +211,38 @@ class Service:
             if not all(self.images.input_path(sha256).exists() for sha256 in params.inputs):
                 raise CommandError(f"the input image of job #{parent.id} is no longer on disk")
             return await self._submit(owner, params, parent.id, note)
+
+    async def more_steps(self, owner: Owner, job_id: int, factor: int = 5) -> Reply:
+        """Redraw a job at `factor` × its steps (at most [limits] max_steps): a rerun button."""
+        async def run() -> Reply:
+            parent = await self.visible_job(owner, job_id)
+            steps = getattr(parent.params, "steps", None)
+            if steps is None:
+                raise CommandError(f"job #{job_id} has no steps to add to")
+            more = min(steps * factor, self.config.limits.max_steps)
+            if more == steps:
+                raise CommandError(f"job #{job_id} already ran {steps} steps, the most allowed")
+            return await self.rerun(owner, Rerun(job_id, None, Settings(steps=more)))
+        return await self._reply(owner, f"more steps for #{job_id}", run)
+
+    async def new_seed(self, owner: Owner, job_id: int) -> Reply:
+        """Redraw a job with a fresh random seed and every other setting kept: a button."""
+        seed = _seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1)
+        return await self.execute(owner, Rerun(job_id, None, Settings(seed=seed)))
+
+    async def visible_job(self, owner: Owner, job_id: int) -> JobRecord:
+        """A job this person could see (theirs, or asked for in the same chat); anything else does not exist."""
+        job = await self.history.get(job_id)
+        if job is None or not _visible(job, owner):
+            raise CommandError(f"there is no job #{job_id}")
+        return job
+
+    async def remember_message(self, platform: str, chat_id: str, message_id: str, job_id: int) -> None:
+        """A chat message now shows this job; after a restart, replies and buttons on it find the job."""
+        await self.history.link_message(platform, chat_id, message_id, job_id)
+
+    async def job_for_message(self, platform: str, chat_id: str, message_id: str) -> JobRecord | None:
+        return await self.history.job_for_message(platform, chat_id, message_id)
 
     async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, note: str) -> Reply:
         # Whoever sits at the terminal owns the machine: only the queue's total limit applies to them.

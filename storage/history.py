@@ -26,7 +26,7 @@ from storage.records import (
     params_to_json,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
 # a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
@@ -71,6 +71,15 @@ _INDEXES_AND_IMAGES = (
         PRIMARY KEY (job_id, idx)
     )""",
     "CREATE INDEX IF NOT EXISTS images_seed ON images(seed)",
+    # Version 3: which chat message shows which job, so buttons and replies find their job after a restart.
+    """CREATE TABLE IF NOT EXISTS messages (
+        platform TEXT NOT NULL,
+        chat_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        PRIMARY KEY (platform, chat_id, message_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_job ON messages(job_id)",
 )
 
 _RUN_COLUMNS = (
@@ -318,6 +327,30 @@ class History:
             f"WHERE platform=? AND delivered=0 AND status IN ({','.join('?' * len(finished))}) ORDER BY id",
             (platform, *finished),
         )
+
+    async def link_message(self, platform: str, chat_id: str, message_id: str, job_id: int) -> None:
+        """Remember that this chat message shows this job (a message shows one job; relinking moves it)."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO messages (platform, chat_id, message_id, job_id) VALUES (?,?,?,?)",
+                (platform, str(chat_id), str(message_id), job_id),
+            )
+
+    async def job_for_message(self, platform: str, chat_id: str, message_id: str) -> JobRecord | None:
+        """The job a chat message shows, or None if it shows none."""
+        rows = await self._select(
+            "WHERE id = (SELECT job_id FROM messages WHERE platform=? AND chat_id=? AND message_id=?)",
+            (platform, str(chat_id), str(message_id)),
+        )
+        return rows[0] if rows else None
+
+    async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
+        """(chat_id, message_id) of every message on a platform that shows this job, oldest first."""
+        cursor = await self._db.execute(
+            "SELECT chat_id, message_id FROM messages WHERE job_id=? AND platform=? ORDER BY rowid",
+            (job_id, platform),
+        )
+        return [(row["chat_id"], row["message_id"]) for row in await cursor.fetchall()]
 
     async def get(self, job_id: int) -> JobRecord | None:
         rows = await self._select("WHERE id=?", (job_id,))

@@ -45,6 +45,8 @@ class Owner:
     user_id: str
     chat_id: str = ""
     name: str = ""
+    # An admin where they asked (a Discord admin role, say): decided by the frontend, never stored.
+    admin: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def key(self) -> str:

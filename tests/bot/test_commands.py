@@ -289,3 +289,28 @@ def test_parsed_settings_applied_to_params_go_through_check_params():
     assert (job.steps, job.prompt, job.seed) == (100000, "a cat", 42)
     with pytest.raises(CommandError, match="^steps must be 1–500, got 100000$"):
         check_params(job, LIMITS)
+
+
+# ---- typed options (slash commands) -------------------------------------------------------------
+def test_typed_options_use_the_same_names_parsers_and_messages_as_text():
+    from bot.commands import imagine_from_options, rerun_from_options
+
+    command = imagine_from_options("a sign that says x=5", {"seed": 42, "steps": 4, "negative": "blur",
+                                                             "aspect": "16:9", "count": 2, "cfg": 7.5}, DEFAULTS)
+    assert command == Imagine("a sign that says x=5", Settings(negative_prompt="blur", seed=42, steps=4, cfg=7.5,
+                                                               width=704, height=384, count=2))
+    inline = imagine_from_options("a cat --seed 7 steps=70", {"cfg": 9.0}, DEFAULTS)
+    assert inline == Imagine("a cat", Settings(seed=7, steps=70, cfg=9.0))
+    with pytest.raises(CommandError, match="^seed is given twice, as an option and in the prompt; keep one$"):
+        imagine_from_options("a cat --seed 7", {"seed": 8}, DEFAULTS)
+    with pytest.raises(CommandError, match="^unknown scheduler 'karras'"):
+        imagine_from_options("a cat", {"scheduler": "karras"}, DEFAULTS)
+    with pytest.raises(CommandError, match="^ar must look like 16:9, got 'wide'$"):
+        imagine_from_options("a cat", {"aspect": "wide"}, DEFAULTS)
+    with pytest.raises(CommandError, match="^the prompt is empty"):
+        imagine_from_options("--seed 3", {}, DEFAULTS)
+    assert rerun_from_options("265", {"steps": 350}, DEFAULTS) == Rerun(None, 265, Settings(steps=350))
+    assert rerun_from_options("#12", {}, DEFAULTS) == Rerun(12, None, Settings())
+    assert rerun_from_options(None, {"seed": None}, DEFAULTS) == Rerun(None, None, Settings())
+    with pytest.raises(CommandError, match="^there is no job #99999999999999999999$"):
+        rerun_from_options("#99999999999999999999", {}, DEFAULTS)

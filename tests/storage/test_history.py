@@ -196,7 +196,8 @@ async def test_a_newer_schema_is_refused(db_path: Path) -> None:
         pass
     with sqlite3.connect(db_path) as connection:
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(StorageError, match=r"was written by a newer easel \(schema 3, this one knows 2\); upgrade"):
+    newer = rf"was written by a newer easel \(schema {SCHEMA_VERSION + 1}, this one knows {SCHEMA_VERSION}\); upgrade"
+    with pytest.raises(StorageError, match=newer):
         await History.open(db_path)
 
 
@@ -348,3 +349,19 @@ async def test_a_failed_upgrade_leaves_the_version_1_database_as_it_was(db_path:
         await History.open(db_path)
     assert raw(db_path, "PRAGMA user_version") == [(1,)]
     assert raw(db_path, "SELECT prompt FROM jobs") == [("p",)]
+
+
+async def test_chat_messages_find_their_job_after_a_reopen(history: History, db_path: Path) -> None:
+    first = await history.add_job(ALICE, params())
+    second = await history.add_job(ALICE, params())
+    await history.link_message("discord", "chan-1", "900", first.id)
+    await history.link_message("discord", "chan-1", "901", first.id)  # the progress message, then the result
+    await history.link_message("telegram", "chan-1", "900", second.id)  # the same ids on another platform
+    await history.close()
+    async with await History.open(db_path) as again:
+        assert (await again.job_for_message("discord", "chan-1", "900")).id == first.id
+        assert (await again.job_for_message("telegram", "chan-1", "900")).id == second.id
+        assert await again.job_for_message("discord", "chan-2", "900") is None
+        assert await again.messages_of(first.id, "discord") == [("chan-1", "900"), ("chan-1", "901")]
+        await again.link_message("discord", "chan-1", "900", second.id)  # a message shows one job
+        assert (await again.job_for_message("discord", "chan-1", "900")).id == second.id

@@ -1,0 +1,302 @@
+"""The Discord frontend end to end: the real discord.py client against the fake Discord on 127.0.0.1, with
+easel's real service, queue, tiny model and SQLite behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from PIL import Image
+
+from bot.app import build_engines
+from bot.config import Config, DefaultsConfig, DiscordConfig, QueueConfig, StorageConfig
+from bot.discord_app import DiscordFrontend
+from bot.service import Service
+from generation.config import GenerationConfig
+from generation.queue import JobQueue, QueueLimits
+from storage.history import History
+from storage.images import ImageStore
+from storage.records import JobStatus, Owner
+from tests.bot.fake_discord import FakeDiscord, FakeMessage
+
+WAIT = 60  # seconds: generous bounds for a busy 2-core runner, never a measurement
+
+
+@dataclass
+class Easel:
+    fake: FakeDiscord
+    config: Config
+    service: Service
+    history: History
+    frontend: DiscordFrontend
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(heartbeat_interval_ms=500, token="fake-token") as fake, fake.pointed_at():
+        yield fake
+
+
+def make_config(tmp_path: Path, tiny_model: Path, fake: FakeDiscord, **discord: object) -> Config:
+    return Config(
+        storage=StorageConfig(data_dir=tmp_path / "data"),
+        generation=GenerationConfig(device="cpu", model=str(tiny_model), preview_every=1),
+        defaults=DefaultsConfig(width=64, height=64, steps=4),
+        queue=QueueConfig(max_per_user=10, max_total=50),
+        discord=DiscordConfig(token="fake-token", guild_ids=(fake.guild.id,), **discord),
+    )
+
+
+@contextlib.asynccontextmanager
+async def easel(fake: FakeDiscord, config: Config) -> AsyncIterator[Easel]:
+    """easel with its Discord frontend, logged in and synced; everything stops on the way out."""
+    async with await History.open(config.database) as history:
+        images = ImageStore(config.storage.data_dir)
+        async with JobQueue(history, images, build_engines(config), QueueLimits(max_per_user=10)) as queue:
+            service = Service(config, history, images, queue)
+            async with DiscordFrontend(service, config) as frontend:
+                running = asyncio.create_task(frontend.start())
+                try:
+                    await fake.wait_for_request(lambda r: r.method == "PUT" and "/commands" in r.path, WAIT)
+                    await fake.wait_ready(WAIT)
+                    yield Easel(fake, config, service, history, frontend)
+                finally:
+                    await frontend.client.close()
+                    await asyncio.wait_for(running, WAIT)
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> AsyncIterator[Easel]:
+    async with easel(fake, make_config(tmp_path, tiny_model, fake)) as running:
+        yield running
+
+
+def parameters(message: FakeMessage) -> str:
+    [png] = [a for a in message.attachments if a.filename.endswith(".png")]
+    with Image.open(io.BytesIO(png.data)) as image:
+        return image.info["parameters"]
+
+
+def finished(message: FakeMessage) -> bool:
+    return any(a.filename.endswith(".png") and a.filename != "preview.png" for a in message.attachments)
+
+
+async def result_of(fake: FakeDiscord, exchange, seconds: float = WAIT) -> FakeMessage:
+    return await exchange.message(finished, timeout=seconds)
+
+
+async def delivered(history: History, job_id: int) -> bool:
+    """Whether the job is marked delivered, waiting (bounded) for the write that follows the post."""
+    for _ in range(int(WAIT / 0.02)):
+        job = await history.get(job_id)
+        if job is not None and job.delivered:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def ephemeral_text(exchange) -> str:
+    texts = [m.content for m in exchange.messages if m.ephemeral and not m.deleted and m.content]
+    assert texts, exchange.messages
+    return texts[-1]
+
+
+async def test_imagine_is_deferred_at_once_then_delivers_the_png_with_its_seed(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("imagine", {"prompt": "a red lighthouse", "seed": 42, "steps": 4}))
+    callback = await exchange.callback(WAIT)
+    assert callback.json["type"] == 5  # deferred: "easel is thinking…"
+    result = await result_of(fake, exchange)
+    text = parameters(result)
+    assert "Seed: 42" in text and "Steps: 4," in text and text.startswith("a red lighthouse\n")
+    assert "a red lighthouse" in result.content and "seed 42" in result.content and "job #1" in result.content
+    assert result.custom_ids == ["easel:more:1", "easel:seed:1"]
+    assert await delivered(bot.history, 1)
+    job = await bot.history.get(1)
+    assert job.status is JobStatus.DONE and job.owner.user_id == str(fake.alice.id)
+    assert await bot.history.messages_of(1, "discord") == [(str(fake.channel.id), str(result.id))]
+
+    rerun = await fake.interact(fake.slash("rerun", {"ref": "42", "steps": 8}))
+    again = await result_of(fake, rerun)
+    assert "Steps: 8," in parameters(again) and "Seed: 42" in parameters(again)
+    child = await bot.history.get(2)
+    assert child.parent_id == 1 and child.params.steps == 8
+
+
+async def test_progress_is_shown_with_previews_but_not_more_than_every_1_5_s(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("imagine", {"prompt": "a slow boat --size 192x192", "steps": 500}))
+    result = await result_of(fake, exchange)
+    states = result.history
+    progress = [state for state in states if re.search(r"\d+/500 \(\d+%\)", state["content"])]
+    assert progress, states  # step, total and percentage while it ran
+    assert any(name == "preview.png" for state in progress for name, _ in state["attachments"])
+    times = [state["time"] for state in states[1:]]
+    assert all(later - earlier >= 1.4 for earlier, later in zip(times, times[1:-1])), times  # the last is the result
+
+
+async def test_a_batch_arrives_in_one_message_with_every_seed(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("imagine", {"prompt": "boats", "seed": 7, "count": 3}))
+    result = await result_of(fake, exchange)
+    assert [a.filename for a in result.attachments] == ["1-0.png", "1-1.png", "1-2.png"]
+    assert "seeds 7, 8, 9" in result.content
+
+
+async def test_buttons_work_after_a_restart(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> None:
+    config = make_config(tmp_path, tiny_model, fake)
+    async with easel(fake, config) as first:
+        exchange = await fake.interact(fake.slash("imagine", {"prompt": "a harbour", "seed": 3, "steps": 2}))
+        result = await result_of(fake, exchange)
+    async with easel(fake, config) as second:  # a new process, the same data folder
+        click = await fake.interact(fake.click("easel:more:1", result.id, user=fake.bob))
+        child_message = await click.message(lambda m: finished(m) and "job #2" in m.content, timeout=WAIT)
+        assert "Steps: 10," in parameters(child_message)  # five times the 2 steps
+        child = await second.history.get(2)
+        assert child.parent_id == 1 and child.owner.user_id == str(fake.bob.id)
+        seeded = await fake.interact(fake.click("easel:seed:1", result.id))
+        assert "Seed: 3," not in parameters(await seeded.message(lambda m: finished(m) and "job #3" in m.content,
+                                                                 timeout=WAIT))
+        assert (await second.history.get(3)).parent_id == 1
+    assert first is not second
+
+
+async def test_mistakes_get_private_answers_and_the_bot_keeps_serving(
+    fake: FakeDiscord, tmp_path: Path, tiny_model: Path
+) -> None:
+    other = fake.guilds[0].channels[1]
+    config = make_config(tmp_path, tiny_model, fake, allowed_channels=(fake.channel.id,))
+    async with easel(fake, config) as bot:
+        notes = fake.attachment("notes.txt", b"not a picture", "text/plain")
+        refused = await fake.interact(fake.slash("imagine", {"prompt": "a cat", "image": notes}))
+        assert (await refused.callback(WAIT)).json["type"] == 4  # answered at once, only to them
+        assert ephemeral_text(refused) == "notes.txt is not an image (text/plain); attach a PNG, JPEG, WebP, GIF or BMP"
+
+        elsewhere = await fake.interact(fake.slash("imagine", {"prompt": "a cat"}, channel_id=other.id))
+        await elsewhere.callback(WAIT)
+        assert ephemeral_text(elsewhere).startswith("easel is not enabled in this channel; use it in <#")
+
+        slow = await fake.interact(fake.slash("imagine", {"prompt": "alice's", "steps": 400}))
+        await slow.message(lambda m: "#1" in m.content, timeout=WAIT)
+        not_yours = await fake.interact(fake.slash("cancel", {"job": 1}, user=fake.bob))
+        await not_yours.message(lambda m: m.ephemeral and "not yours" in m.content, timeout=WAIT)
+        assert ephemeral_text(not_yours) == "job #1 is not yours; only its owner or an admin can cancel it"
+
+        too_many = await fake.interact(fake.slash("imagine", {"prompt": "a cat --steps 100000"}))
+        await too_many.message(lambda m: m.ephemeral, timeout=WAIT)
+        assert ephemeral_text(too_many) == "steps must be 1–500, got 100000"
+
+        mine = await fake.interact(fake.slash("cancel", {"job": 1}))
+        await mine.message(lambda m: m.ephemeral and "cancel" in m.content, timeout=WAIT)
+        await slow.message(lambda m: "cancelled" in m.content, timeout=WAIT)
+        assert (await bot.history.get(1)).status is JobStatus.CANCELLED
+
+        fine = await fake.interact(fake.slash("imagine", {"prompt": "still here", "steps": 2}))
+        await result_of(fake, fine)
+
+
+async def test_a_disallowed_server_is_told_why(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> None:
+    config = make_config(tmp_path, tiny_model, fake, allowed_guilds=(12345,))
+    async with easel(fake, config) as bot:
+        refused = await fake.interact(fake.slash("imagine", {"prompt": "a cat"}))
+        await refused.callback(WAIT)
+        assert ephemeral_text(refused) == "easel is not enabled in this server"
+        assert await bot.history.recent(Owner("discord", str(fake.alice.id)), 5) == []  # nothing was queued
+
+
+async def test_a_result_whose_token_expired_is_posted_in_the_channel_mentioning_its_owner(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("imagine", {"prompt": "a late one", "steps": 30}))
+    await exchange.message(lambda m: "#1" in m.content, timeout=WAIT)
+    fake.expire(exchange.token)  # as if 15 minutes had passed
+    posted = await fake.wait_for_message(lambda m: m.via == "channel" and finished(m), WAIT)
+    assert posted.channel_id == fake.channel.id and posted.content.startswith(f"<@{fake.alice.id}> ")
+    assert "Seed: " in parameters(posted) and await delivered(bot.history, 1)
+
+
+async def test_a_result_that_cannot_be_posted_stays_undelivered_and_history_sends_it_again(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("imagine", {"prompt": "lost", "steps": 20}))
+    await exchange.message(lambda m: "#1" in m.content, timeout=WAIT)
+    fake.expire(exchange.token)
+    fake.forbid_channel(fake.channel.id)
+    await fake.wait_for_request(lambda r: r.method == "POST" and r.status == 403, WAIT)
+    job = await bot.history.get(1)
+    assert job.status is JobStatus.DONE and not job.delivered  # kept for a later try
+    again = await fake.interact(fake.slash("history", {"job": 1}))
+    assert "Seed: " in parameters(await result_of(fake, again))
+    assert await delivered(bot.history, 1)
+
+
+async def test_a_job_recovered_after_a_restart_reaches_its_channel(fake: FakeDiscord, tmp_path: Path,
+                                                                   tiny_model: Path) -> None:
+    config = make_config(tmp_path, tiny_model, fake)
+    async with easel(fake, config) as first:
+        exchange = await fake.interact(fake.slash("imagine", {"prompt": "interrupted", "steps": 500}))
+        await exchange.message(lambda m: "/500" in m.content, timeout=WAIT)
+    # Stopped mid-job: the next start runs it again and posts the result where it was asked.
+    async with easel(fake, config):
+        posted = await fake.wait_for_message(lambda m: m.via == "channel" and finished(m), WAIT * 2)
+    assert posted.content.startswith(f"<@{fake.alice.id}> ") and "interrupted" in posted.content
+    assert first is not None
+
+
+async def test_slash_options_and_their_ranges_come_from_the_grammar_and_the_limits(bot: Easel) -> None:
+    from bot import commands
+
+    imagine = bot.fake.command("imagine", bot.fake.guild.id)
+    options = {option["name"]: option for option in imagine["options"]}
+    assert options["steps"]["max_value"] == bot.config.limits.max_steps
+    assert options["count"]["max_value"] == bot.config.limits.max_count
+    assert options["cfg"]["max_value"] == bot.config.limits.max_cfg
+    assert {choice["value"] for choice in options["scheduler"]["choices"]} >= {"dpmpp_2m", "euler_a"}
+    for name in set(options) - {"prompt", "image"}:
+        assert options[name]["description"] == commands.option(name).help[:100]
+
+
+async def test_easel_run_with_the_token_in_the_environment(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        f'[generation]\nmodel = "{tiny_model}"\ndevice = "cpu"\n[defaults]\nwidth = 64\nheight = 64\n'
+        f'[discord]\nguild_ids = [{fake.guild.id}]\napi_base = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n',
+        encoding="utf-8",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "EASEL_DISCORD_TOKEN": "fake-token", "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        await fake.wait_for_request(lambda r: r.method == "PUT" and "/commands" in r.path, WAIT)
+        await fake.wait_ready(WAIT)
+        exchange = await fake.interact(fake.slash("imagine", {"prompt": "a red lighthouse", "seed": 42, "steps": 4}))
+        assert "Seed: 42" in parameters(await result_of(fake, exchange))
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)  # how a service manager stops it
+        code = await asyncio.wait_for(process.wait(), WAIT)
+    err = (await process.stderr.read()).decode()
+    assert code == 0, err
+    assert "fake-token" not in err and "fake-token" not in (tmp_path / "data" / "easel.log").read_text()
+
+
+async def test_a_result_over_the_upload_limit_is_sent_as_a_jpeg_and_the_png_stays(tmp_path: Path,
+                                                                                 tiny_model: Path) -> None:
+    async with FakeDiscord(token="fake-token", attachment_size_limit=6000) as fake, fake.pointed_at():
+        async with easel(fake, make_config(tmp_path, tiny_model, fake)) as bot:
+            exchange = await fake.interact(fake.slash("imagine", {"prompt": "noise compresses badly", "steps": 2}))
+            result = await exchange.message(lambda m: any(a.filename.endswith(".jpg") for a in m.attachments), WAIT)
+            [sent] = result.attachments
+            assert sent.filename == "1-0.jpg" and sent.size <= 6000
+            with Image.open(io.BytesIO(sent.data)) as image:
+                assert image.format == "JPEG"
+            job = await bot.history.get(1)
+            assert Path(job.images[0].path).stat().st_size > 6000  # the PNG with its parameters, untouched
