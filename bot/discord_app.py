@@ -318,7 +318,8 @@ class DiscordFrontend:
         if not (image.content_type or "").startswith("image/"):
             kind = image.content_type or "unknown type"
             return f"{image.filename} is not an image ({kind}); attach a PNG, JPEG, WebP, GIF or BMP"
-        limit = self.limits.max_upload_bytes
+        # Ours, or what Discord lets this interaction carry, whichever is smaller.
+        limit = min(self.limits.max_upload_bytes, interaction.filesize_limit or self.limits.max_upload_bytes)
         if image.size > limit:
             return f"{image.filename} is {image.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB"
         return None

@@ -191,6 +191,13 @@ async def test_mistakes_get_private_answers_and_the_bot_keeps_serving(
         await not_yours.message(lambda m: m.ephemeral and "not yours" in m.content, timeout=WAIT)
         assert ephemeral_text(not_yours) == "job #1 is not yours; only its owner or an admin can cancel it"
 
+        button = await fake.interact(fake.click("easel:cancel:1", slow.original.id, user=fake.bob))
+        await button.message(lambda m: m.ephemeral and "not yours" in m.content, timeout=WAIT)
+        big = fake.attachment("huge.png", b"\x89PNG" + b"\0" * 11_000_000, "image/png")
+        too_big = await fake.interact(fake.slash("imagine", {"prompt": "a cat", "image": big}))
+        await too_big.callback(WAIT)
+        assert ephemeral_text(too_big) == "huge.png is 11.0 MB; the limit is 10.0 MB"
+
         too_many = await fake.interact(fake.slash("imagine", {"prompt": "a cat --steps 100000"}))
         await too_many.message(lambda m: m.ephemeral, timeout=WAIT)
         assert ephemeral_text(too_many) == "steps must be 1–500, got 100000"
