@@ -152,5 +152,7 @@ def _chat_frontends(config: Config, service: Service) -> list:
 
         frontends.append(DiscordFrontend(service, config))
     if config.telegram.token is not None:
-        log.warning("a Telegram token is set, but this version of easel has no Telegram frontend yet")
+        from bot.telegram_app import TelegramFrontend
+
+        frontends.append(TelegramFrontend(service, config))
     return frontends

@@ -59,7 +59,10 @@ class Rerun:
 
 @dataclass(frozen=True)
 class ShowHistory:
+    """Your last `limit` jobs; with job_id, that one job's result, to be sent again."""
+
     limit: int
+    job_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -259,8 +262,10 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
             raise CommandError(f"/rerun takes one seed or #job and key=value settings, got {' '.join(free)!r}")
         return Rerun(*_rerun_target(free[0] if free else None), _settings(values, defaults))
     if name == "history":
-        limit = _positive("history length", rest[0]) if rest else 10
         _no_more(name, rest[1:])
+        if rest and rest[0].startswith("#"):
+            return ShowHistory(10, _job_number(rest[0][1:]))
+        limit = _positive("history length", rest[0]) if rest else 10
         return ShowHistory(min(limit, 50))
     if name == "cancel":
         _no_more(name, rest[1:])
@@ -350,7 +355,8 @@ def help_text(limits: LimitsConfig) -> str:
     lines = [
         "/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
-        "/history [N] — your last N jobs    /queue — what is waiting    /cancel [#JOB] — stop a job",
+        "/history [N | #JOB] — your last N jobs, or job N's result again    /queue — what is waiting",
+        "/cancel [#JOB] — stop a job",
         "prompts as in the AUTOMATIC1111 web UI: (word) ×1.1, ((word)) ×1.21, [word] ÷1.1, (word:1.5) ×1.5, "
         "\\( for a bracket; any length (read 75 tokens at a time; BREAK starts the next 75)",
         "options (--key value or key=value):",

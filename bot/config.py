@@ -100,7 +100,22 @@ class DiscordConfig(_FrontendConfig):
 
 
 class TelegramConfig(_FrontendConfig):
-    """[telegram]: the bot token (EASEL_TELEGRAM_TOKEN wins over it)."""
+    """[telegram]: the bot token (EASEL_TELEGRAM_TOKEN wins over it), the Bot API server, who may use it."""
+
+    # Your own Bot API server (it also lifts the 20 MB download limit); empty = Telegram's.
+    base_url: str = ""  # e.g. "http://127.0.0.1:8081/bot"
+    base_file_url: str = ""  # e.g. "http://127.0.0.1:8081/file/bot"
+    allowed_chats: tuple[int, ...] = ()  # empty = any chat
+    allowed_users: tuple[int, ...] = ()  # empty = anyone
+    admin_users: tuple[int, ...] = ()  # may cancel anyone's jobs
+    default_prompt: str = ""  # for a photo sent without a caption; empty = ask for one
+    send_png: bool = False  # also send each result's PNG (with its parameters) as a file
+
+    @model_validator(mode="after")
+    def _file_url_with_base_url(self) -> TelegramConfig:
+        if bool(self.base_url) != bool(self.base_file_url):
+            raise ValueError("set both base_url and base_file_url (your own Bot API server), or neither")
+        return self
 
 
 class Config(BaseModel):

@@ -22,6 +22,7 @@ from typing import Iterator, TextIO
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from bot.pacing import Pending
 from bot.service import Attachment, Reply, Service, describe
 from generation.queue import EventKind, JobEvent
 from storage.images import BadImageError, read_image_file
@@ -92,7 +93,7 @@ class ConsoleFrontend:
         self._cells: dict[int, int] = {}
         self._in_command = False
         self._reading = False  # the prompt is in use: progress goes to its toolbar, not out as lines
-        self._deliveries: set[asyncio.Task] = set()
+        self._deliveries = Pending()
         self._session: PromptSession[str] | None = None
         if self.interactive:
             self._session = PromptSession(bottom_toolbar=self.toolbar)
@@ -139,8 +140,7 @@ class ConsoleFrontend:
             await self._settled.wait()
         finally:
             unsubscribe()
-            if self._deliveries:  # what was printed is recorded as seen, so the next start does not repeat it
-                await asyncio.gather(*self._deliveries, return_exceptions=True)
+            await self._deliveries.finish()  # what was printed is recorded as seen, not shown again next start
 
     async def _prompt(self, session: PromptSession[str]) -> None:
         self._reading = True
@@ -263,9 +263,7 @@ class ConsoleFrontend:
             # (A waiting job cancelled while our own /cancel runs: its reply says so, one line, not two.)
             self.say(f"#{job.id} cancelled")
         self._redraw()
-        task = asyncio.ensure_future(self.service.delivered(job))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        self._deliveries.start(self.service.delivered(job))
         self._known.discard(job.id)
         self._check_settled()
 

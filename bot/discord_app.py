@@ -9,7 +9,6 @@ import contextlib
 import io
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import discord
@@ -21,6 +20,8 @@ from bot import commands
 from bot.commands import Cancel, Command, Help, ShowHistory, ShowQueue
 from bot.config import Config
 from bot.limits import MAX_SEED, CommandError
+from bot.pacing import Paced, Pending
+from bot.results import fitted
 from bot.service import Attachment, Reply, Service, describe
 from generation.queue import EventKind, JobEvent
 from generation.schedulers import SCHEDULERS
@@ -73,20 +74,17 @@ def _buttons(job: JobRecord) -> discord.ui.View:
     return view
 
 
-@dataclass
 class _Live:
-    """A job being shown in Discord: the interaction whose message shows it, and its pending progress."""
+    """A job being shown in Discord: the interaction whose message shows it, and its paced progress."""
 
-    interaction: discord.Interaction | None
-    since: float = field(default_factory=time.monotonic)
-    last_edit: float = 0.0
-    pending: JobEvent | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
+    def __init__(self, interaction: discord.Interaction, show) -> None:
+        self.interaction = interaction
+        self.since = time.monotonic()
+        self.progress = Paced(EDIT_EVERY, show)
 
     @property
     def token_alive(self) -> bool:
-        return self.interaction is not None and time.monotonic() - self.since < TOKEN_LIFETIME
+        return time.monotonic() - self.since < TOKEN_LIFETIME
 
 
 class _Client(discord.Client):
@@ -117,6 +115,7 @@ class DiscordFrontend:
         self.client.add_dynamic_items(JobButton)
         self._live: dict[int, _Live] = {}
         self._unsubscribe = None
+        self._deliveries = Pending()
         self._failed_channels: set[int] = set()  # warned about once each
         self._register_commands()
 
@@ -129,8 +128,8 @@ class DiscordFrontend:
         if self._unsubscribe is not None:
             self._unsubscribe()
         for live in self._live.values():
-            if live.task is not None:
-                live.task.cancel()
+            live.progress.close()
+        await self._deliveries.finish()  # results being posted finish before storage closes
         await self.client.__aexit__(*exc)
 
     async def start(self) -> None:
@@ -295,9 +294,8 @@ class DiscordFrontend:
             await self._refuse_after_defer(interaction, reply.text)
             return
         job = reply.job
-        live = self._live.setdefault(job.id, _Live(interaction))
-        live.interaction, live.since = interaction, time.monotonic()
-        live.last_edit = time.monotonic()  # this edit counts towards the pace of progress edits
+        live = self._live[job.id] = _Live(interaction, lambda event: self._edit_progress(live, event))
+        live.progress.touched()  # this edit counts towards the pace of progress edits
         try:
             message = await interaction.edit_original_response(
                 content=_text(f"{reply.text} — {getattr(job.params, 'prompt', '')}"),
@@ -347,34 +345,17 @@ class DiscordFrontend:
         job = event.job
         if event.finished:
             live = self._live.pop(job.id, None)
-            if live is not None and live.task is not None:
-                live.task.cancel()
-            asyncio.ensure_future(self._deliver(job, live))
+            if live is not None:
+                live.progress.close()
+            self._deliveries.start(self._deliver(job, live))
             return
         live = self._live.get(job.id)
-        if live is None or live.interaction is None:
-            return  # a job asked for before a restart: its result is posted when it ends
-        live.pending = event
-        live.wake.set()
-        if live.task is None:
-            live.task = asyncio.ensure_future(self._show_progress(job.id, live))
+        if live is not None:  # else a job asked for before a restart: its result is posted when it ends
+            live.progress.push(event)
 
-    async def _show_progress(self, job_id: int, live: _Live) -> None:
-        """Edit the job's message with the latest state, at most every EDIT_EVERY seconds."""
-        while True:
-            await live.wake.wait()
-            live.wake.clear()
-            await asyncio.sleep(max(0.0, live.last_edit + EDIT_EVERY - time.monotonic()))
-            event, live.pending = live.pending, None
-            if event is None or not live.token_alive:
-                continue
-            live.last_edit = time.monotonic()
-            try:
-                await self._edit_progress(live.interaction, event)
-            except discord.HTTPException as exc:
-                log.info("could not update job #%d's progress in Discord: %s", job_id, exc)
-
-    async def _edit_progress(self, interaction: discord.Interaction, event: JobEvent) -> None:
+    async def _edit_progress(self, live: _Live, event: JobEvent) -> None:
+        if not live.token_alive:
+            return
         job, prompt = event.job, _text(getattr(event.job.params, "prompt", ""), 300)
         if event.kind is EventKind.PROGRESS:
             total = max(event.total, 1)
@@ -390,7 +371,7 @@ class DiscordFrontend:
         files = []
         if event.preview is not None:
             files.append(discord.File(io.BytesIO(await asyncio.to_thread(_png, event.preview)), "preview.png"))
-        await interaction.edit_original_response(content=_text(text), attachments=files, view=_buttons(job))
+        await live.interaction.edit_original_response(content=_text(text), attachments=files, view=_buttons(job))
 
     async def _deliver(self, job: JobRecord, live: _Live | None) -> None:
         """The end of a job: in its own message while the token lives, else a new one in its channel."""
@@ -429,15 +410,11 @@ class DiscordFrontend:
             await self._private(interaction, refusal)
             return
         await interaction.response.defer(thinking=True)
-        try:
-            job = await self.service.visible_job(self._owner(interaction), job_id)
-        except CommandError as exc:
-            await self._refuse_after_defer(interaction, str(exc))
+        reply = await self.service.execute(self._owner(interaction), ShowHistory(10, job_id))
+        if reply.shows is None:
+            await self._refuse_after_defer(interaction, reply.text)
             return
-        if not job.status.finished:
-            await self._refuse_after_defer(interaction, f"job #{job.id} is {job.status}; its result comes when it ends")
-            return
-        await self._final(job, interaction)
+        await self._final(reply.shows, interaction)
 
 
 def _result_text(job: JobRecord) -> str:
@@ -459,23 +436,7 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _result_files(job: JobRecord, limit: int) -> list[discord.File]:
-    """The job's images, each within Discord's upload limit: the PNG with its parameters where it fits,
-    else a JPEG of it (scaled down if need be). The PNG in history is never changed."""
-    files = []
-    share = max(limit // max(len(job.images), 1) - 1024, 1024)  # all of a batch goes in one message
-    for image in job.images:
-        path = Path(image.path)
-        data = path.read_bytes()
-        if len(data) <= share:
-            files.append(discord.File(io.BytesIO(data), path.name))
-            continue
-        with Image.open(path) as picture:
-            picture = picture.convert("RGB")
-            for scale in (1.0, 0.75, 0.5, 0.35, 0.25):
-                size = (max(1, int(picture.width * scale)), max(1, int(picture.height * scale)))
-                buffer = io.BytesIO()
-                picture.resize(size, Image.Resampling.LANCZOS).save(buffer, format="JPEG", quality=90)
-                if buffer.tell() <= share:
-                    break
-        files.append(discord.File(io.BytesIO(buffer.getvalue()), path.with_suffix(".jpg").name))
-    return files
+    """The job's images for one message (all of a batch goes in one), each within Discord's upload limit."""
+    share = max(limit // max(len(job.images), 1) - 1024, 1024)
+    return [discord.File(io.BytesIO(data), name)
+            for name, data in (fitted(Path(image.path), share) for image in job.images)]

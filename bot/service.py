@@ -33,11 +33,13 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Reply:
-    """What to tell the person now; job is set when a job was queued (its events follow)."""
+    """What to tell the person now; job is set when a job was queued (its events follow); shows is a
+    finished job whose result the frontend should send again (/history #N)."""
 
     text: str
     job: JobRecord | None = None
     error: bool = False
+    shows: JobRecord | None = None
 
 
 def describe(params: JobParams, seed: int | None = None) -> str:
@@ -125,6 +127,8 @@ class Service:
             raise CommandError("only /imagine takes an image")
         if isinstance(command, Rerun):
             return await self.rerun(owner, command)
+        if isinstance(command, ShowHistory) and command.job_id is not None:
+            return await self.show_again(owner, command.job_id)
         if isinstance(command, ShowHistory):
             return Reply(await self.history_text(owner, command.limit))
         if isinstance(command, Cancel):
@@ -236,6 +240,17 @@ class Service:
         if job is None or not _visible(job, owner):
             raise CommandError(f"there is no job #{job_id}")
         return job
+
+    async def show_again(self, owner: Owner, job_id: int) -> Reply:
+        """A finished job's result once more, for someone who could see it (a post that failed, say)."""
+        job = await self.visible_job(owner, job_id)
+        if not job.status.finished:
+            raise CommandError(f"job #{job.id} is {job.status}; its result comes when it ends")
+        lines = [f"#{job.id} {job.status}: {getattr(job.params, 'prompt', '')} — {describe(job.params)}"]
+        lines += [f"    {image.path}  seed {image.seed}" for image in job.images]
+        if job.error:
+            lines.append(f"    {job.error}")
+        return Reply("\n".join(lines), shows=job)
 
     async def remember_message(self, platform: str, chat_id: str, message_id: str, job_id: int) -> None:
         """A chat message now shows this job; after a restart, replies and buttons on it find the job."""

@@ -1,0 +1,25 @@
+"""Result images as chat platforms take them: the PNG with its parameters where it fits, else a JPEG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+
+def fitted(path: Path, limit: int) -> tuple[str, bytes]:
+    """(file name, bytes) of a result within `limit` bytes: the PNG itself where it fits, else a JPEG of it,
+    scaled down if need be. The PNG on disk, with its parameters, is never changed."""
+    data = path.read_bytes()
+    if len(data) <= limit:
+        return path.name, data
+    with Image.open(path) as picture:
+        picture = picture.convert("RGB")
+        for scale in (1.0, 0.75, 0.5, 0.35, 0.25, 0.1):
+            size = (max(1, int(picture.width * scale)), max(1, int(picture.height * scale)))
+            buffer = io.BytesIO()
+            picture.resize(size, Image.Resampling.LANCZOS).save(buffer, format="JPEG", quality=90)
+            if buffer.tell() <= limit:
+                break
+    return path.with_suffix(".jpg").name, buffer.getvalue()
