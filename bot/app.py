@@ -64,7 +64,7 @@ def configure_logging(data_dir: Path, verbose: bool) -> None:
 
 def build_engines(config: Config) -> dict[JobKind, Engine]:
     """The engine for each kind of job; the weights load on the first job that needs them."""
-    diffusion = DiffusionEngine(config.generation)
+    diffusion = DiffusionEngine(config.generation, config.sketch)
     return {kind: diffusion for kind in DiffusionEngine.KINDS}
 
 

@@ -34,19 +34,27 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("console", parents=[common], help="talk to easel in this terminal, or pipe commands into it")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (draws noise) for tests")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--controlnet", type=Path, metavar="DIR",
+                      help="also write a matching tiny ControlNet here (for [sketch] controlnet)")
     args = parser.parse_args(argv)
     config_file, verbose = getattr(args, "config", None), getattr(args, "verbose", False)
 
     if args.command == "make-tiny-model":
-        from generation.tiny import make_tiny_model
+        from generation.tiny import make_tiny_controlnet, make_tiny_model
 
+        target = args.dir
         try:
-            folder = make_tiny_model(args.dir)
+            folder = make_tiny_model(target)
+            if args.controlnet is not None:
+                target = args.controlnet
+                make_tiny_controlnet(folder, target)
         except OSError as exc:  # a file in the way, a read-only folder, a full disk
-            print(f"easel: cannot write a model to {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"easel: cannot write a model to {target}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print(f"wrote a tiny random-weight Stable Diffusion model to {folder} (it draws noise, not pictures);")
         print(f'use it with [generation] model = "{folder}"')
+        if args.controlnet is not None:
+            print(f'and a tiny ControlNet in {args.controlnet}: [sketch] controlnet = "{args.controlnet}"')
         return 0
 
     try:

@@ -33,6 +33,8 @@ class Settings:
     count: int | None = None
     strength: float | None = None
     scheduler: str | None = None
+    mode: str | None = None  # /sketch only
+    control_scale: float | None = None  # /sketch only
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -44,6 +46,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Imagine:
+    prompt: str
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """A drawing (the attached image) → a picture that follows its lines."""
+
     prompt: str
     settings: Settings
 
@@ -80,7 +90,7 @@ class Help:
     pass
 
 
-Command = Imagine | Rerun | ShowHistory | Cancel | ShowQueue | Help
+Command = Imagine | Sketch | Rerun | ShowHistory | Cancel | ShowQueue | Help
 
 
 # ---- values ------------------------------------------------------------------------------
@@ -116,6 +126,16 @@ def _pair(name: str, separator: str, example: str) -> Callable[[str], tuple[int,
     return parse
 
 
+SKETCH_MODES = ("scribble", "img2img", "pix2pix")
+
+
+def _mode(text: str) -> str:
+    mode = text.lower()
+    if mode not in SKETCH_MODES:
+        raise CommandError(f"unknown mode {text!r}; choose one of: {', '.join(SKETCH_MODES)}")
+    return mode
+
+
 def _scheduler(text: str) -> str:
     name = text.lower().replace("-", "_").replace("+", "p")
     if name not in SCHEDULERS:
@@ -144,6 +164,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("n", ("count",), _int("n"), "how many images (seeds s, s+1, …)"),
     Option("strength", (), _float("strength"), "image→image: just above 0 stays close to the input, 1 ignores it"),
     Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}"),
+    Option("mode", (), _mode, "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix"),
+    Option("control", ("control_scale",), _float("control"), "/sketch: how strongly the drawing steers, 0–2"),
 )
 _BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
 
@@ -222,6 +244,8 @@ def _settings(values: dict[str, object], defaults: DefaultsConfig) -> Settings:
         count=values.get("n"),
         strength=values.get("strength"),
         scheduler=values.get("scheduler"),
+        mode=values.get("mode"),
+        control_scale=values.get("control"),
     )
 
 
@@ -236,7 +260,7 @@ def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
     return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
 
 
-_COMMAND_NAMES = ("imagine", "rerun", "history", "cancel", "queue", "help", "start")
+_COMMAND_NAMES = ("imagine", "sketch", "rerun", "history", "cancel", "queue", "help", "start")
 
 
 def parse(text: str, defaults: DefaultsConfig) -> Command:
@@ -250,12 +274,13 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         example = f"/{text.strip()}" if head.split("@", 1)[0] in _COMMAND_NAMES else f"/imagine {text.strip()}"
         raise CommandError(f"commands start with /, e.g. {example} (/help lists them)")
     name = head[1:].split("@", 1)[0]  # Telegram appends @botname in groups
-    if name == "imagine":
+    if name in ("imagine", "sketch"):
         free, values = _split_options(rest, loose_keys=True)
         prompt = " ".join(free).strip()
         if not prompt:
-            raise CommandError("the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk")
-        return Imagine(prompt, _settings(values, defaults))
+            raise CommandError(f"the prompt is empty; describe what to draw, e.g. /{name} a red lighthouse at dusk")
+        settings = _settings(values, defaults)
+        return Imagine(prompt, settings) if name == "imagine" else Sketch(prompt, settings)
     if name == "rerun":
         free, values = _split_options(rest, loose_keys=False)
         if len(free) > 1:
@@ -275,7 +300,7 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         return ShowQueue()
     if name in ("help", "start"):
         return Help()
-    raise CommandError(f"unknown command /{name}; commands are /imagine, /rerun, /history, /cancel, /queue, /help")
+    raise CommandError(f"unknown command /{name}; commands are /imagine, /sketch, /rerun, /history, /cancel, /queue, /help")
 
 
 def _rerun_target(target: str | None) -> tuple[int | None, int | None]:
@@ -307,8 +332,10 @@ def _typed_values(given: Mapping[str, object]) -> dict[str, object]:
     return values
 
 
-def imagine_from_options(prompt: str, given: Mapping[str, object], defaults: DefaultsConfig) -> Imagine:
-    """/imagine from a slash command: typed options, plus any inline flags in the prompt ("a cat --seed 4")."""
+def imagine_from_options(
+    prompt: str, given: Mapping[str, object], defaults: DefaultsConfig, sketch: bool = False
+) -> Imagine | Sketch:
+    """/imagine (or /sketch) from a slash command: typed options, plus inline flags in the prompt ("a cat --seed 4")."""
     free, inline = _split_options(prompt.split(), loose_keys=True)
     typed = _typed_values(given)
     for name in inline:
@@ -317,7 +344,7 @@ def imagine_from_options(prompt: str, given: Mapping[str, object], defaults: Def
     text = " ".join(free).strip()
     if not text:
         raise CommandError("the prompt is empty; describe what to draw, e.g. a red lighthouse at dusk")
-    return Imagine(text, _settings({**inline, **typed}, defaults))
+    return (Sketch if sketch else Imagine)(text, _settings({**inline, **typed}, defaults))
 
 
 def rerun_from_options(ref: str | None, given: Mapping[str, object], defaults: DefaultsConfig) -> Rerun:
@@ -354,6 +381,7 @@ def _no_more(name: str, extra: list[str]) -> None:
 def help_text(limits: LimitsConfig) -> str:
     lines = [
         "/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
+        "/sketch <prompt> [--mode scribble|img2img|pix2pix] [--control F] — a drawing (attached) → a picture",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
         "/history [N | #JOB] — your last N jobs, or job N's result again    /queue — what is waiting",
         "/cancel [#JOB] — stop a job",

@@ -26,7 +26,7 @@ from bot.pacing import Pending
 from bot.service import Attachment, Reply, Service, describe
 from generation.queue import EventKind, JobEvent
 from storage.images import BadImageError, read_image_file
-from storage.records import Owner
+from storage.records import Owner, SketchParams
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,8 @@ class ConsoleFrontend:
             self.say(f"#{job.id} done: {first.path}  {describe(job.params, first.seed)}")
             for image in more:
                 self.say(f"    {image.path}  seed {image.seed}")
+            if isinstance(job.params, SketchParams):  # what the model saw, beside what it drew
+                self.say(f"    control image: {self.service.images.input_path(job.params.control_sha256)}")
         elif event.kind is EventKind.FAILED:
             self.failures += 1
             self.say(f"#{job.id} failed: {event.error}")

@@ -211,6 +211,32 @@ class DiscordFrontend:
             await self._queue_job(interaction, lambda: commands.imagine_from_options(prompt, options, self.defaults),
                                   image)
 
+        @tree.command(name="sketch", description="A drawing → a picture that follows its lines")
+        @app_commands.describe(
+            image="a photo of the drawing, or the file", prompt="what it shows; flags work here too",
+            mode=_help("mode"), control=_help("control"), negative=_help("negative"), seed=_help("seed"),
+            steps=_help("steps"), cfg=_help("cfg"), scheduler=_help("scheduler"),
+        )
+        @app_commands.choices(scheduler=schedulers,
+                              mode=[app_commands.Choice(name=mode, value=mode) for mode in commands.SKETCH_MODES])
+        async def sketch(
+            interaction: discord.Interaction,
+            image: discord.Attachment,
+            prompt: app_commands.Range[str, 1, limits.max_prompt_chars],
+            mode: str | None = None,
+            control: app_commands.Range[float, 0.0, 2.0] | None = None,
+            negative: app_commands.Range[str, 1, limits.max_prompt_chars] | None = None,
+            seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+            steps: app_commands.Range[int, 1, limits.max_steps] | None = None,
+            cfg: app_commands.Range[float, 0.0, float(limits.max_cfg)] | None = None,
+            scheduler: str | None = None,
+        ) -> None:
+            options = dict(mode=mode, control=control, negative=negative, seed=seed, steps=steps, cfg=cfg,
+                           scheduler=scheduler)
+            await self._queue_job(
+                interaction, lambda: commands.imagine_from_options(prompt, options, self.defaults, sketch=True), image
+            )
+
         @tree.command(name="rerun", description="Redraw a job: your last one, your latest with a seed, or #job")
         @app_commands.describe(
             ref="a seed (your latest job with it) or #job; empty = your last job", steps=_help("steps"),

@@ -11,7 +11,7 @@ from generation.prompts import PromptError, parse_attention
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.errors import EaselError
 from storage.images import MAX_UPLOAD_PIXELS, plain_number
-from storage.records import Img2ImgParams, JobParams
+from storage.records import Img2ImgParams, JobParams, SketchParams
 
 MAX_SEED = 2**32 - 1
 
@@ -74,6 +74,8 @@ def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem
         problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {plain_number(params.strength)}"))
     elif isinstance(params, Img2ImgParams) and int(params.steps * params.strength) < 1:
         problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
+    if isinstance(params, SketchParams) and not 0 <= params.control_scale <= 2:
+        problems.append(LimitProblem("control_scale", f"control must be 0–2, got {plain_number(params.control_scale)}"))
     for side, value in (("width", params.width), ("height", params.height)):
         if value % 8 or not 64 <= value <= limits.max_side:
             problems.append(LimitProblem(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 from bot import commands
-from bot.commands import Cancel, Command, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue
+from bot.commands import Cancel, Command, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue, Sketch
 from bot.config import Config
 from bot.limits import MAX_SEED, CommandError, check_params
 from generation.queue import JobEvent, JobQueue
@@ -17,7 +18,16 @@ from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, open_upload, plain_number
-from storage.records import DiffusionParams, Img2ImgParams, JobParams, JobRecord, JobStatus, Owner, Txt2ImgParams
+from storage.records import (
+    DiffusionParams,
+    Img2ImgParams,
+    JobParams,
+    JobRecord,
+    JobStatus,
+    Owner,
+    SketchParams,
+    Txt2ImgParams,
+)
 
 log = logging.getLogger(__name__)
 _seeds = random.SystemRandom()
@@ -49,6 +59,8 @@ def describe(params: JobParams, seed: int | None = None) -> str:
         parts += [f"{params.steps} steps", f"cfg {plain_number(params.cfg)}", f"{params.width}x{params.height}"]
     if isinstance(params, Img2ImgParams):
         parts.append(f"strength {plain_number(params.strength)}")
+    if isinstance(params, SketchParams):
+        parts.append(f"{params.mode} {plain_number(params.control_scale)}" if params.mode == "scribble" else params.mode)
     return " · ".join(parts)
 
 
@@ -123,6 +135,8 @@ class Service:
     async def _run(self, owner: Owner, command: Command, attachments: Sequence[Attachment]) -> Reply:
         if isinstance(command, Imagine):
             return await self.imagine(owner, command, attachments)
+        if isinstance(command, Sketch):
+            return await self.sketch(owner, command, attachments)
         if attachments:
             raise CommandError("only /imagine takes an image")
         if isinstance(command, Rerun):
@@ -143,6 +157,8 @@ class Service:
         defaults, settings = self.config.defaults, command.settings
         if len(attachments) > 1:
             raise CommandError("attach one image at most")
+        if settings.mode is not None or settings.control_scale is not None:
+            raise CommandError("--mode and --control are for /sketch")
         drawing = dict(
             prompt=command.prompt, negative_prompt=defaults.negative_prompt,
             seed=_seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps,
@@ -178,6 +194,48 @@ class Service:
                     await asyncio.to_thread(self.images.discard_input, sha256)
                 raise
 
+    async def sketch(self, owner: Owner, command: Sketch, attachments: Sequence[Attachment]) -> Reply:
+        """A drawing → a picture: the drawing is cleaned into the control image the model sees, kept with the job."""
+        from generation.scribble import control_image, is_coloured, pix2pix_input  # numpy and OpenCV, no torch
+
+        defaults, settings, limits = self.config.defaults, command.settings, self.config.limits
+        if len(attachments) != 1:
+            raise CommandError("attach the drawing: a photo of it or the file (console: /sketch a house --image house.jpg)")
+        if settings.width is not None:
+            raise CommandError("/sketch takes its size from the drawing; leave out --ar and --size")
+        photo = await asyncio.to_thread(
+            open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
+        )
+        mode = settings.mode or ("img2img" if await asyncio.to_thread(is_coloured, photo) else "scribble")
+        if mode == "img2img":  # filled colour areas steer image→image well; lines alone do not
+            plain = dataclasses.replace(settings, mode=None, control_scale=None)
+            reply = await self.imagine(owner, Imagine(command.prompt, plain), attachments)
+            why = "" if settings.mode else ", a coloured drawing: drawn by image→image (--mode scribble to follow its lines)"
+            return dataclasses.replace(reply, text=reply.text + why)
+        if mode == "pix2pix" and not self.config.sketch.pix2pix:
+            raise CommandError("--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
+        control = await asyncio.to_thread(pix2pix_input if mode == "pix2pix" else control_image, photo)
+        params: JobParams = SketchParams(
+            prompt=command.prompt, negative_prompt=defaults.negative_prompt,
+            seed=_seeds.randrange(0, MAX_SEED - limits.max_count + 1), steps=defaults.steps, cfg=defaults.cfg,
+            width=control.width, height=control.height, count=1, scheduler=defaults.scheduler, mode=mode,
+            control_scale=self.config.sketch.control_scale, input_sha256="", control_sha256="",
+        )
+        params = _without_controls(dataclasses.replace(settings, mode=mode).apply(params))
+        check_params(params, limits)
+        self.queue.check_available(params.kind)
+        async with self._inputs:
+            kept = [await asyncio.to_thread(self.images.add_input, image) for image in (photo, control)]
+            try:
+                params = params.replace(input_sha256=kept[0][0], control_sha256=kept[1][0])
+                reply = await self._submit(owner, params, None, "")
+            except EaselError:
+                for sha256, new in kept:
+                    if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
+                        await asyncio.to_thread(self.images.discard_input, sha256)
+                raise
+        return dataclasses.replace(reply, text=f"{reply.text} · {mode}")
+
     async def rerun(self, owner: Owner, command: Rerun) -> Reply:
         if command.job_id is not None:
             parent = await self.visible_job(owner, command.job_id)  # another chat's jobs are not even named
@@ -203,6 +261,11 @@ class Service:
         if command.settings.strength is not None and not isinstance(base, Img2ImgParams):
             # Applied to a text→image job it would be stored and silently ignored.
             raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
+        if command.settings.control_scale is not None and not isinstance(base, SketchParams):
+            raise CommandError(f"control is for /sketch; job #{parent.id} had no drawing")
+        if command.settings.mode is not None and getattr(base, "mode", None) != command.settings.mode:
+            # Each mode sees the drawing cleaned its own way: that needs the drawing, not this job's control image.
+            raise CommandError("a rerun keeps its mode; send the drawing again with /sketch --mode …")
         params = _without_controls(command.settings.apply(base))
         params = params.replace(vae_tiling=_tiling_to_repeat(parent, params))
         check_params(params, self.config.limits)

@@ -42,6 +42,7 @@ TEXT_LIMIT = 4096
 IMAGE_TYPES = "a photo, or a PNG, JPEG, WebP, GIF or BMP file"
 COMMANDS = (
     ("imagine", "draw a picture: /imagine a red lighthouse --seed 42"),
+    ("sketch", "send a photo of a drawing with a caption: a small house"),
     ("rerun", "redraw: reply to a result with /rerun steps=350"),
     ("history", "your last jobs; /history #17 sends one again"),
     ("cancel", "stop your latest job, or /cancel 17"),
@@ -204,15 +205,14 @@ class TelegramFrontend:
                                            "(flags work too: a red sports car --seed 7).")
                 return
             caption = self.config.default_prompt
-        text = caption if caption.startswith("/") else f"/imagine {caption}"
+        text = caption if caption.startswith("/") else f"/sketch {caption}"  # a photo of a drawing, as a rule
         try:
             data = await (await context.bot.get_file(file_id)).download_as_bytearray()
         except TelegramError as exc:
             await self._reply(message, f"could not download the image from Telegram: {exc.message}")
             return
         reply = await self.service.handle(self._owner(update), text, [Attachment(name, bytes(data))])
-        # Sketch-to-photo is not part of this easel yet: say what the photo became.
-        await self._submitted(message, reply, note=" · image→image (sketch-to-photo is not set up)")
+        await self._submitted(message, reply)
 
     def _file_problem(self, message: Message) -> tuple[str | None, str, str]:
         """(what is wrong, file id, file name), checked on the metadata before anything is downloaded."""
@@ -259,7 +259,7 @@ class TelegramFrontend:
         with contextlib.suppress(TelegramError):
             await message.reply_text(_clip(text, TEXT_LIMIT))
 
-    async def _submitted(self, message: Message, reply: Reply, note: str = "") -> None:
+    async def _submitted(self, message: Message, reply: Reply) -> None:
         """A command's answer; a queued job's answer is its status message, edited from then on."""
         if reply.shows is not None:
             await self._send_result(reply.shows, reply_to=message.message_id)
@@ -269,7 +269,7 @@ class TelegramFrontend:
             return
         job = reply.job
         try:
-            sent = await message.reply_text(_clip(f"{reply.text}{note} — {getattr(job.params, 'prompt', '')}", TEXT_LIMIT))
+            sent = await message.reply_text(_clip(f"{reply.text} — {getattr(job.params, 'prompt', '')}", TEXT_LIMIT))
         except TelegramError:
             log.warning("could not post job #%d's status in Telegram chat %s", job.id, message.chat_id, exc_info=True)
             return

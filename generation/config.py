@@ -24,3 +24,18 @@ class GenerationConfig(BaseModel):
     memory: MemoryProfile = "auto"
     dtype: DType = "auto"
     preview_every: int = Field(5, ge=0, le=1000)
+
+
+DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_scribble"
+
+
+class SketchConfig(BaseModel):
+    """[sketch]: what turns a drawing into a picture."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A ControlNet for SD 1.5 as a hub id or a local diffusers folder: scribble by default; lineart,
+    # softedge or canny ones work the same way (control_v11p_sd15_lineart, …).
+    controlnet: str = Field(DEFAULT_CONTROLNET, min_length=1)
+    pix2pix: str = ""  # a pix2pix edges→photo generator (.pth state dict) for --mode pix2pix; empty = off
+    control_scale: float = Field(1.0, ge=0, le=2)  # the default conditioning scale

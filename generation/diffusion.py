@@ -12,11 +12,16 @@ import diffusers
 import huggingface_hub
 import torch
 import transformers
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers import (
+    ControlNetModel,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+)
 from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image
 
-from generation.config import GenerationConfig
+from generation.config import GenerationConfig, SketchConfig
 from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress
 from generation.load_errors import (
     SINGLE_FILE_SUFFIXES,
@@ -37,7 +42,7 @@ from generation.memory import MemoryPlan, apply_plan, needs_tiling, plan_memory
 from generation.preview import latent_preview
 from generation.prompts import encode_prompts
 from generation.schedulers import SCHEDULERS
-from storage.records import DiffusionParams, Img2ImgParams, JobKind, RunInfo, is_hub_id
+from storage.records import DiffusionParams, Img2ImgParams, JobKind, RunInfo, SketchParams, is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +83,15 @@ def file_sha256(path: Path) -> str:
 class DiffusionEngine:
     """Loads the configured model on first use and runs txt2img / img2img jobs on it."""
 
-    KINDS = (JobKind.TXT2IMG, JobKind.IMG2IMG)  # the job kinds this engine draws
+    KINDS = (JobKind.TXT2IMG, JobKind.IMG2IMG, JobKind.SKETCH)  # the job kinds this engine draws
 
-    def __init__(self, config: GenerationConfig) -> None:
+    def __init__(self, config: GenerationConfig, sketch: SketchConfig | None = None) -> None:
         self.config = config
+        self.sketch = sketch or SketchConfig()
         self._txt2img: StableDiffusionPipeline | None = None
         self._img2img: StableDiffusionImg2ImgPipeline | None = None
+        self._controlled: StableDiffusionControlNetPipeline | None = None  # built on the first sketch job
+        self._pix2pix = None  # the pix2pix generator, loaded on the first pix2pix job
         self._plan: MemoryPlan | None = None
         self._device: torch.device | None = None
         self._model_hash: str | None = None
@@ -255,8 +263,11 @@ class DiffusionEngine:
         if progress.cancelled:  # a load can take minutes (a first download); honour a cancel made meanwhile
             raise JobCancelled("cancelled while the model loaded")
         self._check_thread()
+        if isinstance(params, SketchParams) and params.mode == "pix2pix":
+            return self._run_pix2pix(params, inputs, progress)
         img2img = isinstance(params, Img2ImgParams)
-        pipe = self._img2img if img2img else self._txt2img
+        sketch = isinstance(params, SketchParams)
+        pipe = self._img2img if img2img else self._controlnet_pipe() if sketch else self._txt2img
         self._activate_offload(pipe)
         tiling = self._tiling(params)
         if tiling:
@@ -298,18 +309,65 @@ class DiffusionEngine:
             generator=generators,
             callback_on_step_end=on_step_end,
         )
+        if (img2img or sketch) and len(inputs) != 1:
+            raise ValueError(f"{params.kind} job with {len(inputs)} input images instead of 1")
         with torch.inference_mode():
             if img2img:
-                if len(inputs) != 1:
-                    raise ValueError(f"img2img job with {len(inputs)} input images instead of 1")
                 image = inputs[0].convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
                 output = pipe(image=image, strength=params.strength, **common)
+            elif sketch:
+                # The stored control image is already the job's size; NEAREST keeps its lines crisp if not.
+                control = inputs[0].convert("RGB").resize((params.width, params.height), Image.Resampling.NEAREST)
+                output = pipe(image=control, height=params.height, width=params.width,
+                              controlnet_conditioning_scale=params.control_scale,
+                              control_guidance_start=params.guidance_start, control_guidance_end=params.guidance_end,
+                              **common)
             else:
                 output = pipe(height=params.height, width=params.width, **common)
         if pipe.interrupt:
             raise JobCancelled("cancelled while running")
-        run = dataclasses.replace(self.run_info(), vae_tiling=tiling)
+        run = dataclasses.replace(self.run_info(), vae_tiling=tiling,
+                                  controlnet=self.sketch.controlnet if sketch else None)
         return EngineResult(images=tuple(output.images), seeds=params.seeds, run=run)
+
+    def _controlnet_pipe(self) -> StableDiffusionControlNetPipeline:
+        """The ControlNet pipeline on the SAME modules as text→image: only the ControlNet's weights are new."""
+        if self._controlled is not None:
+            return self._controlled
+        dtype = getattr(torch, self._plan.dtype)
+        name = self.sketch.controlnet
+        try:
+            controlnet = ControlNetModel.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir()
+                                                         else name, torch_dtype=dtype)
+        except Exception as exc:
+            message = (f"could not load the ControlNet {name!r} ([sketch] controlnet): {sentence(reason(root(exc)))} "
+                       "Set [sketch] controlnet to a local diffusers ControlNet folder or a hub id such as "
+                       "'lllyasviel/control_v11p_sd15_scribble', or connect once so it can be downloaded.")
+            log.error("ControlNet load failed: %s", message, exc_info=exc)
+            raise ModelLoadError(message) from exc
+        if self._hooked is not None:  # offload hooks sit on the shared modules: rebuild them for the new pipe
+            self._hooked.remove_all_hooks()
+            self._hooked = None
+        pipe = StableDiffusionControlNetPipeline.from_pipe(self._txt2img, controlnet=controlnet, dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        if self._plan.offload == "none":
+            controlnet.to(self._device)
+        self._controlled = pipe
+        log.info("loaded ControlNet %s beside %s", name, self.config.model)
+        return pipe
+
+    def _run_pix2pix(self, params: SketchParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+        from generation.pix2pix import draw_pix2pix, load_pix2pix
+
+        if not self.sketch.pix2pix:
+            raise ModelLoadError("--mode pix2pix needs [sketch] pix2pix set to a pix2pix generator (.pth)")
+        if self._pix2pix is None:
+            self._pix2pix = load_pix2pix(Path(self.sketch.pix2pix).expanduser(), self._device)
+        image = draw_pix2pix(self._pix2pix, inputs[0])
+        progress.step(1, 1, None)
+        run = dataclasses.replace(self.run_info(), controlnet=f"pix2pix:{Path(self.sketch.pix2pix).name}")
+        # One generator, no noise: every seed of a batch would draw the same picture.
+        return EngineResult(images=(image,), seeds=params.seeds[:1], run=run)
 
     def _tiling(self, params: DiffusionParams) -> bool:
         # A rerun asks for what its original did; a new job tiles only if it would not fit otherwise.

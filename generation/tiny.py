@@ -106,3 +106,23 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     finally:
         transformers.utils.logging.enable_progress_bar()
     return out_dir
+
+
+def make_tiny_controlnet(model_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """Write a random-weight ControlNet shaped for the tiny model in model_dir (as control_v11p_sd15_* is
+    for SD 1.5), built from its UNet's config; nothing is downloaded."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(Path(model_dir) / "unet")
+    # from_unet copies the UNet's encoder; the control image is embedded down to latent size by small convs.
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    with torch.no_grad():  # a fresh ControlNet's zero convolutions would make it do nothing at all
+        zero = (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                controlnet.controlnet_cond_embedding.conv_out)
+        for module in zero:
+            module.weight.normal_(0, 0.2)
+    controlnet.save_pretrained(out_dir)
+    return out_dir

@@ -26,7 +26,7 @@ from storage.records import (
     params_to_json,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
 # a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
@@ -50,6 +50,7 @@ CREATE TABLE {name} (
     diffusers_version TEXT,
     torch_version TEXT,
     vae_tiling INTEGER,
+    controlnet TEXT,
     parent_id INTEGER REFERENCES jobs(id),
     status TEXT NOT NULL,
     error TEXT,
@@ -84,11 +85,11 @@ _INDEXES_AND_IMAGES = (
 
 _RUN_COLUMNS = (
     "model", "model_hash", "memory_profile", "attention", "dtype", "device",
-    "diffusers_version", "torch_version", "vae_tiling",
+    "diffusers_version", "torch_version", "vae_tiling", "controlnet",
 )
 # What versions 1 and 2 share, copied as it is by the migration.
 _KEPT_COLUMNS = (
-    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *_RUN_COLUMNS[:-1],
+    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *_RUN_COLUMNS[:-2],
     "parent_id", "status", "error", "crashes", "created_at", "started_at", "finished_at",
 )
 
@@ -179,7 +180,9 @@ def _create_or_upgrade(path: Path) -> None:
             if not has_jobs:
                 db.execute(_JOBS_TABLE.format(name="jobs"))
             elif version < 2:
-                _migrate_v1(db)
+                _migrate_v1(db)  # builds the current table, controlnet column included
+            elif version < 4:
+                db.execute("ALTER TABLE jobs ADD COLUMN controlnet TEXT")  # version 4: sketch jobs
             for statement in _INDEXES_AND_IMAGES:
                 db.execute(statement)
             problems = db.execute("PRAGMA foreign_key_check").fetchall()

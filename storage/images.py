@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from storage.errors import EaselError
-from storage.records import Img2ImgParams, JobParams, RunInfo, is_hub_id
+from storage.records import Img2ImgParams, JobParams, RunInfo, SketchParams, is_hub_id
 
 # Our scheduler keys → (Sampler, Schedule type) as AUTOMATIC1111 writes them, so its PNG Info tab reads
 # our files and reproduces the schedule. Since A1111 1.9 the sigma schedule is its own field and a bare
@@ -81,6 +81,12 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
         fields.append(("Model", _model_name(run.model)))
     if isinstance(params, Img2ImgParams):
         fields.append(("Denoising strength", plain_number(params.strength)))
+    if isinstance(params, SketchParams) and params.mode == "scribble":
+        # As A1111's ControlNet extension writes a unit: our drawing clean-up is done before, so no module.
+        controlnet = _model_name(run.controlnet) if run is not None and run.controlnet else "unknown"
+        fields.append(("ControlNet 0", f"Module: none, Model: {controlnet}, Weight: {plain_number(params.control_scale)}, "
+                                       f"Resize Mode: Just Resize, Guidance Start: {plain_number(params.guidance_start)}, "
+                                       f"Guidance End: {plain_number(params.guidance_end)}, Control Mode: Balanced"))
     # Our initial noise comes from a CPU torch.Generator per image; A1111 defaults to GPU noise.
     fields.append(("RNG", "CPU"))
     lines.append(", ".join(f"{key}: {_quote(str(value))}" for key, value in fields if value is not None))

@@ -21,6 +21,7 @@ class JobKind(StrEnum):
 
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
+    SKETCH = "sketch"
 
 
 class JobStatus(StrEnum):
@@ -125,8 +126,33 @@ class Img2ImgParams(DiffusionParams):
         return (self.input_sha256,)
 
 
+SketchMode = Literal["scribble", "pix2pix"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SketchParams(DiffusionParams):
+    """A drawing → a photo-like image: Stable Diffusion steered by a ControlNet through the cleaned drawing
+    (scribble), or a pix2pix edges→photo generator. The cleaned control image is kept with the job."""
+
+    kind: Literal[JobKind.SKETCH] = JobKind.SKETCH
+    mode: SketchMode = "scribble"
+    control_scale: float = 1.0  # how strongly the drawing steers (A1111's ControlNet "Weight")
+    guidance_start: float = 0.0  # the share of the steps before the ControlNet starts steering
+    guidance_end: float = 1.0  # … and after which it stops
+    input_sha256: str  # the photo as sent
+    control_sha256: str  # what the model saw: white lines on black (scribble) or dark on white (pix2pix)
+
+    @property
+    def effective_steps(self) -> int:
+        return 1 if self.mode == "pix2pix" else self.steps
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.control_sha256,)
+
+
 # One class per kind; a new kind adds its class here and nothing to the database schema.
-JobParams = Txt2ImgParams | Img2ImgParams
+JobParams = Txt2ImgParams | Img2ImgParams | SketchParams
 _PARAMS = TypeAdapter(Annotated[JobParams, Field(discriminator="kind")])
 
 
@@ -153,6 +179,7 @@ class RunInfo:
     diffusers_version: str
     torch_version: str
     vae_tiling: bool = False  # whether the VAE decoded in tiles; it changes the pixels, so reruns repeat it
+    controlnet: str | None = None  # the ControlNet (or pix2pix file) that steered a sketch job
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from generation.tiny import make_tiny_model  # noqa: E402
+from generation.tiny import make_tiny_controlnet, make_tiny_model  # noqa: E402
 from storage.records import Img2ImgParams, JobKind, JobParams, Txt2ImgParams  # noqa: E402
 
 torch.set_num_threads(1)
@@ -24,6 +24,12 @@ torch.set_num_threads(1)
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diffusers folder (model_index.json, unet, vae, text encoder, tokenizer) written once per session."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A diffusers ControlNet folder shaped for the tiny model, as control_v11p_sd15_scribble is for SD 1.5."""
+    return make_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("tiny-controlnet"))
 
 
 def params(**changes: object) -> JobParams:

@@ -159,7 +159,7 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path,
         "error: steps must be 1–500, got 100000",
         "error: width must be a multiple of 8 from 64 to 2048, got 99999",
         "error: unknown option --frobnicate; options are --no, --seed, --steps, --cfg, --ar, --size, --n, "
-        "--strength, --scheduler",
+        "--strength, --scheduler, --mode, --control",
         "error: the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk",
         f"error: {NOT_AN_IMAGE}",
         "error: cannot read --image missing.png: No such file or directory",
@@ -558,3 +558,28 @@ async def test_a_job_waiting_for_disk_space_is_shown_as_waiting_not_failed(tmp_p
         reason = f"job #{job.id} could not be saved (No space left on device); it waits in the queue"
         frontend._on_event(JobEvent(EventKind.STALLED, job, position=1, error=reason))
     assert out.getvalue() == f"#{job.id} waits: {reason}\n" and frontend.failures == 0
+
+
+def test_sketch_prints_the_result_and_its_control_image_and_reruns_pixel_for_pixel(
+    workdir: Path, tiny_controlnet: Path, console
+) -> None:
+    from PIL import ImageDraw
+
+    config = workdir / "config.toml"
+    config.write_text(config.read_text() + f'[sketch]\ncontrolnet = "{tiny_controlnet}"\n', encoding="utf-8")
+    photo = Image.new("RGB", (300, 220), (236, 230, 214))  # off-white paper, a pencil house
+    pen = ImageDraw.Draw(photo)
+    pen.rectangle((90, 100, 210, 200), outline=(70, 70, 70), width=3)
+    pen.line((90, 100, 150, 40, 210, 100), fill=(90, 90, 90), width=2)
+    photo.save(workdir / "house.jpg", quality=80)
+    result = console(workdir, "/sketch a small house --image house.jpg --seed 7 --steps 4\n/rerun 7\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = dict(DONE.findall(result.stdout))
+    assert sorted(done) == ["1", "2"], result.stdout
+    controls = re.findall(r"^    control image: (\S+)$", result.stdout, re.MULTILINE)
+    assert len(controls) == 2 and controls[0] == controls[1]  # the rerun draws from the stored control image
+    with Image.open(workdir / controls[0]) as control:
+        lines = np.asarray(control.convert("L"))
+    assert control.size == (576, 448) and set(np.unique(lines)) <= {0, 255} and 0.005 < (lines > 0).mean() < 0.2
+    assert np.array_equal(pixels(workdir / done["1"]), pixels(workdir / done["2"]))
+    assert "ControlNet 0: " in parameters(workdir / done["1"]) and "Seed: 7" in parameters(workdir / done["2"])

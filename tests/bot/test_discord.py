@@ -21,7 +21,7 @@ from bot.app import build_engines
 from bot.config import Config, DefaultsConfig, DiscordConfig, QueueConfig, StorageConfig
 from bot.discord_app import DiscordFrontend
 from bot.service import Service
-from generation.config import GenerationConfig
+from generation.config import GenerationConfig, SketchConfig
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
@@ -46,8 +46,10 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         yield fake
 
 
-def make_config(tmp_path: Path, tiny_model: Path, fake: FakeDiscord, **discord: object) -> Config:
+def make_config(tmp_path: Path, tiny_model: Path, fake: FakeDiscord, controlnet: Path | None = None,
+                **discord: object) -> Config:
     return Config(
+        sketch=SketchConfig(controlnet=str(controlnet)) if controlnet else SketchConfig(),
         storage=StorageConfig(data_dir=tmp_path / "data"),
         generation=GenerationConfig(device="cpu", model=str(tiny_model), preview_every=1),
         defaults=DefaultsConfig(width=64, height=64, steps=4),
@@ -307,3 +309,21 @@ async def test_a_result_over_the_upload_limit_is_sent_as_a_jpeg_and_the_png_stay
                 assert image.format == "JPEG"
             job = await bot.history.get(1)
             assert Path(job.images[0].path).stat().st_size > 6000  # the PNG with its parameters, untouched
+
+
+async def test_sketch_takes_a_drawing_and_follows_it(fake: FakeDiscord, tmp_path: Path, tiny_model: Path,
+                                                    tiny_controlnet: Path) -> None:
+    from PIL import ImageDraw
+
+    drawing = Image.new("RGB", (160, 120), (240, 236, 225))
+    ImageDraw.Draw(drawing).rectangle((40, 30, 120, 100), outline=(60, 60, 60), width=3)
+    buffer = io.BytesIO()
+    drawing.save(buffer, format="JPEG")
+    async with easel(fake, make_config(tmp_path, tiny_model, fake, controlnet=tiny_controlnet)) as bot:
+        photo = fake.attachment("box.jpg", buffer.getvalue(), "image/jpeg")
+        exchange = await fake.interact(fake.slash("sketch", {"image": photo, "prompt": "a wooden crate",
+                                                            "seed": 4, "steps": 2, "control": 0.8}))
+        text = parameters(await result_of(fake, exchange))
+        assert "Seed: 4" in text and 'ControlNet 0: "Module: none' in text and "Weight: 0.8" in text
+        job = await bot.history.get(1)
+        assert job.params.kind == "sketch" and job.params.mode == "scribble" and job.params.control_scale == 0.8

@@ -423,7 +423,7 @@ async def test_limit_errors_are_replies_and_the_next_command_works(rig):
     )
     assert await rig.refused(ALICE, "/imagine " + "x" * 1001) == "the prompt is 1001 characters; the limit is 1000"
     assert await rig.refused(ALICE, "/imagine a cat --sed 4") == (
-        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler"
+        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler, --mode, --control"
     )
     assert await rig.refused(ALICE, "imagine a cat") == "commands start with /, e.g. /imagine a cat (/help lists them)"
     assert (await rig.ok(ALICE, "/imagine a cat")).text == "queued #1 (position 1)"
@@ -529,7 +529,7 @@ async def test_rerun_checks_its_settings(rig):
     await rig.ok(ALICE, "/imagine a cat --seed 3")
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
-        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler"
+        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler, mode, control"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 
@@ -704,3 +704,66 @@ async def test_control_characters_never_reach_the_job_or_its_png(rig):
     assert not any(ord(c) < 32 and c != "\n" or 127 <= ord(c) < 160 for c in text)
     typed = await rig.service.execute(ALICE, Imagine("x\x1by", Settings(negative_prompt="n\x07o")))
     assert (typed.job.params.prompt, typed.job.params.negative_prompt) == ("xy", "no")
+
+
+# ---- /sketch --------------------------------------------------------------------------------------
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+async def test_a_coloured_drawing_goes_to_image_to_image_and_says_so(make_rig, tiny_controlnet: Path):
+    from generation.config import SketchConfig
+    from tests.generation.sketches import crayon_drawing, degraded_sketches
+
+    rig = await make_rig(sketch=SketchConfig(controlnet=str(tiny_controlnet)))
+    coloured = await rig.ok(ALICE, "/sketch a sunny meadow", Attachment("crayons.jpg", jpeg(crayon_drawing())))
+    assert coloured.job.params.kind is JobKind.IMG2IMG
+    assert coloured.text.endswith("a coloured drawing: drawn by image→image (--mode scribble to follow its lines)")
+    forced = await rig.ok(ALICE, "/sketch a sunny meadow --mode scribble", Attachment("c.jpg", jpeg(crayon_drawing())))
+    assert forced.job.params.kind is JobKind.SKETCH and forced.text.endswith("· scribble")
+    _, _, pencil = degraded_sketches(0)[0]
+    lines = await rig.ok(ALICE, "/sketch a portrait --control 0.6", Attachment("pencil.jpg", jpeg(pencil)))
+    params = lines.job.params
+    assert params.kind is JobKind.SKETCH and params.control_scale == 0.6 and params.width % 64 == 0
+    assert rig.service.images.input_path(params.control_sha256).exists()
+    assert rig.service.images.input_path(params.input_sha256).exists()
+
+
+async def test_sketch_refusals_say_what_to_do(make_rig, tiny_controlnet: Path):
+    from generation.config import SketchConfig
+
+    rig = await make_rig(sketch=SketchConfig(controlnet=str(tiny_controlnet)))
+    drawing = Attachment("d.png", png(64, 64))
+    assert await rig.refused(ALICE, "/sketch a house") == (
+        "attach the drawing: a photo of it or the file (console: /sketch a house --image house.jpg)")
+    assert await rig.refused(ALICE, "/sketch a house --mode pix2pix", drawing) == (
+        "--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
+    assert await rig.refused(ALICE, "/sketch a house --ar 16:9", drawing) == (
+        "/sketch takes its size from the drawing; leave out --ar and --size")
+    assert await rig.refused(ALICE, "/sketch a house --control 3 --mode scribble", drawing) == "control must be 0–2, got 3"
+    assert await rig.refused(ALICE, "/imagine a house --mode scribble") == "--mode and --control are for /sketch"
+    assert (await rig.refused(ALICE, "/sketch a house --mode crayon", drawing)).startswith("unknown mode 'crayon'")
+
+
+async def test_pix2pix_mode_draws_with_the_configured_generator(make_rig, tiny_controlnet: Path, tmp_path: Path):
+    import torch
+
+    from generation.config import SketchConfig
+    from generation.pix2pix import UnetGenerator
+
+    generator = tmp_path / "latest_net_G.pth"
+    torch.manual_seed(0)
+    torch.save(UnetGenerator(ngf=4).state_dict(), generator)
+    rig = await make_rig(sketch=SketchConfig(controlnet=str(tiny_controlnet), pix2pix=str(generator)))
+    await rig.queue.start()
+    reply = await rig.ok(ALICE, "/sketch a shoe --mode pix2pix --seed 3", Attachment("shoe.png", png(200, 120)))
+    done = await rig.finished(reply.job.id)
+    assert done.kind is EventKind.DONE, done.error
+    with Image.open(done.job.images[0].path) as image:
+        assert image.size == (256, 256)
+    assert done.job.run.controlnet == "pix2pix:latest_net_G.pth"
+    again = await rig.ok(ALICE, "/rerun 3")
+    assert (await rig.finished(again.job.id)).kind is EventKind.DONE
+    assert np.array_equal(pixels(done.job.images[0].path), pixels((await rig.history.get(again.job.id)).images[0].path))

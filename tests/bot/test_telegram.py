@@ -20,7 +20,8 @@ from bot.app import build_engines
 from bot.config import Config, DefaultsConfig, QueueConfig, StorageConfig, TelegramConfig
 from bot.service import Service
 from bot.telegram_app import TelegramFrontend
-from generation.config import GenerationConfig
+from generation.config import GenerationConfig, SketchConfig
+from generation.tiny import make_tiny_controlnet
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
@@ -46,7 +47,9 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def make_config(tmp_path: Path, tiny_model: Path, fake: FakeTelegram, **telegram: object) -> Config:
+    controlnet = make_tiny_controlnet(tiny_model, tmp_path / "controlnet")
     return Config(
+        sketch=SketchConfig(controlnet=str(controlnet)),
         storage=StorageConfig(data_dir=tmp_path / "data"),
         generation=GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
         defaults=DefaultsConfig(width=64, height=64, steps=4),
@@ -105,7 +108,7 @@ async def test_commands_are_registered_and_a_captioned_photo_comes_back_drawn(bo
     fake.fail_next("sendPhoto", error_code=429, retry_after=1)  # flood control on the result
     await fake.push(fake.photo(sketch(), caption="a red sports car --seed 7"))
     status = await fake.wait_for_message(lambda m: m.from_bot and m.content.startswith("queued #1"), WAIT)
-    assert "image→image" in status.content and "a red sports car" in status.content
+    assert "· scribble" in status.content and "a red sports car" in status.content  # a drawing: sketch-to-photo
     photo = await fake.wait_for_message(result, WAIT)
     assert "seed 7" in photo.caption and "job #1" in photo.caption and photo.reply_to == status.message_id
     assert photo.callback_data == ["more:1", "seed:1", "png:1"]
@@ -113,7 +116,7 @@ async def test_commands_are_registered_and_a_captioned_photo_comes_back_drawn(bo
     assert [r.status for r in sends] == [429, 200]  # waited retry_after and sent again
     assert await delivered(bot.history, 1)
     job = await bot.history.get(1)
-    assert job.status is JobStatus.DONE and job.params.seed == 7 and job.params.inputs
+    assert job.status is JobStatus.DONE and job.params.seed == 7 and job.params.kind == "sketch"
 
     await fake.push(fake.text("/rerun steps=8", reply_to=photo))  # a reply acts on that very result
     second = await fake.wait_for_message(lambda m: result(m) and "job #2" in m.caption, WAIT)
@@ -205,7 +208,8 @@ async def test_a_recovered_job_and_a_failed_send_reach_the_chat_later(fake: Fake
 async def test_easel_run_with_the_token_in_the_environment(fake: FakeTelegram, tmp_path: Path, tiny_model: Path) -> None:
     (tmp_path / "config.toml").write_text(
         f'[generation]\nmodel = "{tiny_model}"\ndevice = "cpu"\n[defaults]\nwidth = 64\nheight = 64\n'
-        f'[telegram]\nbase_url = "{fake.base_url}"\nbase_file_url = "{fake.base_file_url}"\n', encoding="utf-8",
+        f'[telegram]\nbase_url = "{fake.base_url}"\nbase_file_url = "{fake.base_file_url}"\n'
+        f'[sketch]\ncontrolnet = "{make_tiny_controlnet(tiny_model, tmp_path / "controlnet")}"\n', encoding="utf-8",
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
