@@ -365,3 +365,17 @@ async def test_chat_messages_find_their_job_after_a_reopen(history: History, db_
         assert await again.messages_of(first.id, "discord") == [("chan-1", "900"), ("chan-1", "901")]
         await again.link_message("discord", "chan-1", "900", second.id)  # a message shows one job
         assert (await again.job_for_message("discord", "chan-1", "900")).id == second.id
+
+
+async def test_a_version_3_database_gains_the_controlnet_column(db_path: Path) -> None:
+    async with await History.open(db_path) as history:
+        job = await history.add_job(ALICE, params())
+        await history.finish(job.id, JobStatus.DONE, run=RUN)
+    with sqlite3.connect(db_path) as db:  # as version 3 left it: no controlnet column yet
+        db.execute("ALTER TABLE jobs DROP COLUMN controlnet")
+        db.execute("PRAGMA user_version=3")
+    async with await History.open(db_path) as history:
+        kept = await history.get(job.id)
+        assert kept.run.model == RUN.model and kept.run.controlnet is None
+    assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert "controlnet" in [row[1] for row in raw(db_path, "PRAGMA table_info(jobs)")]
