@@ -15,6 +15,7 @@ from bot.console import ConsoleFrontend
 from bot.service import Service
 from generation.diffusion import DiffusionEngine
 from generation.engine import Engine
+from generation.faces.engine import FaceEngine
 from generation.queue import JobQueue, QueueLimits
 from storage.errors import StorageError
 from storage.history import History, requeue_running
@@ -65,7 +66,9 @@ def configure_logging(data_dir: Path, verbose: bool) -> None:
 def build_engines(config: Config) -> dict[JobKind, Engine]:
     """The engine for each kind of job; the weights load on the first job that needs them."""
     diffusion = DiffusionEngine(config.generation, config.sketch)
-    return {kind: diffusion for kind in DiffusionEngine.KINDS}
+    engines: dict[JobKind, Engine] = {kind: diffusion for kind in DiffusionEngine.KINDS}
+    engines[JobKind.FACE] = FaceEngine(config.faces, config.generation.device)
+    return engines
 
 
 async def serve(config: Config, console_only: bool = False) -> int:

@@ -35,6 +35,8 @@ class Settings:
     scheduler: str | None = None
     mode: str | None = None  # /sketch only
     control_scale: float | None = None  # /sketch only
+    psi: float | None = None  # /face only
+    layers: str | None = None  # /face mix only
 
     def given(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -48,6 +50,15 @@ class Settings:
 class Imagine:
     prompt: str
     settings: Settings
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face of someone who does not exist: a seed, or two mixed, with moves along latent directions."""
+
+    settings: Settings  # seed, psi, count, layers
+    mix_seed: int | None = None
+    edits: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ class Help:
     pass
 
 
-Command = Imagine | Sketch | Rerun | ShowHistory | Cancel | ShowQueue | Help
+Command = Imagine | Sketch | Face | Rerun | ShowHistory | Cancel | ShowQueue | Help
 
 
 # ---- values ------------------------------------------------------------------------------
@@ -136,6 +147,17 @@ def _mode(text: str) -> str:
     return mode
 
 
+LAYER_NAMES = ("coarse", "middle", "fine")
+
+
+def _layers(text: str) -> str:
+    layers = text.lower()
+    low, dash, high = layers.partition("-")
+    if layers in LAYER_NAMES or (dash and low.isdigit() and high.isdigit() and int(low) <= int(high)):
+        return layers
+    raise CommandError(f"layers must be coarse, middle, fine or FROM-TO like 0-3, got {text!r}")
+
+
 def _scheduler(text: str) -> str:
     name = text.lower().replace("-", "_").replace("+", "p")
     if name not in SCHEDULERS:
@@ -166,6 +188,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}"),
     Option("mode", (), _mode, "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix"),
     Option("control", ("control_scale",), _float("control"), "/sketch: how strongly the drawing steers, 0–2"),
+    Option("psi", ("truncation",), _float("psi"), "/face: 0 = the average face, 1 = full variety (0.7 is usual)"),
+    Option("layers", (), _layers, "/face mix: which styles come from the second seed: coarse, middle, fine or 0-3"),
 )
 _BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
 
@@ -246,6 +270,8 @@ def _settings(values: dict[str, object], defaults: DefaultsConfig) -> Settings:
         scheduler=values.get("scheduler"),
         mode=values.get("mode"),
         control_scale=values.get("control"),
+        psi=values.get("psi"),
+        layers=values.get("layers"),
     )
 
 
@@ -260,7 +286,7 @@ def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
     return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
 
 
-_COMMAND_NAMES = ("imagine", "sketch", "rerun", "history", "cancel", "queue", "help", "start")
+_COMMAND_NAMES = ("imagine", "sketch", "face", "rerun", "history", "cancel", "queue", "help", "start")
 
 
 def parse(text: str, defaults: DefaultsConfig) -> Command:
@@ -281,6 +307,8 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
             raise CommandError(f"the prompt is empty; describe what to draw, e.g. /{name} a red lighthouse at dusk")
         settings = _settings(values, defaults)
         return Imagine(prompt, settings) if name == "imagine" else Sketch(prompt, settings)
+    if name == "face":
+        return _face(rest, defaults)
     if name == "rerun":
         free, values = _split_options(rest, loose_keys=False)
         if len(free) > 1:
@@ -300,7 +328,60 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         return ShowQueue()
     if name in ("help", "start"):
         return Help()
-    raise CommandError(f"unknown command /{name}; commands are /imagine, /sketch, /rerun, /history, /cancel, /queue, /help")
+    raise CommandError(
+        f"unknown command /{name}; commands are /imagine, /sketch, /face, /rerun, /history, /cancel, /queue, /help"
+    )
+
+
+def _face(words: list[str], defaults: DefaultsConfig) -> Face:
+    """/face [--seed N] [--psi F] [--n N] · /face mix A B [--layers L] · /face edit SEED dir0=2 smile=-1"""
+    free, values = _split_options(words, loose_keys=True)
+    action = free[0].lower() if free else ""
+    mix_seed, edits = None, []
+    if action == "mix":
+        if len(free) != 3:
+            raise CommandError("/face mix takes two seeds: /face mix 12 345 [--layers coarse|middle|fine|0-3]")
+        values["seed"], mix_seed = _seed(free[1]), _seed(free[2])
+        free = []
+    elif action == "edit":
+        if len(free) < 3:
+            raise CommandError("/face edit takes a seed and moves: /face edit 12 dir0=2 smile=-1.5")
+        values["seed"] = _seed(free[1])
+        edits = _moves(free[2:])
+        free = []
+    if free:
+        raise CommandError(f"/face takes options, mix A B or edit SEED …, got {' '.join(free)!r}")
+    if "layers" in values and mix_seed is None:
+        raise CommandError("--layers is for /face mix A B")
+    return Face(_settings(values, defaults), mix_seed, tuple(edits))
+
+
+def _moves(words: list[str]) -> list[tuple[str, float]]:
+    """dir0=2 smile=-1.5 → [("dir0", 2.0), ("smile", -1.5)]"""
+    moves = []
+    for move in words:
+        direction, equals, amount = move.partition("=")
+        if not equals or not direction:
+            raise CommandError(f"a move looks like dir0=2 or smile=-1.5, got {move!r}")
+        moves.append((direction.lower(), _float(direction)(amount)))
+    return moves
+
+
+def face_from_options(given: Mapping[str, object], mix_seed: int | None, moves: str | None,
+                      defaults: DefaultsConfig) -> Face:
+    """/face from a slash command: seed, psi, count, layers as options; a second seed to mix; moves as text."""
+    values = _typed_values(given)
+    if "layers" in values and mix_seed is None:
+        raise CommandError("layers is for mixing: give a second seed to mix with")
+    return Face(_settings(values, defaults), None if mix_seed is None else _seed(str(mix_seed)),
+                tuple(_moves(moves.split()) if moves else ()))
+
+
+def _seed(text: str) -> int:
+    seed = _int("seed")(text)
+    if not 0 <= seed <= MAX_SEED:
+        raise CommandError(f"seed must be 0–{MAX_SEED}, got {_short(text)}")
+    return seed
 
 
 def _rerun_target(target: str | None) -> tuple[int | None, int | None]:
@@ -309,10 +390,7 @@ def _rerun_target(target: str | None) -> tuple[int | None, int | None]:
         return None, None
     if target.startswith("#"):
         return _job_number(target[1:]), None
-    seed = _int("seed")(target)
-    if not 0 <= seed <= MAX_SEED:  # checked here: a look-up by seed must stay in SQLite's range
-        raise CommandError(f"seed must be 0–{MAX_SEED}, got {_short(target)}")
-    return None, seed
+    return None, _seed(target)  # checked here: a look-up by seed must stay in SQLite's range
 
 
 # ---- typed options (slash commands) ---------------------------------------------------------
@@ -382,6 +460,8 @@ def help_text(limits: LimitsConfig) -> str:
     lines = [
         "/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
         "/sketch <prompt> [--mode scribble|img2img|pix2pix] [--control F] — a drawing (attached) → a picture",
+        "/face [--seed N] [--psi F] · /face mix A B [--layers coarse|middle|fine] · /face edit SEED dir0=2 — a person"
+        " who does not exist",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
         "/history [N | #JOB] — your last N jobs, or job N's result again    /queue — what is waiting",
         "/cancel [#JOB] — stop a job",

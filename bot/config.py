@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.limits import LimitsConfig, limit_problems
-from generation.config import GenerationConfig, SketchConfig
+from generation.config import FacesConfig, GenerationConfig, SketchConfig
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
 from storage.records import Img2ImgParams
@@ -125,6 +125,7 @@ class Config(BaseModel):
     storage: StorageConfig = StorageConfig()
     generation: GenerationConfig = GenerationConfig()
     sketch: SketchConfig = SketchConfig()
+    faces: FacesConfig = FacesConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     limits: LimitsConfig = LimitsConfig()
     queue: QueueConfig = QueueConfig()

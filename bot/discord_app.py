@@ -22,7 +22,7 @@ from bot.config import Config
 from bot.limits import MAX_SEED, CommandError
 from bot.pacing import Paced, Pending
 from bot.results import fitted
-from bot.service import Attachment, Reply, Service, describe
+from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import EventKind, JobEvent
 from generation.schedulers import SCHEDULERS
 from storage.records import JobRecord, JobStatus, Owner
@@ -237,6 +237,24 @@ class DiscordFrontend:
                 interaction, lambda: commands.imagine_from_options(prompt, options, self.defaults, sketch=True), image
             )
 
+        @tree.command(name="face", description="A portrait of someone who does not exist (StyleGAN2)")
+        @app_commands.describe(
+            seed=_help("seed"), psi=_help("psi"), count=_help("count"), mix="a second seed whose styles to mix in",
+            layers=_help("layers"), edit="moves along latent directions, e.g. dir0=2 smile=-1.5",
+        )
+        @app_commands.choices(layers=[app_commands.Choice(name=name, value=name) for name in commands.LAYER_NAMES])
+        async def face(
+            interaction: discord.Interaction,
+            seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+            psi: app_commands.Range[float, -1.0, 2.0] | None = None,
+            count: app_commands.Range[int, 1, limits.max_count] | None = None,
+            mix: app_commands.Range[int, 0, MAX_SEED] | None = None,
+            layers: str | None = None,
+            edit: app_commands.Range[str, 1, 300] | None = None,
+        ) -> None:
+            options = dict(seed=seed, psi=psi, count=count, layers=layers)
+            await self._queue_job(interaction, lambda: commands.face_from_options(options, mix, edit, self.defaults))
+
         @tree.command(name="rerun", description="Redraw a job: your last one, your latest with a seed, or #job")
         @app_commands.describe(
             ref="a seed (your latest job with it) or #job; empty = your last job", steps=_help("steps"),
@@ -324,7 +342,7 @@ class DiscordFrontend:
         live.progress.touched()  # this edit counts towards the pace of progress edits
         try:
             message = await interaction.edit_original_response(
-                content=_text(f"{reply.text} — {getattr(job.params, 'prompt', '')}"),
+                content=_text(f"{reply.text} — {title(job.params)}"),
                 view=_buttons(job),
             )
             await self.service.remember_message(PLATFORM, str(interaction.channel_id), str(message.id), job.id)
@@ -382,7 +400,7 @@ class DiscordFrontend:
     async def _edit_progress(self, live: _Live, event: JobEvent) -> None:
         if not live.token_alive:
             return
-        job, prompt = event.job, _text(getattr(event.job.params, "prompt", ""), 300)
+        job, prompt = event.job, _text(title(event.job.params), 300)
         if event.kind is EventKind.PROGRESS:
             total = max(event.total, 1)
             filled = 10 * event.step // total
@@ -447,7 +465,7 @@ def _result_text(job: JobRecord) -> str:
     if job.status is JobStatus.DONE:
         seeds = ", ".join(str(image.seed) for image in job.images)
         first = job.images[0].seed if job.images else None
-        prompt = getattr(job.params, "prompt", "")
+        prompt = title(job.params)
         many = f" · seeds {seeds}" if len(job.images) > 1 else ""
         return f"**{_text(prompt, 1200)}**\n{describe(job.params, first)}{many} · job #{job.id}"
     if job.status is JobStatus.FAILED:

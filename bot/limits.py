@@ -11,7 +11,7 @@ from generation.prompts import PromptError, parse_attention
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.errors import EaselError
 from storage.images import MAX_UPLOAD_PIXELS, plain_number
-from storage.records import Img2ImgParams, JobParams, SketchParams
+from storage.records import FaceParams, Img2ImgParams, JobParams, SketchParams
 
 MAX_SEED = 2**32 - 1
 
@@ -48,6 +48,8 @@ class LimitProblem:
 
 def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem]:
     """Every configured limit the params break, in the order people should fix them; [] if none."""
+    if isinstance(params, FaceParams):
+        return _face_problems(params, limits)
     problems: list[LimitProblem] = []
     for setting, label, text in (("prompt", "prompt", params.prompt),
                                  ("negative_prompt", "negative prompt", params.negative_prompt)):
@@ -92,6 +94,25 @@ def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem
         problems.append(LimitProblem(
             "scheduler", f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}",
         ))
+    return problems
+
+
+def _face_problems(params: FaceParams, limits: LimitsConfig) -> list[LimitProblem]:
+    problems = []
+    for setting, name, value, low, high, limit in (
+        ("count", "n", params.count, 1, limits.max_count, "max_count"),
+        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
+        ("psi", "psi", params.psi, -1, 2, ""),
+    ):
+        if not low <= value <= high:
+            problems.append(LimitProblem(
+                setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}", limit,
+            ))
+    if len(params.edits) > 16:
+        problems.append(LimitProblem("edits", f"at most 16 moves at once, got {len(params.edits)}"))
+    for direction, amount in params.edits:
+        if not -20 <= amount <= 20:
+            problems.append(LimitProblem("edits", f"a move must be -20–20, got {direction}={plain_number(amount)}"))
     return problems
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 from bot import commands
-from bot.commands import Cancel, Command, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue, Sketch
+from bot.commands import Cancel, Command, Face, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue, Sketch
 from bot.config import Config
 from bot.limits import MAX_SEED, CommandError, check_params
 from generation.queue import JobEvent, JobQueue
@@ -20,6 +20,7 @@ from storage.history import History
 from storage.images import ImageStore, open_upload, plain_number
 from storage.records import (
     DiffusionParams,
+    FaceParams,
     Img2ImgParams,
     JobParams,
     JobRecord,
@@ -52,6 +53,13 @@ class Reply:
     shows: JobRecord | None = None
 
 
+def title(params: JobParams) -> str:
+    """What a job is of, in a few words: its prompt, or what kind of picture it makes."""
+    if isinstance(params, FaceParams):
+        return "a face (StyleGAN2)"
+    return params.prompt
+
+
 def describe(params: JobParams, seed: int | None = None) -> str:
     """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512."""
     parts = [f"seed {params.seed if seed is None else seed}"]
@@ -61,6 +69,11 @@ def describe(params: JobParams, seed: int | None = None) -> str:
         parts.append(f"strength {plain_number(params.strength)}")
     if isinstance(params, SketchParams):
         parts.append(f"{params.mode} {plain_number(params.control_scale)}" if params.mode == "scribble" else params.mode)
+    if isinstance(params, FaceParams):
+        parts.append(f"ψ {plain_number(params.psi)}")
+        if params.mix_seed is not None:
+            parts.append(f"mixed with {params.mix_seed} ({params.layers})")
+        parts += [f"{name} {amount:+g}" for name, amount in params.edits]
     return " · ".join(parts)
 
 
@@ -137,6 +150,10 @@ class Service:
             return await self.imagine(owner, command, attachments)
         if isinstance(command, Sketch):
             return await self.sketch(owner, command, attachments)
+        if isinstance(command, Face):
+            if attachments:
+                raise CommandError("/face does not take an image")
+            return await self.face(owner, command)
         if attachments:
             raise CommandError("only /imagine takes an image")
         if isinstance(command, Rerun):
@@ -236,6 +253,34 @@ class Service:
                 raise
         return dataclasses.replace(reply, text=f"{reply.text} · {mode}")
 
+    async def face(self, owner: Owner, command: Face) -> Reply:
+        """A StyleGAN2 face; with no [faces] checkpoint, a portrait from Stable Diffusion, saying so."""
+        settings, faces = command.settings, self.config.faces
+        extra = [name for name in _DRAWING_SETTINGS if getattr(settings, name) is not None]
+        if extra:
+            raise CommandError("/face takes --seed, --psi and --n (and --layers with mix); "
+                               f"{extra[0].replace('_', ' ')} is for /imagine")
+        seed = settings.seed if settings.seed is not None else _seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1)
+        if not faces.checkpoint:
+            if command.mix_seed is not None or command.edits:
+                raise CommandError("mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint")
+            portrait = Imagine(FACE_PROMPT, Settings(seed=seed, count=settings.count,
+                                                     negative_prompt=FACE_NEGATIVE_PROMPT))
+            reply = await self.imagine(owner, portrait, ())
+            return dataclasses.replace(reply, text=reply.text + " · no [faces] checkpoint: a portrait by Stable Diffusion")
+        unknown = [name for name, _ in command.edits
+                   if name not in faces.directions and not (name.startswith("dir") and name[3:].isdigit())]
+        if unknown:
+            named = ", ".join(sorted(faces.directions)) or "none configured"
+            raise CommandError(f"no direction {unknown[0]!r}; use dir0 … dir9 (found in the weights) or one of: {named}")
+        params: JobParams = FaceParams(
+            seed=seed, count=settings.count or 1, psi=faces.psi if settings.psi is None else settings.psi,
+            mix_seed=command.mix_seed, layers=settings.layers or "coarse", edits=command.edits,
+        )
+        check_params(params, self.config.limits)
+        self.queue.check_available(params.kind)
+        return await self._submit(owner, params, None, "")
+
     async def rerun(self, owner: Owner, command: Rerun) -> Reply:
         if command.job_id is not None:
             parent = await self.visible_job(owner, command.job_id)  # another chat's jobs are not even named
@@ -261,16 +306,23 @@ class Service:
         if command.settings.strength is not None and not isinstance(base, Img2ImgParams):
             # Applied to a text→image job it would be stored and silently ignored.
             raise CommandError(f"strength is for image→image; job #{parent.id} had no input image")
+        drawing_only = [name for name in _DRAWING_SETTINGS if getattr(command.settings, name) is not None]
+        if isinstance(base, FaceParams) and drawing_only:
+            raise CommandError(f"job #{parent.id} is a face; /rerun takes seed, n, psi (and layers for a mix)")
+        if not isinstance(base, FaceParams) and (command.settings.psi is not None or command.settings.layers):
+            raise CommandError("psi and layers are for /face")
         if command.settings.control_scale is not None and not isinstance(base, SketchParams):
             raise CommandError(f"control is for /sketch; job #{parent.id} had no drawing")
         if command.settings.mode is not None and getattr(base, "mode", None) != command.settings.mode:
             # Each mode sees the drawing cleaned its own way: that needs the drawing, not this job's control image.
             raise CommandError("a rerun keeps its mode; send the drawing again with /sketch --mode …")
-        params = _without_controls(command.settings.apply(base))
-        params = params.replace(vae_tiling=_tiling_to_repeat(parent, params))
+        params = command.settings.apply(base)
+        if isinstance(params, DiffusionParams):
+            params = _without_controls(params).replace(vae_tiling=_tiling_to_repeat(parent, params))
         check_params(params, self.config.limits)
         note = f", rerun of #{parent.id}"
-        if params.steps != base.steps and not SCHEDULERS[params.scheduler].step_stable:
+        if isinstance(params, DiffusionParams) and params.steps != base.steps \
+                and not SCHEDULERS[params.scheduler].step_stable:
             note += f" ({params.scheduler} is ancestral: at another step count the picture changes)"
         if not params.inputs:
             return await self._submit(owner, params, parent.id, note)
@@ -309,7 +361,7 @@ class Service:
         job = await self.visible_job(owner, job_id)
         if not job.status.finished:
             raise CommandError(f"job #{job.id} is {job.status}; its result comes when it ends")
-        lines = [f"#{job.id} {job.status}: {getattr(job.params, 'prompt', '')} — {describe(job.params)}"]
+        lines = [f"#{job.id} {job.status}: {title(job.params)} — {describe(job.params)}"]
         lines += [f"    {image.path}  seed {image.seed}" for image in job.images]
         if job.error:
             lines.append(f"    {job.error}")
@@ -343,7 +395,7 @@ class Service:
             return "no jobs yet; start with /imagine a red lighthouse at dusk"
         lines = []
         for job in jobs:
-            prompt = job.params.prompt if len(job.params.prompt) <= 60 else job.params.prompt[:59] + "…"
+            prompt = title(job.params) if len(title(job.params)) <= 60 else title(job.params)[:59] + "…"
             parent = f" · rerun of #{job.parent_id}" if job.parent_id else ""
             lines.append(f"#{job.id} {job.status}: {prompt} — {describe(job.params)}{parent}")
             # Every image's own seed: "/rerun SEED" of one image inside a batch needs it.
@@ -357,10 +409,16 @@ class Service:
         lines = []
         if running is not None:
             done, total = self.queue.running_progress or (0, running.params.effective_steps)
-            lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {running.params.prompt[:50]}")
-        lines += [f"{n}. #{job.id} ({_who(job)}) {job.params.prompt[:50]}" for n, job in enumerate(waiting, 1)]
+            lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {title(running.params)[:50]}")
+        lines += [f"{n}. #{job.id} ({_who(job)}) {title(job.params)[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
 
+
+# What only a diffusion job has: a face job refuses these rather than silently ignore them.
+_DRAWING_SETTINGS = ("negative_prompt", "steps", "cfg", "width", "strength", "scheduler", "mode", "control_scale")
+# /face without a StyleGAN2 checkpoint: the closest Stable Diffusion gets to "a person who does not exist".
+FACE_PROMPT = "a close-up portrait photo of a person, natural light, 85mm lens, sharp focus, detailed skin"
+FACE_NEGATIVE_PROMPT = "cartoon, painting, illustration, deformed, blurry, text, watermark"
 
 # Control characters (ESC, NUL, BEL…) mean nothing to a text encoder, can rewrite a terminal that
 # prints them, and NUL cannot go into a PNG text chunk; newlines stay (A1111 prompts have them).

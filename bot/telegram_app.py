@@ -27,7 +27,7 @@ from bot.config import Config
 from bot.limits import CommandError
 from bot.pacing import Paced, Pending
 from bot.results import fitted
-from bot.service import Attachment, Reply, Service, describe
+from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import EventKind, JobEvent
 from storage.records import JobRecord, JobStatus, Owner
 
@@ -43,6 +43,7 @@ IMAGE_TYPES = "a photo, or a PNG, JPEG, WebP, GIF or BMP file"
 COMMANDS = (
     ("imagine", "draw a picture: /imagine a red lighthouse --seed 42"),
     ("sketch", "send a photo of a drawing with a caption: a small house"),
+    ("face", "a person who does not exist: /face --seed 42 --psi 0.7"),
     ("rerun", "redraw: reply to a result with /rerun steps=350"),
     ("history", "your last jobs; /history #17 sends one again"),
     ("cancel", "stop your latest job, or /cancel 17"),
@@ -269,7 +270,7 @@ class TelegramFrontend:
             return
         job = reply.job
         try:
-            sent = await message.reply_text(_clip(f"{reply.text} — {getattr(job.params, 'prompt', '')}", TEXT_LIMIT))
+            sent = await message.reply_text(_clip(f"{reply.text} — {title(job.params)}", TEXT_LIMIT))
         except TelegramError:
             log.warning("could not post job #%d's status in Telegram chat %s", job.id, message.chat_id, exc_info=True)
             return
@@ -289,7 +290,7 @@ class TelegramFrontend:
         status = self._status.get(job.id)
         if status is None:
             return  # asked for before a restart: its result is sent when it ends
-        prompt = _clip(getattr(job.params, "prompt", ""), 300)
+        prompt = _clip(title(job.params), 300)
         if event.kind is EventKind.PROGRESS:
             total = max(event.total, 1)
             filled = 10 * event.step // total
@@ -342,4 +343,4 @@ class TelegramFrontend:
 
 def _caption(job: JobRecord, seed: int) -> str:
     settings = f"{describe(job.params, seed)} · job #{job.id}"  # kept whole: the seed and job id matter most
-    return f"{_clip(getattr(job.params, 'prompt', ''), CAPTION_LIMIT - len(settings) - 1)}\n{settings}"
+    return f"{_clip(title(job.params), CAPTION_LIMIT - len(settings) - 1)}\n{settings}"

@@ -39,3 +39,13 @@ class SketchConfig(BaseModel):
     controlnet: str = Field(DEFAULT_CONTROLNET, min_length=1)
     pix2pix: str = ""  # a pix2pix edges→photo generator (.pth state dict) for --mode pix2pix; empty = off
     control_scale: float = Field(1.0, ge=0, le=2)  # the default conditioning scale
+
+
+class FacesConfig(BaseModel):
+    """[faces]: a StyleGAN2 generator for /face."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checkpoint: str = ""  # an NVIDIA stylegan2-ada-pytorch network .pkl; empty = /face draws with Stable Diffusion
+    directions: dict[str, str] = {}  # name → .npy file of a direction in w space (InterFaceGAN's format)
+    psi: float = Field(0.7, ge=-1, le=2)  # the default truncation

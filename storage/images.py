@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from storage.errors import EaselError
-from storage.records import Img2ImgParams, JobParams, RunInfo, SketchParams, is_hub_id
+from storage.records import FaceParams, Img2ImgParams, JobParams, RunInfo, SketchParams, is_hub_id
 
 # Our scheduler keys → (Sampler, Schedule type) as AUTOMATIC1111 writes them, so its PNG Info tab reads
 # our files and reproduces the schedule. Since A1111 1.9 the sigma schedule is its own field and a bare
@@ -63,6 +63,8 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
     # A1111's reader takes the last line as the settings and the lines from one starting with
     # "Negative prompt:" on as the negative prompt, so newlines inside prompts survive; a prompt line
     # that itself starts with "Negative prompt:" cannot be told apart (A1111's own files share this).
+    if isinstance(params, FaceParams):
+        return _face_infotext(params, seed, run)
     lines = [params.prompt]
     if params.negative_prompt:
         lines.append(f"Negative prompt: {params.negative_prompt}")
@@ -91,6 +93,19 @@ def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
     fields.append(("RNG", "CPU"))
     lines.append(", ".join(f"{key}: {_quote(str(value))}" for key, value in fields if value is not None))
     return "\n".join(lines)
+
+
+def _face_infotext(params: FaceParams, seed: int, run: RunInfo | None) -> str:
+    # Not an A1111 picture, but the same shape, so metadata readers still show what made it.
+    fields: list[tuple[str, object]] = [("Seed", seed), ("Truncation psi", plain_number(params.psi))]
+    if params.mix_seed is not None:
+        fields += [("Mix seed", params.mix_seed), ("Mix layers", params.layers)]
+    if params.edits:
+        fields.append(("Edits", " ".join(f"{name}={plain_number(amount)}" for name, amount in params.edits)))
+    if run is not None:
+        fields.append(("Model", _model_name(run.model)))
+    fields += [("Generator", "StyleGAN2"), ("Noise mode", "const"), ("RNG", "NumPy RandomState")]
+    return "a face of someone who does not exist\n" + ", ".join(f"{key}: {_quote(str(value))}" for key, value in fields)
 
 
 def _quote(value: str) -> str:

@@ -22,6 +22,7 @@ class JobKind(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     SKETCH = "sketch"
+    FACE = "face"
 
 
 class JobStatus(StrEnum):
@@ -151,8 +152,20 @@ class SketchParams(DiffusionParams):
         return (self.control_sha256,)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FaceParams(_CommonParams):
+    """A StyleGAN2 face: z from the seed as NVIDIA's tools make it, truncated towards the average face by
+    psi; optionally the styles of `layers` taken from `mix_seed`, and moves along latent directions."""
+
+    kind: Literal[JobKind.FACE] = JobKind.FACE
+    psi: float = 0.7
+    mix_seed: int | None = None
+    layers: str = "coarse"  # coarse, middle, fine or FROM-TO: which styles come from mix_seed
+    edits: tuple[tuple[str, float], ...] = ()  # (direction, amount): "dir0" (found in the weights) or a named one
+
+
 # One class per kind; a new kind adds its class here and nothing to the database schema.
-JobParams = Txt2ImgParams | Img2ImgParams | SketchParams
+JobParams = Txt2ImgParams | Img2ImgParams | SketchParams | FaceParams
 _PARAMS = TypeAdapter(Annotated[JobParams, Field(discriminator="kind")])
 
 

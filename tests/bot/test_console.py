@@ -159,7 +159,7 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path,
         "error: steps must be 1–500, got 100000",
         "error: width must be a multiple of 8 from 64 to 2048, got 99999",
         "error: unknown option --frobnicate; options are --no, --seed, --steps, --cfg, --ar, --size, --n, "
-        "--strength, --scheduler, --mode, --control",
+        "--strength, --scheduler, --mode, --control, --psi, --layers",
         "error: the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk",
         f"error: {NOT_AN_IMAGE}",
         "error: cannot read --image missing.png: No such file or directory",
@@ -583,3 +583,20 @@ def test_sketch_prints_the_result_and_its_control_image_and_reruns_pixel_for_pix
     assert control.size == (576, 448) and set(np.unique(lines)) <= {0, 255} and 0.005 < (lines > 0).mean() < 0.2
     assert np.array_equal(pixels(workdir / done["1"]), pixels(workdir / done["2"]))
     assert "ControlNet 0: " in parameters(workdir / done["1"]) and "Seed: 7" in parameters(workdir / done["2"])
+
+
+def test_face_prints_its_png_and_the_same_seed_redraws_it(workdir: Path, tmp_path: Path, console) -> None:
+    from tests.generation.nvidia_pickle import write_nvidia_pickle
+    from tests.generation.test_faces import TINY, tiny_generator
+
+    checkpoint = write_nvidia_pickle(tmp_path / "tiny-ffhq.pkl", tiny_generator(), TINY)
+    config = workdir / "config.toml"
+    config.write_text(config.read_text() + f'[faces]\ncheckpoint = "{checkpoint}"\n', encoding="utf-8")
+    result = console(workdir, "/face --seed 1234 --psi 0.7\n/face --seed 1234 --psi 0.7\n/face --seed 9 --psi 0\n"
+                              "/face --seed 10 --psi 0\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = dict(DONE.findall(result.stdout))
+    assert sorted(done) == ["1", "2", "3", "4"], result.stdout
+    assert "seed 1234 · ψ 0.7" in result.stdout
+    assert np.array_equal(pixels(workdir / done["1"]), pixels(workdir / done["2"]))
+    assert np.array_equal(pixels(workdir / done["3"]), pixels(workdir / done["4"]))  # ψ 0: the average face

@@ -327,3 +327,15 @@ async def test_sketch_takes_a_drawing_and_follows_it(fake: FakeDiscord, tmp_path
         assert "Seed: 4" in text and 'ControlNet 0: "Module: none' in text and "Weight: 0.8" in text
         job = await bot.history.get(1)
         assert job.params.kind == "sketch" and job.params.mode == "scribble" and job.params.control_scale == 0.8
+
+
+async def test_face_is_a_slash_command_too(bot: Easel) -> None:
+    fake = bot.fake
+    exchange = await fake.interact(fake.slash("face", {"seed": 21, "psi": 0.5}))
+    result = await result_of(fake, exchange)  # no [faces] checkpoint here: Stable Diffusion draws a portrait
+    assert "Seed: 21" in parameters(result)
+    assert any("no [faces] checkpoint" in state["content"] for state in result.history)
+    mixed = await fake.interact(fake.slash("face", {"seed": 1, "mix": 2}))
+    await mixed.callback(WAIT)
+    await mixed.message(lambda m: m.ephemeral, timeout=WAIT)
+    assert ephemeral_text(mixed) == "mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint"

@@ -423,7 +423,7 @@ async def test_limit_errors_are_replies_and_the_next_command_works(rig):
     )
     assert await rig.refused(ALICE, "/imagine " + "x" * 1001) == "the prompt is 1001 characters; the limit is 1000"
     assert await rig.refused(ALICE, "/imagine a cat --sed 4") == (
-        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler, --mode, --control"
+        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler, --mode, --control, --psi, --layers"
     )
     assert await rig.refused(ALICE, "imagine a cat") == "commands start with /, e.g. /imagine a cat (/help lists them)"
     assert (await rig.ok(ALICE, "/imagine a cat")).text == "queued #1 (position 1)"
@@ -529,7 +529,7 @@ async def test_rerun_checks_its_settings(rig):
     await rig.ok(ALICE, "/imagine a cat --seed 3")
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
-        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler, mode, control"
+        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler, mode, control, psi, layers"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 
@@ -767,3 +767,39 @@ async def test_pix2pix_mode_draws_with_the_configured_generator(make_rig, tiny_c
     again = await rig.ok(ALICE, "/rerun 3")
     assert (await rig.finished(again.job.id)).kind is EventKind.DONE
     assert np.array_equal(pixels(done.job.images[0].path), pixels((await rig.history.get(again.job.id)).images[0].path))
+
+
+# ---- /face ----------------------------------------------------------------------------------------
+async def test_face_without_a_checkpoint_is_a_portrait_by_stable_diffusion_and_says_so(rig):
+    reply = await rig.ok(ALICE, "/face --seed 12")
+    assert reply.text.endswith("· no [faces] checkpoint: a portrait by Stable Diffusion")
+    assert reply.job.params.kind is JobKind.TXT2IMG and reply.job.params.seed == 12
+    assert await rig.refused(ALICE, "/face mix 1 2") == (
+        "mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint")
+
+
+async def test_faces_queue_record_and_rerun(make_rig, tmp_path: Path):
+    from generation.config import FacesConfig
+    from tests.generation.nvidia_pickle import write_nvidia_pickle
+    from tests.generation.test_faces import TINY, tiny_generator
+
+    path = write_nvidia_pickle(tmp_path / "tiny.pkl", tiny_generator(), TINY)
+    rig = await make_rig(faces=FacesConfig(checkpoint=str(path)))
+    await rig.queue.start()
+    first = await rig.ok(ALICE, "/face --seed 40 --psi 0.5")
+    done = await rig.finished(first.job.id)
+    assert done.kind is EventKind.DONE, done.error
+    text = read_parameters(Path(done.job.images[0].path))
+    assert "Seed: 40, Truncation psi: 0.5" in text and "Model: tiny.pkl" in text
+    again = await rig.ok(ALICE, "/rerun 40")
+    assert (await rig.finished(again.job.id)).kind is EventKind.DONE
+    assert np.array_equal(pixels(done.job.images[0].path), pixels((await rig.history.get(again.job.id)).images[0].path))
+    mixed = await rig.ok(ALICE, "/face mix 40 41 --layers fine")
+    assert (mixed.job.params.mix_seed, mixed.job.params.layers) == (41, "fine")
+    edited = await rig.ok(ALICE, "/face edit 40 dir1=1.5")
+    assert edited.job.params.edits == (("dir1", 1.5),)
+    assert (await rig.finished(edited.job.id)).kind is EventKind.DONE
+    assert await rig.refused(ALICE, "/face edit 40 smile=1") == (
+        "no direction 'smile'; use dir0 … dir9 (found in the weights) or one of: none configured")
+    assert await rig.refused(ALICE, "/face --steps 30") == "/face takes --seed, --psi and --n (and --layers with mix); steps is for /imagine"
+    assert await rig.refused(ALICE, "/rerun 40 steps=9") == f"job #{edited.job.id} is a face; /rerun takes seed, n, psi (and layers for a mix)"
