@@ -67,7 +67,8 @@ def _buttons(job: JobRecord) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if job.status.finished:
         if job.status is JobStatus.DONE:
-            view.add_item(JobButton("more", job.id))
+            if hasattr(job.params, "steps"):  # a face has no steps to multiply
+                view.add_item(JobButton("more", job.id))
             view.add_item(JobButton("seed", job.id))
     else:
         view.add_item(JobButton("cancel", job.id))

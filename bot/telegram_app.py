@@ -57,11 +57,10 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _buttons(job: JobRecord) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton("5× steps", callback_data=f"more:{job.id}"),
-        InlineKeyboardButton("New seed", callback_data=f"seed:{job.id}"),
-        InlineKeyboardButton("PNG", callback_data=f"png:{job.id}"),
-    ]])
+    row = [InlineKeyboardButton("5× steps", callback_data=f"more:{job.id}")] if hasattr(job.params, "steps") else []
+    row += [InlineKeyboardButton("New seed", callback_data=f"seed:{job.id}"),
+            InlineKeyboardButton("PNG", callback_data=f"png:{job.id}")]
+    return InlineKeyboardMarkup([row])
 
 
 class _Status:

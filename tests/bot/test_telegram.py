@@ -227,3 +227,20 @@ async def test_easel_run_with_the_token_in_the_environment(fake: FakeTelegram, t
     err = (await process.stderr.read()).decode()
     assert code == 0, err
     assert fake.token not in err and fake.token not in (tmp_path / "data" / "easel.log").read_text()
+
+
+async def test_face_is_a_command_with_its_own_buttons(fake: FakeTelegram, tmp_path: Path, tiny_model: Path) -> None:
+    from generation.config import FacesConfig
+    from tests.generation.nvidia_pickle import write_nvidia_pickle
+    from tests.generation.test_faces import TINY, tiny_generator
+
+    checkpoint = write_nvidia_pickle(tmp_path / "tiny.pkl", tiny_generator(), TINY)
+    config = make_config(tmp_path, tiny_model, fake).model_copy(update={"faces": FacesConfig(checkpoint=str(checkpoint))})
+    async with easel(fake, config) as bot:
+        await fake.push(fake.text("/face --seed 3 --psi 0.6"))
+        photo = await fake.wait_for_message(result, WAIT)
+        assert "seed 3 · ψ 0.6 · job #1" in photo.caption
+        assert photo.callback_data == ["seed:1", "png:1"]  # no steps to multiply on a face
+        await fake.push(fake.callback("seed:1", photo))
+        await fake.wait_for_message(lambda m: result(m) and "job #2" in m.caption, WAIT)
+        assert (await bot.history.get(2)).parent_id == 1
