@@ -176,6 +176,8 @@ class Service:
             raise CommandError("attach one image at most")
         if settings.mode is not None or settings.control_scale is not None:
             raise CommandError("--mode and --control are for /sketch")
+        if settings.psi is not None or settings.layers is not None:
+            raise CommandError("--psi and --layers are for /face")
         drawing = dict(
             prompt=command.prompt, negative_prompt=defaults.negative_prompt,
             seed=_seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps,
@@ -220,6 +222,8 @@ class Service:
             raise CommandError("attach the drawing: a photo of it or the file (console: /sketch a house --image house.jpg)")
         if settings.width is not None:
             raise CommandError("/sketch takes its size from the drawing; leave out --ar and --size")
+        if settings.psi is not None or settings.layers is not None:
+            raise CommandError("--psi and --layers are for /face")
         photo = await asyncio.to_thread(
             open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
         )

@@ -744,6 +744,8 @@ async def test_sketch_refusals_say_what_to_do(make_rig, tiny_controlnet: Path):
         "/sketch takes its size from the drawing; leave out --ar and --size")
     assert await rig.refused(ALICE, "/sketch a house --control 3 --mode scribble", drawing) == "control must be 0–2, got 3"
     assert await rig.refused(ALICE, "/imagine a house --mode scribble") == "--mode and --control are for /sketch"
+    assert await rig.refused(ALICE, "/imagine a house --psi 0.5") == "--psi and --layers are for /face"
+    assert await rig.refused(ALICE, "/sketch a house --psi 0.5", drawing) == "--psi and --layers are for /face"
     assert (await rig.refused(ALICE, "/sketch a house --mode crayon", drawing)).startswith("unknown mode 'crayon'")
 
 
