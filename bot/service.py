@@ -9,6 +9,8 @@ import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
+from PIL import Image
+
 from bot import commands
 from bot.commands import Cancel, Command, Face, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue, Sketch
 from bot.config import Config
@@ -171,9 +173,19 @@ class Service:
         raise AssertionError(command)
 
     async def imagine(self, owner: Owner, command: Imagine, attachments: Sequence[Attachment]) -> Reply:
-        defaults, settings = self.config.defaults, command.settings
         if len(attachments) > 1:
             raise CommandError("attach one image at most")
+        return await self._imagine(owner, command, await self._decode(attachments[0]) if attachments else None)
+
+    async def _decode(self, attachment: Attachment) -> Image.Image:
+        # Decoding a phone photo takes a fifth of a second: off the event loop, like every file.
+        limits = self.config.limits
+        return await asyncio.to_thread(
+            open_upload, attachment.data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
+        )
+
+    async def _imagine(self, owner: Owner, command: Imagine, image: Image.Image | None) -> Reply:
+        defaults, settings = self.config.defaults, command.settings
         if settings.mode is not None or settings.control_scale is not None:
             raise CommandError("--mode and --control are for /sketch")
         if settings.psi is not None or settings.layers is not None:
@@ -183,14 +195,8 @@ class Service:
             seed=_seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1), steps=defaults.steps,
             cfg=defaults.cfg, width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler,
         )
-        image = None
         params: JobParams
-        if attachments:
-            # Decoding a phone photo takes a fifth of a second: off the event loop, like every file.
-            limits = self.config.limits
-            image = await asyncio.to_thread(
-                open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
-            )
+        if image is not None:
             width, height = commands.size_for_aspect(*_clamped_aspect(image.size), defaults.width * defaults.height)
             # The input's hash is known once it is kept, below; until then the job is only checked.
             params = Img2ImgParams(**{**drawing, "width": width, "height": height}, strength=defaults.strength,
@@ -204,13 +210,20 @@ class Service:
         self.queue.check_available(params.kind)
         if image is None:
             return await self._submit(owner, params, None, "")
+        return await self._submit_with_inputs(owner, (image,), lambda sha: params.replace(input_sha256=sha[0]))
+
+    async def _submit_with_inputs(
+        self, owner: Owner, images: Sequence[Image.Image], with_hashes: Callable[[list[str]], JobParams]
+    ) -> Reply:
+        """Keep the job's input images, then queue it; a refusal removes the files this command wrote."""
         async with self._inputs:
-            sha256, new = await asyncio.to_thread(self.images.add_input, image)
+            kept = [await asyncio.to_thread(self.images.add_input, image) for image in images]
             try:
-                return await self._submit(owner, params.replace(input_sha256=sha256), None, "")
+                return await self._submit(owner, with_hashes([sha256 for sha256, _ in kept]), None, "")
             except EaselError:
-                if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
-                    await asyncio.to_thread(self.images.discard_input, sha256)
+                for sha256, new in kept:
+                    if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
+                        await asyncio.to_thread(self.images.discard_input, sha256)
                 raise
 
     async def sketch(self, owner: Owner, command: Sketch, attachments: Sequence[Attachment]) -> Reply:
@@ -224,13 +237,11 @@ class Service:
             raise CommandError("/sketch takes its size from the drawing; leave out --ar and --size")
         if settings.psi is not None or settings.layers is not None:
             raise CommandError("--psi and --layers are for /face")
-        photo = await asyncio.to_thread(
-            open_upload, attachments[0].data, limits.max_upload_bytes, limits.max_upload_pixels, limits.max_side
-        )
+        photo = await self._decode(attachments[0])
         mode = settings.mode or ("img2img" if await asyncio.to_thread(is_coloured, photo) else "scribble")
         if mode == "img2img":  # filled colour areas steer image→image well; lines alone do not
             plain = dataclasses.replace(settings, mode=None, control_scale=None)
-            reply = await self.imagine(owner, Imagine(command.prompt, plain), attachments)
+            reply = await self._imagine(owner, Imagine(command.prompt, plain), photo)
             why = "" if settings.mode else ", a coloured drawing: drawn by image→image (--mode scribble to follow its lines)"
             return dataclasses.replace(reply, text=reply.text + why)
         if mode == "pix2pix" and not self.config.sketch.pix2pix:
@@ -245,16 +256,9 @@ class Service:
         params = _without_controls(dataclasses.replace(settings, mode=mode).apply(params))
         check_params(params, limits)
         self.queue.check_available(params.kind)
-        async with self._inputs:
-            kept = [await asyncio.to_thread(self.images.add_input, image) for image in (photo, control)]
-            try:
-                params = params.replace(input_sha256=kept[0][0], control_sha256=kept[1][0])
-                reply = await self._submit(owner, params, None, "")
-            except EaselError:
-                for sha256, new in kept:
-                    if new:  # nobody else refers to a file this command wrote: a refusal leaves nothing behind
-                        await asyncio.to_thread(self.images.discard_input, sha256)
-                raise
+        reply = await self._submit_with_inputs(
+            owner, (photo, control), lambda sha: params.replace(input_sha256=sha[0], control_sha256=sha[1])
+        )
         return dataclasses.replace(reply, text=f"{reply.text} · {mode}")
 
     async def face(self, owner: Owner, command: Face) -> Reply:
