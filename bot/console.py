@@ -22,7 +22,7 @@ from typing import Iterator, TextIO
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from bot.pacing import Pending
+from bot.pacing import BAR_CELLS, Pending, progress_bar
 from bot.service import Attachment, Reply, Service, describe
 from generation.queue import EventKind, JobEvent
 from storage.images import BadImageError, read_image_file
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 PLATFORM = "console"
 PROMPT = "> "
 _IMAGE_OPTION = re.compile(r"(?:^|\s)(?:(?:--|\u2014|\u2013)image[\s=]|image=)\s*(\"[^\"]+\"|'[^']+'|\S+)")
-_BAR_CELLS = 10
 # Prompts, file names and error messages quoting them are people's text: an escape sequence in one must
 # not reach the terminal (retitle the window, clear the screen, fake a line). C0 controls, DEL and C1
 # controls are shown as \x1b-style escapes; a newline stays a newline and a tab becomes a space.
@@ -62,11 +61,6 @@ def local_user() -> str:
         return getpass.getuser() or "local"
     except (KeyError, OSError, ImportError):  # KeyError before Python 3.13, OSError since
         return "local"
-
-
-def progress_bar(done: int, total: int) -> str:
-    filled = _BAR_CELLS * done // max(total, 1)
-    return "█" * filled + "░" * (_BAR_CELLS - filled)
 
 
 class ConsoleFrontend:
@@ -238,7 +232,7 @@ class ConsoleFrontend:
         if self._reading:
             self._redraw()
             return
-        cells = _BAR_CELLS * step // max(total, 1)
+        cells = BAR_CELLS * step // max(total, 1)
         if cells != self._cells.get(job_id):  # at most ten lines a job in a log
             self._cells[job_id] = cells
             self.say(f"[#{job_id}] {progress_bar(step, total)} {step}/{total}")

@@ -20,10 +20,10 @@ from bot import commands
 from bot.commands import Cancel, Command, Help, ShowHistory, ShowQueue
 from bot.config import Config
 from bot.limits import MAX_SEED, CommandError
-from bot.pacing import Paced, Pending
+from bot.pacing import Paced, Pending, clip, status_line
 from bot.results import fitted
 from bot.service import Attachment, Reply, Service, describe, title
-from generation.queue import EventKind, JobEvent
+from generation.queue import JobEvent
 from generation.schedulers import SCHEDULERS
 from storage.records import JobRecord, JobStatus, Owner
 
@@ -36,7 +36,7 @@ CONTENT_LIMIT = 2000  # characters in a Discord message
 
 
 def _text(text: str, limit: int = CONTENT_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def _help(name: str) -> str:
@@ -401,22 +401,11 @@ class DiscordFrontend:
     async def _edit_progress(self, live: _Live, event: JobEvent) -> None:
         if not live.token_alive:
             return
-        job, prompt = event.job, _text(title(event.job.params), 300)
-        if event.kind is EventKind.PROGRESS:
-            total = max(event.total, 1)
-            filled = 10 * event.step // total
-            text = (f"#{job.id} {'█' * filled}{'░' * (10 - filled)} {event.step}/{event.total} "
-                    f"({100 * event.step // total}%) — {prompt}")
-        elif event.kind is EventKind.STARTED:
-            text = f"#{job.id} started — {prompt}"
-        elif event.kind is EventKind.STALLED:
-            text = f"#{job.id} waits: {event.error}"
-        else:
-            text = f"#{job.id} queued (position {event.position}) — {prompt}"
         files = []
         if event.preview is not None:
             files.append(discord.File(io.BytesIO(await asyncio.to_thread(_png, event.preview)), "preview.png"))
-        await live.interaction.edit_original_response(content=_text(text), attachments=files, view=_buttons(job))
+        await live.interaction.edit_original_response(content=_text(status_line(event)), attachments=files,
+                                                      view=_buttons(event.job))
 
     async def _deliver(self, job: JobRecord, live: _Live | None) -> None:
         """The end of a job: in its own message while the token lives, else a new one in its channel."""

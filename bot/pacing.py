@@ -7,7 +7,35 @@ import logging
 import time
 from typing import Awaitable, Callable, Generic, TypeVar
 
+from bot.service import title
+from generation.queue import EventKind, JobEvent
+
 log = logging.getLogger(__name__)
+
+BAR_CELLS = 10
+
+
+def clip(text: str, limit: int) -> str:
+    """text, cut to `limit` characters with "…" where it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_bar(done: int, total: int) -> str:
+    filled = BAR_CELLS * done // max(total, 1)
+    return "█" * filled + "░" * (BAR_CELLS - filled)
+
+
+def status_line(event: JobEvent) -> str:
+    """A job's state in one line for its status message: queued, started, step and percentage, or waiting."""
+    job, prompt = event.job, clip(title(event.job.params), 300)
+    if event.kind is EventKind.PROGRESS:
+        percent = 100 * event.step // max(event.total, 1)
+        return f"#{job.id} {progress_bar(event.step, event.total)} {event.step}/{event.total} ({percent}%) — {prompt}"
+    if event.kind is EventKind.STARTED:
+        return f"#{job.id} started — {prompt}"
+    if event.kind is EventKind.STALLED:
+        return f"#{job.id} waits: {event.error}"
+    return f"#{job.id} queued (position {event.position}) — {prompt}"
 
 State = TypeVar("State")
 

@@ -25,10 +25,10 @@ from bot import commands
 from bot.commands import Rerun
 from bot.config import Config
 from bot.limits import CommandError
-from bot.pacing import Paced, Pending
+from bot.pacing import Paced, Pending, clip, status_line
 from bot.results import fitted
 from bot.service import Attachment, Reply, Service, describe, title
-from generation.queue import EventKind, JobEvent
+from generation.queue import JobEvent
 from storage.records import JobRecord, JobStatus, Owner
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ COMMANDS = (
 )
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _buttons(job: JobRecord) -> InlineKeyboardMarkup:
     row = [InlineKeyboardButton("5× steps", callback_data=f"more:{job.id}")] if hasattr(job.params, "steps") else []
     row += [InlineKeyboardButton("New seed", callback_data=f"seed:{job.id}"),
@@ -73,7 +69,7 @@ class _Status:
 
 async def _edit(bot, chat_id: int, message_id: int, text: str) -> None:
     try:
-        await bot.edit_message_text(_clip(text, TEXT_LIMIT), chat_id=chat_id, message_id=message_id)
+        await bot.edit_message_text(clip(text, TEXT_LIMIT), chat_id=chat_id, message_id=message_id)
     except BadRequest as exc:
         if "not modified" not in str(exc).lower():  # the same text again is not an error
             raise
@@ -257,7 +253,7 @@ class TelegramFrontend:
 
     async def _reply(self, message: Message, text: str) -> None:
         with contextlib.suppress(TelegramError):
-            await message.reply_text(_clip(text, TEXT_LIMIT))
+            await message.reply_text(clip(text, TEXT_LIMIT))
 
     async def _submitted(self, message: Message, reply: Reply) -> None:
         """A command's answer; a queued job's answer is its status message, edited from then on."""
@@ -269,7 +265,7 @@ class TelegramFrontend:
             return
         job = reply.job
         try:
-            sent = await message.reply_text(_clip(f"{reply.text} — {title(job.params)}", TEXT_LIMIT))
+            sent = await message.reply_text(clip(f"{reply.text} — {title(job.params)}", TEXT_LIMIT))
         except TelegramError:
             log.warning("could not post job #%d's status in Telegram chat %s", job.id, message.chat_id, exc_info=True)
             return
@@ -289,16 +285,7 @@ class TelegramFrontend:
         status = self._status.get(job.id)
         if status is None:
             return  # asked for before a restart: its result is sent when it ends
-        prompt = _clip(title(job.params), 300)
-        if event.kind is EventKind.PROGRESS:
-            total = max(event.total, 1)
-            filled = 10 * event.step // total
-            status.progress.push(f"#{job.id} {'█' * filled}{'░' * (10 - filled)} {event.step}/{event.total} "
-                                 f"({100 * event.step // total}%) — {prompt}")
-        elif event.kind is EventKind.STARTED:
-            status.progress.push(f"#{job.id} started — {prompt}")
-        elif event.kind is EventKind.STALLED:
-            status.progress.push(f"#{job.id} waits: {event.error}")
+        status.progress.push(status_line(event))
 
     async def _deliver(self, job: JobRecord, status: _Status | None) -> None:
         try:
@@ -342,4 +329,4 @@ class TelegramFrontend:
 
 def _caption(job: JobRecord, seed: int) -> str:
     settings = f"{describe(job.params, seed)} · job #{job.id}"  # kept whole: the seed and job id matter most
-    return f"{_clip(title(job.params), CAPTION_LIMIT - len(settings) - 1)}\n{settings}"
+    return f"{clip(title(job.params), CAPTION_LIMIT - len(settings) - 1)}\n{settings}"

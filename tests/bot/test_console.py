@@ -32,7 +32,8 @@ from prompt_toolkit.output import DummyOutput
 from bot.app import build_engines
 from bot.cli import main
 from bot.config import Config
-from bot.console import ConsoleFrontend, extract_image, local_user, progress_bar, visible
+from bot.console import ConsoleFrontend, extract_image, local_user, visible
+from bot.pacing import progress_bar
 from bot.service import Service
 from generation.config import GenerationConfig
 from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
