@@ -62,16 +62,12 @@ def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem
             parse_attention(text)  # a weight like (word:1.2.3) is refused now, not when the job runs
         except PromptError as exc:
             problems.append(LimitProblem(setting, str(exc)))
-    for setting, name, value, low, high, limit in (
+    problems += _out_of_range((
         ("steps", "steps", params.steps, 1, limits.max_steps, "max_steps"),
         ("cfg", "cfg", params.cfg, 0, limits.max_cfg, "max_cfg"),
         ("count", "n", params.count, 1, limits.max_count, "max_count"),
         ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
-    ):
-        if not low <= value <= high:
-            problems.append(LimitProblem(
-                setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}", limit,
-            ))
+    ))
     if isinstance(params, Img2ImgParams) and not 0 < params.strength <= 1:
         problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {plain_number(params.strength)}"))
     elif isinstance(params, Img2ImgParams) and int(params.steps * params.strength) < 1:
@@ -97,17 +93,22 @@ def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem
     return problems
 
 
+def _out_of_range(checks: tuple[tuple[str, str, float, float, float, str], ...]) -> list[LimitProblem]:
+    """(setting, name shown, value, lowest, highest, [limits] key) → a problem for each value outside its range."""
+    return [
+        LimitProblem(setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}",
+                     limit)
+        for setting, name, value, low, high, limit in checks
+        if not low <= value <= high
+    ]
+
+
 def _face_problems(params: FaceParams, limits: LimitsConfig) -> list[LimitProblem]:
-    problems = []
-    for setting, name, value, low, high, limit in (
+    problems = _out_of_range((
         ("count", "n", params.count, 1, limits.max_count, "max_count"),
         ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
         ("psi", "psi", params.psi, -1, 2, ""),
-    ):
-        if not low <= value <= high:
-            problems.append(LimitProblem(
-                setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}", limit,
-            ))
+    ))
     if len(params.edits) > 16:
         problems.append(LimitProblem("edits", f"at most 16 moves at once, got {len(params.edits)}"))
     for direction, amount in params.edits:

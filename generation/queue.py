@@ -402,9 +402,7 @@ class JobQueue:
             try:
                 await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
             except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
-                for image in images:
-                    with contextlib.suppress(OSError):
-                        os.unlink(image.path)
+                _remove(images)
                 raise
             self._emit(JobEvent.ending(await self.history.get(job.id)))
         finally:
@@ -424,8 +422,13 @@ class JobQueue:
                 path = self.images.save_output(job.id, index, image, infotext(job.params, seed, result.run))
                 records.append(ImageRecord(job_id=job.id, index=index, seed=seed, path=str(path)))
         except BaseException:
-            for record in records:  # all of a job's images or none: the rerun writes them all again
-                with contextlib.suppress(OSError):
-                    os.unlink(record.path)
+            _remove(records)  # all of a job's images or none: the rerun writes them all again
             raise
         return records
+
+
+def _remove(images: list[ImageRecord]) -> None:
+    """Delete the files of images that will not be recorded; one already gone is fine."""
+    for image in images:
+        with contextlib.suppress(OSError):
+            os.unlink(image.path)

@@ -42,3 +42,15 @@ def params(**changes: object) -> JobParams:
     if kind is JobKind.IMG2IMG or "strength" in changes or "input_sha256" in changes:
         return Img2ImgParams(**{**drawing, "strength": 0.75, "input_sha256": "0" * 64, **changes})
     return Txt2ImgParams(**{**drawing, **changes})
+
+
+async def delivered(history, job_id: int, seconds: float = 60) -> bool:
+    """Whether the job is marked delivered, waiting (bounded) for the write that follows a frontend's send."""
+    import asyncio
+
+    for _ in range(int(seconds / 0.02)):
+        job = await history.get(job_id)
+        if job is not None and job.delivered:
+            return True
+        await asyncio.sleep(0.02)
+    return False

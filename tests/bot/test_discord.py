@@ -27,6 +27,7 @@ from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus, Owner
 from tests.bot.fake_discord import FakeDiscord, FakeMessage
+from tests.conftest import delivered
 
 WAIT = 60  # seconds: generous bounds for a busy 2-core runner, never a measurement
 
@@ -94,16 +95,6 @@ def finished(message: FakeMessage) -> bool:
 
 async def result_of(fake: FakeDiscord, exchange, seconds: float = WAIT) -> FakeMessage:
     return await exchange.message(finished, timeout=seconds)
-
-
-async def delivered(history: History, job_id: int) -> bool:
-    """Whether the job is marked delivered, waiting (bounded) for the write that follows the post."""
-    for _ in range(int(WAIT / 0.02)):
-        job = await history.get(job_id)
-        if job is not None and job.delivered:
-            return True
-        await asyncio.sleep(0.02)
-    return False
 
 
 def ephemeral_text(exchange) -> str:

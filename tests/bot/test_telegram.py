@@ -27,6 +27,7 @@ from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus
 from tests.bot.fake_telegram import FakeMessage, FakeTelegram
+from tests.conftest import delivered
 
 WAIT = 60  # generous bounds for a busy 2-core runner, never a measurement
 
@@ -90,15 +91,6 @@ def sketch() -> bytes:
 
 def result(message: FakeMessage) -> bool:
     return message.from_bot and message.photo is not None
-
-
-async def delivered(history: History, job_id: int) -> bool:
-    for _ in range(int(WAIT / 0.02)):
-        job = await history.get(job_id)
-        if job is not None and job.delivered:
-            return True
-        await asyncio.sleep(0.02)
-    return False
 
 
 async def test_commands_are_registered_and_a_captioned_photo_comes_back_drawn(bot: Easel) -> None:
