@@ -336,9 +336,9 @@ class DiffusionEngine:
             return self._controlled
         dtype = getattr(torch, self._plan.dtype)
         name = self.sketch.controlnet
+        folder = Path(name).expanduser()
         try:
-            controlnet = ControlNetModel.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir()
-                                                         else name, torch_dtype=dtype)
+            controlnet = ControlNetModel.from_pretrained(str(folder) if folder.is_dir() else name, torch_dtype=dtype)
         except Exception as exc:
             message = (f"could not load the ControlNet {name!r} ([sketch] controlnet): {sentence(reason(root(exc)))} "
                        "Set [sketch] controlnet to a local diffusers ControlNet folder or a hub id such as "
