@@ -39,6 +39,7 @@ from generation.load_errors import (
     sentence,
 )
 from generation.memory import MemoryPlan, apply_plan, needs_tiling, plan_memory
+from generation.offload import SharedOffload
 from generation.preview import latent_preview
 from generation.prompts import encode_prompts
 from generation.schedulers import SCHEDULERS
@@ -95,7 +96,7 @@ class DiffusionEngine:
         self._plan: MemoryPlan | None = None
         self._device: torch.device | None = None
         self._model_hash: str | None = None
-        self._hooked = None  # the pipeline that currently owns the offload hooks
+        self._offload: SharedOffload | None = None  # hooks on the shared modules, installed once
         self._scheduler_config = None  # the model's own scheduler config, before any job's options
         self._owner_thread: int | None = None
 
@@ -268,7 +269,7 @@ class DiffusionEngine:
         img2img = isinstance(params, Img2ImgParams)
         sketch = isinstance(params, SketchParams)
         pipe = self._img2img if img2img else self._controlnet_pipe() if sketch else self._txt2img
-        self._activate_offload(pipe)
+        self._activate_offload(sketch)
         tiling = self._tiling(params)
         if tiling:
             pipe.vae.enable_tiling()
@@ -345,9 +346,8 @@ class DiffusionEngine:
                        "'lllyasviel/control_v11p_sd15_scribble', or connect once so it can be downloaded.")
             log.error("ControlNet load failed: %s", message, exc_info=exc)
             raise ModelLoadError(message) from exc
-        if self._hooked is not None:  # offload hooks sit on the shared modules: rebuild them for the new pipe
-            self._hooked.remove_all_hooks()
-            self._hooked = None
+        if self._offload is not None:  # from_pipe moves modules; hook again with the ControlNet on the next job
+            self._offload.remove()
         pipe = StableDiffusionControlNetPipeline.from_pipe(self._txt2img, controlnet=controlnet, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         if self._plan.offload == "none":
@@ -376,15 +376,17 @@ class DiffusionEngine:
         free = torch.cuda.mem_get_info(self._device)[0] if self._device.type == "cuda" else None
         return needs_tiling(self._plan, params.width, params.height, params.count, free)
 
-    def _activate_offload(self, pipe) -> None:
-        # Offload hooks belong to one pipeline object; re-hook when switching txt2img ⇄ img2img.
-        if self._plan.offload == "none" or self._hooked is pipe:
+    def _activate_offload(self, sketch: bool) -> None:
+        # The hooks sit on the modules all pipelines share, so a switch of job kind moves no weights.
+        if self._plan.offload == "none":
             return
-        if self._plan.offload == "model":
-            pipe.enable_model_cpu_offload(device=self._device)
-        else:
-            pipe.enable_sequential_cpu_offload(device=self._device)
-        self._hooked = pipe
+        if self._offload is None:
+            self._offload = SharedOffload(self._plan.offload, self._device)
+        controlnet = (self._controlled.controlnet,) if self._controlled is not None else ()
+        if not self._offload.installed:
+            shared = self._txt2img
+            self._offload.install((shared.text_encoder, shared.unet, shared.vae), side=controlnet)
+        self._offload.park(keep=controlnet if sketch else ())
 
     def run_info(self) -> RunInfo | None:
         plan = self._plan

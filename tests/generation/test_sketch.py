@@ -87,3 +87,34 @@ def test_a_controlnet_that_cannot_be_loaded_says_which_setting(tiny_model: Path,
     with pytest.raises(ModelLoadError, match=r"could not load the ControlNet .* \(\[sketch\] controlnet\)"):
         engine.run(sketch_params(), (drawing(),), Recorder())
     assert engine._controlled is None  # tried again on the next sketch job
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_offload_hooks_once_and_switching_kinds_redraws_the_same_pixels(
+    tiny_model: Path, tiny_controlnet: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
+) -> None:
+    import dataclasses
+
+    import generation.diffusion as diffusion
+    from storage.records import Img2ImgParams, Txt2ImgParams
+
+    common = dict(prompt="a small house", seed=7, steps=3, cfg=7.0, width=64, height=64, scheduler="dpmpp_2m")
+    jobs = [(Txt2ImgParams(**common), ()), (Img2ImgParams(**common, strength=0.6, input_sha256="0" * 64), (drawing(),)),
+            (sketch_params(), (drawing(),)), (Txt2ImgParams(**common), ()), (sketch_params(), (drawing(),)),
+            (Img2ImgParams(**common, strength=0.6, input_sha256="0" * 64), (drawing(),))]
+    plain = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
+                            SketchConfig(controlnet=str(tiny_controlnet)))
+    expected = [plain.run(job, inputs, Recorder()).images[0] for job, inputs in jobs]
+
+    # Offload hooks are real accelerate hooks; only the plan is forced, since the CPU never offloads by itself.
+    original = diffusion.plan_memory
+    monkeypatch.setattr(diffusion, "plan_memory",
+                        lambda *a, **k: dataclasses.replace(original(*a, **k), offload=mode))
+    offloaded = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
+                                SketchConfig(controlnet=str(tiny_controlnet)))
+    drawn = [offloaded.run(job, inputs, Recorder()).images[0] for job, inputs in jobs]
+    for index, (want, got) in enumerate(zip(expected, drawn)):
+        assert np.array_equal(pixels(want), pixels(got)), jobs[index][0].kind
+    # Hooked on the first job, once more when the ControlNet joined; never again for txt2img ⇄ img2img ⇄ sketch.
+    assert offloaded._offload.installs == 2
+    assert hasattr(offloaded._txt2img.unet, "_hf_hook") and hasattr(offloaded._controlled.controlnet, "_hf_hook")
