@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 from PIL import Image
 
-from generation.engine import Engine, EngineUnavailable, JobCancelled
+from generation.engine import Engine, EngineResult, EngineUnavailable, JobCancelled
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore, infotext
@@ -138,7 +138,7 @@ class JobQueue:
         self._submit_lock = asyncio.Lock()
         self._running: JobRecord | None = None
         self._progress: _Progress | None = None
-        self._drawn = False  # the running job's engine has returned: too late to cancel it
+        self._saving: dict[int, JobRecord] = {}  # drawn, images being saved: too late to cancel
         self._listeners: list[Listener] = []
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -255,9 +255,9 @@ class JobQueue:
             raise CancelError(f"job #{job_id} has already finished ({stored.status})")
         if job.owner.key != by.key and not admin:
             raise CancelError(f"job #{job_id} is not yours; only its owner or an admin can cancel it")
+        if job_id in self._saving:  # its images exist and are being saved: say so rather than "cancelling…"
+            raise CancelError(f"job #{job_id} has already finished; its images are being saved")
         if self._running is not None and self._running.id == job_id:
-            if self._drawn:  # its images exist and are being saved: say so rather than "cancelling…"
-                raise CancelError(f"job #{job_id} has already finished; its images are being saved")
             self._progress.cancel(by_user=True)
             return job
         queue = self._waiting[job.owner.key]
@@ -303,11 +303,14 @@ class JobQueue:
 
     def count_for(self, owner: Owner) -> int:
         running = 1 if self._running is not None and self._running.owner.key == owner.key else 0
-        return len(self._waiting.get(owner.key, ())) + running
+        saving = sum(job.owner.key == owner.key for job in self._saving.values())
+        return len(self._waiting.get(owner.key, ())) + running + saving
 
     def _find(self, job_id: int) -> JobRecord | None:
         if self._running is not None and self._running.id == job_id:
             return self._running
+        if job_id in self._saving:
+            return self._saving[job_id]
         return next((job for q in self._waiting.values() for job in q if job.id == job_id), None)
 
     # ---- the worker -----------------------------------------------------------------------
@@ -331,23 +334,50 @@ class JobQueue:
         return job
 
     async def _work(self) -> None:
-        while not self._stopping:
-            job = self._take_next()
-            if job is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                await self._run(job)
-            except Exception as exc:
-                if storage_trouble(exc):  # a full disk, a database that cannot be written
-                    await self._wait_for_storage(job, exc)
+        # The images of one job are saved and recorded while the next one draws: the GPU does not
+        # wait for PNG encoding, fsync and SQLite between queued jobs (benchmarks/gpu.py, "idle").
+        saving: tuple[JobRecord, asyncio.Task] | None = None
+        try:
+            while not self._stopping:
+                job = self._take_next()
+                if job is None:
+                    if saving is not None:  # nothing else to draw: let the last save end first
+                        await self._settle(*saving)
+                        saving = None
+                        continue
+                    self._wake.clear()
+                    await self._wake.wait()
                     continue
-                log.exception("could not record the end of job #%d", job.id)
-                error = f"something went wrong with job #{job.id}"
-                with contextlib.suppress(Exception):
-                    await self.history.finish(job.id, JobStatus.FAILED, error=error)
-                self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
+                try:
+                    drawn = await self._draw(job)
+                except Exception as exc:
+                    drawn = None
+                    await self._recover(job, exc)
+                if saving is not None:
+                    await self._settle(*saving)
+                    saving = None
+                if drawn is not None:
+                    saving = (drawn[0], asyncio.create_task(self._complete(*drawn)))
+        finally:
+            if saving is not None:
+                await self._settle(*saving)
+
+    async def _settle(self, job: JobRecord, task: asyncio.Task) -> None:
+        try:
+            await task
+        except Exception as exc:
+            await self._recover(job, exc)
+
+    async def _recover(self, job: JobRecord, exc: Exception) -> None:
+        """A job whose end could not be recorded: wait for room on a storage problem, else fail it."""
+        if storage_trouble(exc):  # a full disk, a database that cannot be written
+            await self._wait_for_storage(job, exc)
+            return
+        log.error("could not record the end of job #%d", job.id, exc_info=exc)
+        error = f"something went wrong with job #{job.id}"
+        with contextlib.suppress(Exception):
+            await self.history.finish(job.id, JobStatus.FAILED, error=error)
+        self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
 
     async def _wait_for_storage(self, job: JobRecord, exc: Exception) -> None:
         """Put a job whose end could not be recorded back at the head of the line, then wait for room."""
@@ -364,7 +394,8 @@ class JobQueue:
         with contextlib.suppress(TimeoutError):  # a stop, or a new job (room again?), ends the wait early
             await asyncio.wait_for(self._wake.wait(), self.storage_retry_seconds)
 
-    async def _run(self, job: JobRecord) -> None:
+    async def _draw(self, job: JobRecord) -> tuple[JobRecord, Engine, EngineResult] | None:
+        """Run one job on the GPU; returns what to save, or None when it already ended (failed, cancelled)."""
         loop = asyncio.get_running_loop()
         job = replace(job, status=JobStatus.RUNNING)
         engine = self.engines[job.params.kind]
@@ -372,7 +403,6 @@ class JobQueue:
         # once the database write below returns: in between it would be nowhere.
         self._running = job
         self._progress = progress = _Progress(loop, job, self._emit)
-        self._drawn = False
         try:
             job = self._running = replace(job, started_at=await self.history.mark_running(job.id))
             self._emit(JobEvent(EventKind.STARTED, job, position=0))
@@ -382,23 +412,36 @@ class JobQueue:
                 # The cancel came after the last step the engine could stop at; the person was told
                 # "cancelling…", so the job ends cancelled rather than delivering anyway.
                 raise JobCancelled("cancelled as it finished")
-            self._drawn = True  # from here a cancel is refused: the images are as good as delivered
-            images = await asyncio.to_thread(self._save, job, result)
+            self._saving[job.id] = job  # from here a cancel is refused: the images are as good as delivered
+            return job, engine, result
         except JobCancelled:
             if self._stopping and not progress.by_user:
                 # Shutting down, not a person's cancel: leave it unfinished so the next start runs it.
                 await self.history.mark_requeued([job.id])  # a clean stop, not a crash
                 log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
-                return
+                return None
             await self._finish(job, engine, JobStatus.CANCELLED)
         except EaselError as exc:
             await self._finish(job, engine, JobStatus.FAILED, error=str(exc))
-        except Exception as exc:
-            if storage_trouble(exc) and self._drawn:  # drawn, but not saved: it waits for room, not fails
-                raise
+        except Exception:
             log.exception("job #%d failed", job.id)
             await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
-        else:
+        finally:
+            self._running = None
+            self._progress = None
+        return None
+
+    async def _complete(self, job: JobRecord, engine: Engine, result: EngineResult) -> None:
+        """Save a drawn job's images and record it done; a storage problem is raised for _recover."""
+        try:
+            try:
+                images = await asyncio.to_thread(self._save, job, result)
+            except Exception as exc:
+                if storage_trouble(exc):  # drawn, but not saved: it waits for room, not fails
+                    raise
+                log.exception("job #%d could not be saved", job.id)
+                await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
+                return
             try:
                 await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
             except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
@@ -406,9 +449,7 @@ class JobQueue:
                 raise
             self._emit(JobEvent.ending(await self.history.get(job.id)))
         finally:
-            self._running = None
-            self._progress = None
-            self._drawn = False
+            self._saving.pop(job.id, None)
 
     async def _finish(self, job: JobRecord, engine: Engine, status: JobStatus, error: str | None = None) -> None:
         # How the engine was set up matters most when a job fails (out of memory, say): keep it.
