@@ -31,7 +31,9 @@ def test_the_gpu_benchmark_prints_every_profile_and_batch_on_the_cpu(tmp_path: P
     assert set(rows) == {(p, b) for p in ("speed", "balanced", "low", "minimal") for b in (1, 4)}, out
     for (profile, batch), (easel, rate, hand, hand_rate, ratio) in rows.items():
         assert easel > 0 and hand > 0 and rate > 0 and hand_rate > 0, (profile, batch)
-        assert abs(ratio - hand / easel) < 0.02 + 0.02 * ratio  # the ratio is of the printed medians
+        # The ratio is of the medians, printed rounded to 3 decimals: it lies within their rounding.
+        low, high = (hand - 0.0005) / (easel + 0.0005), (hand + 0.0005) / max(easel - 0.0005, 1e-9)
+        assert low - 0.005 <= ratio <= high + 0.005, (profile, batch, easel, hand, ratio)
     switches = [line for line in out.splitlines() if line.startswith("switch,")]
     assert len(switches) == 4 and all("txt2img→img2img" in line and "img2img→sketch" in line for line in switches)
     idle = re.search(rf"idle between 4 queued jobs: ({NUMBER}) ms median gap, ({NUMBER}) % of busy time", out)
