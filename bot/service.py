@@ -124,7 +124,7 @@ class Service:
 
     def pending(self, platform: str) -> list[JobRecord]:
         """This platform's unfinished jobs, running first."""
-        jobs = ([self.queue.running] if self.queue.running else []) + self.queue.waiting()
+        jobs = [job for job, _, _ in self.queue.running_jobs()] + self.queue.waiting()
         return [job for job in jobs if job.owner.platform == platform]
 
     async def handle(self, owner: Owner, text: str, attachments: Sequence[Attachment] = ()) -> Reply:
@@ -394,7 +394,7 @@ class Service:
                 raise CommandError("you have no waiting or running jobs to cancel")
             job_id = mine[-1].id
         job = await self.queue.cancel(job_id, owner, admin=self.is_admin(owner))
-        running = self.queue.running is not None and self.queue.running.id == job.id
+        running = any(running.id == job.id for running, _, _ in self.queue.running_jobs())
         return Reply(f"cancelling #{job.id}…" if running else f"cancelled #{job.id}")
 
     async def history_text(self, owner: Owner, limit: int) -> str:
@@ -411,13 +411,11 @@ class Service:
         return "\n".join(lines)
 
     def queue_text(self) -> str:
-        running, waiting = self.queue.running, self.queue.waiting()
-        if running is None and not waiting:
+        running, waiting = self.queue.running_jobs(), self.queue.waiting()
+        if not running and not waiting:
             return "the queue is empty"
-        lines = []
-        if running is not None:
-            done, total = self.queue.running_progress or (0, running.params.effective_steps)
-            lines.append(f"running: #{running.id} ({_who(running)}) {done}/{total} {title(running.params)[:50]}")
+        lines = [f"running: #{job.id} ({_who(job)}) {done}/{total} {title(job.params)[:50]}"
+                 + (f" · on {where}" if where else "") for job, (done, total), where in running]
         lines += [f"{n}. #{job.id} ({_who(job)}) {title(job.params)[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
 

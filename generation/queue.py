@@ -104,6 +104,8 @@ class _Progress:
         self._cancel = threading.Event()
         self.by_user = False  # a person asked to cancel (not a shutdown): the job must end cancelled
         self.last: tuple[int, int] = (0, job.params.effective_steps)  # (done, total), for /queue
+        self.where: str | None = None  # the worker that draws it, when not this process
+        self.on_cancel: Callable[[], None] | None = None  # called on the loop when a cancel is asked
 
     @property
     def cancelled(self) -> bool:
@@ -112,6 +114,8 @@ class _Progress:
     def cancel(self, by_user: bool) -> None:
         self.by_user = self.by_user or by_user
         self._cancel.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
         self.last = (done, total)  # one tuple swap: readers on the loop see the old or the new pair
@@ -136,8 +140,8 @@ class JobQueue:
         self._served: dict[str, int] = {}  # person → when they last had a turn, since the queue was idle
         self._turns_taken = 0
         self._submit_lock = asyncio.Lock()
-        self._running: JobRecord | None = None
-        self._progress: _Progress | None = None
+        self._running: dict[int, JobRecord] = {}  # drawing now, oldest first (one locally, one per remote slot)
+        self._progress: dict[int, _Progress] = {}
         self._saving: dict[int, JobRecord] = {}  # drawn, images being saved: too late to cancel
         self._listeners: list[Listener] = []
         self._wake = asyncio.Event()
@@ -156,6 +160,19 @@ class JobQueue:
         # Jobs submitted before start() are unfinished in history too, but already waiting here.
         known = {job.id for queue in self._waiting.values() for job in queue}
         unfinished = [job for job in await self.history.unfinished() if job.id not in known]
+        recovered = await self._recover_unfinished(unfinished)
+        for job in recovered:
+            self._waiting.setdefault(job.owner.key, deque()).append(job)
+        for job in recovered:
+            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id), recovered=True))
+        if recovered:
+            log.info("recovered %d unfinished job(s): %s", len(recovered), ", ".join(f"#{j.id}" for j in recovered))
+        self._worker = asyncio.create_task(self._work(), name="easel-queue-worker")
+        self._wake.set()
+        return recovered
+
+    async def _recover_unfinished(self, unfinished: list[JobRecord]) -> list[JobRecord]:
+        """What to queue again of the jobs history left unfinished; here the process died under the running one."""
         # A job still marked running means the process died under it; one that keeps doing so must
         # not take easel down on every start, so after MAX_CRASHES it fails instead.
         crashed = [job for job in unfinished if job.status is JobStatus.RUNNING]
@@ -170,21 +187,13 @@ class JobQueue:
                 self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
                 continue
             recovered.append(replace(job, status=JobStatus.QUEUED, started_at=None, crashes=crashes))
-        for job in recovered:
-            self._waiting.setdefault(job.owner.key, deque()).append(job)
-        for job in recovered:
-            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id), recovered=True))
-        if recovered:
-            log.info("recovered %d unfinished job(s): %s", len(recovered), ", ".join(f"#{j.id}" for j in recovered))
-        self._worker = asyncio.create_task(self._work(), name="easel-queue-worker")
-        self._wake.set()
         return recovered
 
     async def stop(self) -> None:
         """Stop after interrupting the running job; it stays unfinished in history and runs on next start."""
         self._stopping = True
-        if self._progress is not None:
-            self._progress.cancel(by_user=False)
+        for progress in list(self._progress.values()):
+            progress.cancel(by_user=False)
         if self._worker is not None:
             self._wake.set()
             try:
@@ -257,8 +266,8 @@ class JobQueue:
             raise CancelError(f"job #{job_id} is not yours; only its owner or an admin can cancel it")
         if job_id in self._saving:  # its images exist and are being saved: say so rather than "cancelling…"
             raise CancelError(f"job #{job_id} has already finished; its images are being saved")
-        if self._running is not None and self._running.id == job_id:
-            self._progress.cancel(by_user=True)
+        if job_id in self._running:
+            self._progress[job_id].cancel(by_user=True)
             return job
         queue = self._waiting[job.owner.key]
         queue.remove(job)
@@ -285,16 +294,26 @@ class JobQueue:
 
     @property
     def running(self) -> JobRecord | None:
-        return self._running
+        """The oldest job in progress (drawing, or its images being saved), or None when idle."""
+        jobs = self.running_jobs()
+        return jobs[0][0] if jobs else None
+
+    def running_jobs(self) -> list[tuple[JobRecord, tuple[int, int], str | None]]:
+        """Every job in progress, oldest first: (job, (steps done, steps in all), where it runs).
+        A job whose images are being saved is still in progress: its end is not on disk yet."""
+        saving = [(job, (job.params.effective_steps,) * 2, None) for job in self._saving.values()]
+        drawing = [(job, self._progress[job.id].last, self._progress[job.id].where) for job in self._running.values()]
+        return sorted(saving + drawing, key=lambda entry: entry[0].id)
 
     @property
     def running_progress(self) -> tuple[int, int] | None:
         """(steps done, steps in all) of the running job, or None when idle."""
-        return self._progress.last if self._progress is not None else None
+        jobs = self.running_jobs()
+        return jobs[0][1] if jobs else None
 
     def position(self, job_id: int) -> int | None:
         """1 = runs next; 0 = running now; None = not in the queue."""
-        if self._running is not None and self._running.id == job_id:
+        if job_id in self._running:
             return 0
         for index, job in enumerate(self.waiting(), start=1):
             if job.id == job_id:
@@ -302,13 +321,13 @@ class JobQueue:
         return None
 
     def count_for(self, owner: Owner) -> int:
-        running = 1 if self._running is not None and self._running.owner.key == owner.key else 0
+        running = sum(job.owner.key == owner.key for job in self._running.values())
         saving = sum(job.owner.key == owner.key for job in self._saving.values())
         return len(self._waiting.get(owner.key, ())) + running + saving
 
     def _find(self, job_id: int) -> JobRecord | None:
-        if self._running is not None and self._running.id == job_id:
-            return self._running
+        if job_id in self._running:
+            return self._running[job_id]
         if job_id in self._saving:
             return self._saving[job_id]
         return next((job for q in self._waiting.values() for job in q if job.id == job_id), None)
@@ -321,11 +340,15 @@ class JobQueue:
             except Exception:
                 log.exception("a job event listener failed on %s of job #%d", event.kind, event.job.id)
 
-    def _take_next(self) -> JobRecord | None:
+    def _take_next(self, fits: Callable[[JobRecord], bool] | None = None) -> JobRecord | None:
+        """The next job by fair turns; with `fits`, among the people whose next job fits somewhere now."""
         if not self._waiting:
             self._served.clear()  # idle: everyone starts the next round equal
             return None
-        key = _next_turn(self._waiting, self._served)
+        candidates = self._waiting if fits is None else {k: q for k, q in self._waiting.items() if fits(q[0])}
+        if not candidates:
+            return None
+        key = _next_turn(candidates, self._served)
         job = self._waiting[key].popleft()
         if not self._waiting[key]:
             del self._waiting[key]
@@ -401,13 +424,12 @@ class JobQueue:
         engine = self.engines[job.params.kind]
         # Running (for position, limits and cancel) from the moment it leaves the line, not only
         # once the database write below returns: in between it would be nowhere.
-        self._running = job
-        self._progress = progress = _Progress(loop, job, self._emit)
+        self._running[job.id] = job
+        self._progress[job.id] = progress = _Progress(loop, job, self._emit)
         try:
-            job = self._running = replace(job, started_at=await self.history.mark_running(job.id))
+            job = self._running[job.id] = replace(job, started_at=await self.history.mark_running(job.id))
             self._emit(JobEvent(EventKind.STARTED, job, position=0))
-            inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
-            result = await self.run_on_gpu(engine.run, job.params, inputs, progress)
+            result = await self._execute(engine, job, progress)
             if progress.by_user:
                 # The cancel came after the last step the engine could stop at; the person was told
                 # "cancelling…", so the job ends cancelled rather than delivering anyway.
@@ -427,9 +449,14 @@ class JobQueue:
             log.exception("job #%d failed", job.id)
             await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
         finally:
-            self._running = None
-            self._progress = None
+            self._running.pop(job.id, None)
+            self._progress.pop(job.id, None)
         return None
+
+    async def _execute(self, engine: Engine, job: JobRecord, progress: _Progress) -> EngineResult:
+        """Draw a job: here on the one GPU thread; the Redis queue sends it to a worker instead."""
+        inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
+        return await self.run_on_gpu(engine.run, job.params, inputs, progress)
 
     async def _complete(self, job: JobRecord, engine: Engine, result: EngineResult) -> None:
         """Save a drawn job's images and record it done; a storage problem is raised for _recover."""
@@ -447,6 +474,7 @@ class JobQueue:
             except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
                 _remove(images)
                 raise
+            await self._ended(job.id)
             self._emit(JobEvent.ending(await self.history.get(job.id)))
         finally:
             self._saving.pop(job.id, None)
@@ -454,7 +482,11 @@ class JobQueue:
     async def _finish(self, job: JobRecord, engine: Engine, status: JobStatus, error: str | None = None) -> None:
         # How the engine was set up matters most when a job fails (out of memory, say): keep it.
         await self.history.finish(job.id, status, error=error, run=engine.run_info())
+        await self._ended(job.id)
         self._emit(JobEvent.ending(replace(job, status=status, error=error)))
+
+    async def _ended(self, job_id: int) -> None:
+        """A job's end is on disk (the Redis queue acknowledges its result message here)."""
 
     def _save(self, job: JobRecord, result) -> list[ImageRecord]:
         records = []
