@@ -16,7 +16,7 @@ from bot.service import Service
 from generation.diffusion import DiffusionEngine
 from generation.engine import Engine
 from generation.faces.engine import FaceEngine
-from generation.queue import JobQueue, QueueLimits
+from generation.queue import JobQueue
 from storage.errors import StorageError
 from storage.history import History, requeue_running
 from storage.images import ImageStore
@@ -128,7 +128,14 @@ class _StopOnSignal:
 async def _serve(config: Config, console_only: bool) -> int:
     async with await History.open(config.database) as history:
         images = ImageStore(config.storage.data_dir)
-        queue = JobQueue(history, images, build_engines(config), QueueLimits(**config.queue.model_dump()))
+        limits = config.queue.limits()
+        if config.queue.backend == "redis":
+            from bot.worker import settings_of
+            from generation.redis_queue import RedisQueue
+
+            queue = RedisQueue(history, images, limits, settings_of(config))
+        else:
+            queue = JobQueue(history, images, build_engines(config), limits)
         service = Service(config, history, images, queue)
         await queue.start()
         try:

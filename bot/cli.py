@@ -1,4 +1,4 @@
-"""The `easel` command: run, console, make-tiny-model."""
+"""The `easel` command: run, console, worker, workers, make-tiny-model."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", parents=[common], help="start every configured frontend (the console when none is)")
     sub.add_parser("console", parents=[common], help="talk to easel in this terminal, or pipe commands into it")
+    worker = sub.add_parser("worker", parents=[common],
+                            help="draw jobs from Redis on this machine's GPU ([queue] backend = \"redis\")")
+    worker.add_argument("--kinds", default="txt2img,img2img,sketch,face",
+                        help="the job kinds this worker takes, comma-separated (default: all)")
+    worker.add_argument("--name", help="how /queue and `easel workers` name it (default: host-pid)")
+    sub.add_parser("workers", parents=[common], help="list the workers connected to Redis")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (draws noise) for tests")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--controlnet", type=Path, metavar="DIR",
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f'and a tiny ControlNet in {args.controlnet}: [sketch] controlnet = "{args.controlnet}"')
         return 0
 
+    if args.command in ("worker", "workers"):
+        return _worker(config_file, verbose, args)
     try:
         return _serve(config_file, verbose, console_only=args.command == "console")
     except KeyboardInterrupt:  # Ctrl-C before the event loop took over signals (imports, start-up)
@@ -78,6 +86,38 @@ def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
     except EaselError as exc:  # start-up problems the person can fix: one line, no traceback
         print(f"easel: {exc}", file=sys.stderr)
         return 2
+
+def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:
+    import logging
+
+    from bot.config import load_config
+    from storage.records import JobKind
+
+    try:
+        config = load_config(_config_path(config_file))
+        if args.command == "workers":
+            from bot.worker import list_workers
+
+            print(asyncio.run(list_workers(config)))
+            return 0
+        names = [name.strip() for name in args.kinds.split(",") if name.strip()]
+        known = [str(kind) for kind in JobKind]
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            print(f"easel: --kinds takes {', '.join(known)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from bot.worker import Worker, default_name  # imports torch
+
+        kinds = tuple(JobKind(name) for name in dict.fromkeys(names))
+        return asyncio.run(Worker(config, kinds, args.name or default_name()).run())
+    except EaselError as exc:
+        print(f"easel: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.limits import LimitsConfig, limit_problems
 from generation.config import FacesConfig, GenerationConfig, SketchConfig
+from generation.queue import QueueLimits
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
 from storage.records import Img2ImgParams
@@ -60,6 +61,16 @@ class QueueConfig(BaseModel):
     model_config = _FROZEN
     max_per_user: int = Field(5, ge=1, le=100_000)
     max_total: int = Field(50, ge=1, le=100_000)
+    # "local": one GPU in this process (the default, no extra service). "redis": the bot dispatches,
+    # `easel worker` processes draw, on this machine or any other that reaches redis_url.
+    backend: Literal["local", "redis"] = "local"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # may hold a password: never logged
+    redis_prefix: str = Field("easel", pattern=r"^[A-Za-z0-9_.-]+$")  # keys and queues, per easel install
+    lease_seconds: int = Field(30, ge=1, le=3600)  # a worker silent this long is dead: its job moves on
+    sweep_seconds: int = Field(5, ge=1, le=600)  # how often workers look for such jobs (whole seconds)
+
+    def limits(self) -> QueueLimits:
+        return QueueLimits(self.max_per_user, self.max_total)
 
 
 class AccessConfig(BaseModel):

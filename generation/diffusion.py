@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -62,6 +63,17 @@ def pick_device(requested: str) -> torch.device:
     if requested == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("[generation] device is 'mps' but this torch has no MPS support; set device = \"auto\" or \"cpu\"")
     return torch.device(requested)
+
+
+def device_name(requested: str) -> str:
+    """The card (or CPU) a worker with this [generation] device draws on, for `easel workers`."""
+    try:
+        device = pick_device(requested)
+    except ModelLoadError:
+        return f"{requested} (not available)"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({os.cpu_count()} cores)" if device.type == "cpu" else device.type
 
 
 def _xformers_available() -> bool:

@@ -100,7 +100,7 @@ async def make_rig(tmp_path: Path, tiny_model: Path):
         config = Config(**settings)
         history = await History.open(config.database)
         images = ImageStore(config.storage.data_dir)
-        queue = JobQueue(history, images, build_engines(config), QueueLimits(**config.queue.model_dump()))
+        queue = JobQueue(history, images, build_engines(config), config.queue.limits())
         rig = Rig(Service(config, history, images, queue))
         made.append(rig)
         return rig
