@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import redis.exceptions
 from PIL import Image
 
 from generation.engine import EngineResult, JobCancelled
@@ -39,6 +40,7 @@ GROUP = "bot"  # the stream's one consumer group: the bot process
 TERMINAL = ("done", "failed", "cancelled")
 PER_WORKER = 2  # jobs out per live worker: one drawing, one prefetched
 INPUT_TTL = 7 * 24 * 3600  # an input image waits this long in Redis for a worker that needs it
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ class RedisQueue(JobQueue):
         self._unclaimed: dict[int, tuple[bytes, dict]] = {}  # an end read before its job was sent again
         self._to_ack: dict[int, list[bytes]] = {}  # stream entries to acknowledge once the end is on disk
         self._gone: dict[int, float] = {}  # job id → when SAQ first said it ended without sending an end
+        self._sent: set[int] = set()  # out and accepted by Redis
+        self._missing: dict[int, int] = {}  # sent, but SAQ has no record (Redis lost its data): polls in a row
+        self._trouble = False  # Redis unreachable: said once in the log, not on every poll
         self._tasks: set[asyncio.Task] = set()
         self._reader: asyncio.Task | None = None
 
@@ -257,17 +262,40 @@ class RedisQueue(JobQueue):
         loop = asyncio.get_running_loop()
         waiter = self._results[job.id] = loop.create_future()
         progress.on_cancel = lambda: self._spawn(self._abort(job.id))
+        sender = None
         try:
             if job.id in self._unclaimed:
                 waiter.set_result(self._unclaimed.pop(job.id))
             else:
-                await self._send(job)
+                sender = asyncio.create_task(self._send_until_sent(job, waiter))
             entry, fields = await waiter
         finally:
+            if sender is not None:
+                sender.cancel()
             self._results.pop(job.id, None)
             self._gone.pop(job.id, None)
+            self._sent.discard(job.id)
+            self._missing.pop(job.id, None)
         self._to_ack.setdefault(job.id, []).append(entry)
         return self._result(job, engine, fields)
+
+    async def _send_until_sent(self, job: JobRecord, waiter: asyncio.Future) -> None:
+        """Send a job, waiting out a Redis outage (it stays running here, nothing is lost)."""
+        delay = 0.5
+        while not waiter.done():
+            try:
+                await self._send(job)
+                self._sent.add(job.id)
+                return
+            except REDIS_DOWN as exc:
+                log.error("job #%d could not be sent: Redis at %s is unreachable (%s); trying again in %g s",
+                          job.id, safe_url(self.settings.url), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 15.0)
+            except Exception as exc:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                return
 
     async def _send(self, job: JobRecord) -> None:
         # A job sent before keeps its pool: SAQ's key is per queue, so another pool would draw it twice.
@@ -313,6 +341,11 @@ class RedisQueue(JobQueue):
         pool = self._pool_of.get(job_id)
         if pool is None:
             return
+        if job_id not in self._sent:  # never reached Redis (it is down): it ends here
+            self._resolve(job_id, b"", {b"type": b"cancelled"})
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL)
+            return
         await self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL)
         queue = self._queue(pool)
         saq_job = await queue.job(job_key(job_id))
@@ -357,11 +390,27 @@ class RedisQueue(JobQueue):
                 for _, entries in reply or ():
                     for entry, fields in entries:
                         await self._on_event(entry, fields)
+                self._trouble = False
             except asyncio.CancelledError:
                 raise
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted without its data: the stream and group are new, and so is every entry.
+                with contextlib.suppress(redis.exceptions.ResponseError):
+                    await self._redis.xgroup_create(self.settings.events, GROUP, id="0", mkstream=True)
+            except REDIS_DOWN as exc:
+                self._say_trouble(exc)
+                await asyncio.sleep(1)
             except Exception:
                 log.exception("reading worker events from Redis failed; trying again")
                 await asyncio.sleep(1)
+
+    def _say_trouble(self, exc: BaseException) -> None:
+        if not self._trouble:
+            log.error("Redis at %s is unreachable (%s); jobs wait in the history until it is back",
+                      safe_url(self.settings.url), exc)
+        self._trouble = True
 
     async def _on_event(self, entry: bytes, fields: dict) -> None:
         job_id, kind = int(fields[b"job"]), fields[b"type"].decode()
@@ -404,6 +453,16 @@ class RedisQueue(JobQueue):
                 if job_id not in self._results:
                     continue
                 saq_job = await self._queue(pool).job(job_key(job_id))
+                if saq_job is None and job_id in self._sent:
+                    # Sent, but Redis has no record of it (restarted without its data): send it again.
+                    self._missing[job_id] = self._missing.get(job_id, 0) + 1
+                    if self._missing[job_id] >= 3:
+                        log.warning("job #%d is gone from Redis; sending it again", job_id)
+                        self._sent.discard(job_id)
+                        self._missing.pop(job_id)
+                        self._spawn(self._send_until_sent(self._running[job_id], self._results[job_id]))
+                    continue
+                self._missing.pop(job_id, None)
                 if saq_job is None or saq_job.status not in ("aborted", "failed"):
                     self._gone.pop(job_id, None)
                     continue
@@ -418,6 +477,8 @@ class RedisQueue(JobQueue):
                 error = (f"the workers drawing job #{job_id} stopped {saq_job.attempts} times "
                          f"({saq_job.error or 'lease ran out'}), so it is not retried; their logs may say why")
                 self._resolve(job_id, b"", {b"type": b"failed", b"error": error.encode()})
+        except REDIS_DOWN as exc:
+            self._say_trouble(exc)
         except Exception:
             log.exception("could not read worker state from Redis")
 

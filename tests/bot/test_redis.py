@@ -38,24 +38,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class RedisServer:
+    """A real redis-server on a free 127.0.0.1 port, without persistence; it can be stopped and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.folder)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip("redis-server could not be started")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
 @pytest.fixture
-def redis_url(tmp_path: Path):
-    port = free_port()
-    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.skip("redis-server could not be started")
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(10)
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture
@@ -302,3 +322,25 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
         await bot.until(lambda: bot.ended(waiting.id))
         starts = await stream_entries(bot, "started")
         assert [e["worker"].decode() for e in starts] == ["pictures"]
+    listed = subprocess.run([sys.executable, "-m", "bot.cli", "workers", "--config", str(workers.config_file)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"faces", "pictures"}, listed.stdout
+    assert " face " in rows["faces"] and " txt2img " in rows["pictures"] and "s ago" in rows["pictures"]
+    assert rows["pictures"].split()[-5:-3] == ["1", "-"]  # one job done, none running
+
+
+async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisServer, workers: Workers) -> None:
+    workers.start("w1")
+    async with Bot(tmp_path, redis_server.url) as bot:
+        await bot.wait_workers(1)
+        redis_server.stop()  # gone, and back empty: no persistence
+        waiting = await bot.queue.submit(PEOPLE[0], job())
+        await asyncio.sleep(1.5)
+        assert not bot.ended(waiting.id) and bot.queue.position(waiting.id) == 0  # held by the bot, retrying
+        redis_server.start()
+        await bot.until(lambda: bot.ended(waiting.id))
+        assert [e.kind for e in bot.ended(waiting.id)] == [EventKind.DONE]
+        stored = await bot.history.get(waiting.id)
+        assert stored.status is JobStatus.DONE and len(stored.images) == 1
