@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -79,6 +78,7 @@ class Timer:
     """A Progress that notes when each step ends; it/s comes from the steps, not the whole call."""
 
     cancelled = False
+    wants_preview = False  # as for a console or Telegram job; Discord's previews add a GPU wait every 5 steps
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -163,6 +163,33 @@ def speed_table(args, model: Path, controlnet: Path, device: torch.device) -> di
                                   SketchConfig(controlnet=str(controlnet))) for p in args.profiles}
     hands = {p: hand_pipeline(model, p, device, dtype) for p in args.profiles}
     rows: dict[tuple[str, int], dict[str, list]] = {}
+    on_card: list = [None]  # the one resident pipeline on the card now: a home card holds only one
+
+    def bring(owner) -> None:
+        """Put this pipeline's weights on the card and every other resident one back on the host
+        (outside the timing), so the benchmark runs on an 8 GB card as it does on a big one."""
+        if device.type != "cuda" or on_card[0] is owner:
+            return
+        if isinstance(owner, DiffusionEngine):
+            owner.load()
+        for other in (*engines.values(), *hands.values()):
+            if other is not owner and resident(other):
+                pipes(other, "cpu")
+        if resident(owner):
+            pipes(owner, device)
+        on_card[0] = owner
+        torch.cuda.empty_cache()
+
+    def resident(owner) -> bool:
+        if isinstance(owner, DiffusionEngine):
+            return owner._plan is not None and owner._plan.offload == "none"
+        return not any(hasattr(m, "_hf_hook") for m in (owner.unet, owner.text_encoder, owner.vae))
+
+    def pipes(owner, where) -> None:
+        if isinstance(owner, DiffusionEngine):
+            move_engine(owner, where)
+        else:
+            owner.to(where)
 
     def easel_call(profile: str, batch: int):
         engine = engines[profile]
@@ -183,31 +210,63 @@ def speed_table(args, model: Path, controlnet: Path, device: torch.device) -> di
         return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), getattr(pipe, "text_encoder", None))
                 if m is not None]
 
+    def attempt(make, profile: str, batch: int, timed: bool):
+        call, owner = make(profile, batch)
+        bring(owner)
+        try:
+            if timed:
+                return measure(call, device, modules(owner))
+            call(Timer())
+        except torch.OutOfMemoryError:  # this profile does not fit this card at this batch: say so
+            torch.cuda.empty_cache()
+            return None
+        return ()
+
     for profile in args.profiles:  # warm-up: loads, first kernels and allocator growth are not measured
         for batch in args.batches:
-            easel_call(profile, batch)[0](Timer())
-            hand_call(profile, batch)[0](Timer())
+            attempt(easel_call, profile, batch, timed=False)
+            attempt(hand_call, profile, batch, timed=False)
     for _ in range(args.repeats):
         for profile in args.profiles:
             for batch in args.batches:
                 for side, make in (("easel", easel_call), ("hand", hand_call)):
-                    call, owner = make(profile, batch)
-                    seconds, rate, peak = measure(call, device, modules(owner))
+                    measured = attempt(make, profile, batch, timed=True)
                     row = rows.setdefault((profile, batch), {})
-                    row.setdefault(side, []).append((seconds / batch, rate, peak))
+                    row.setdefault(side, []).append(
+                        None if measured is None else (measured[0] / batch, measured[1], measured[2]))
 
     print(f"{'profile':9} {'batch':>5} {'easel s/img':>11} {'it/s':>7} {'peak MiB':>9}  "
           f"{'hand s/img':>10} {'it/s':>7} {'peak MiB':>9}  {'speed ratio':>11}")
     for (profile, batch), sides in rows.items():
-        cells = []
+        cells, per = [], {}
         for side in ("easel", "hand"):
-            per_image = statistics.median(s for s, _, _ in sides[side])
-            rate = statistics.median(r for _, r, _ in sides[side])
-            peaks = [p for _, _, p in sides[side] if p is not None]
-            cells.append((per_image, rate, f"{max(peaks):9.0f}" if peaks else f"{'-':>9}"))
-        (e_s, e_r, e_p), (h_s, h_r, h_p) = cells
-        print(f"{profile:9} {batch:5d} {e_s:11.3f} {e_r:7.2f} {e_p}  {h_s:10.3f} {h_r:7.2f} {h_p}  {h_s / e_s:11.2f}")
+            runs = sides[side]
+            if any(run is None for run in runs):
+                cells.append(f"{'out of memory':>29}")
+                continue
+            per[side] = statistics.median(s for s, _, _ in runs)
+            rate = statistics.median(r for _, r, _ in runs)
+            peaks = [p for _, _, p in runs if p is not None]
+            peak = f"{max(peaks):9.0f}" if peaks else f"{'-':>9}"
+            cells.append(f"{per[side]:{11 if side == 'easel' else 10}.3f} {rate:7.2f} {peak}")
+        ratio = f"{per['hand'] / per['easel']:11.2f}" if len(per) == 2 else f"{'-':>11}"
+        print(f"{profile:9} {batch:5d} {cells[0]}  {cells[1]}  {ratio}")
+    if device.type == "cuda":  # the hand pipelines are done with: free the card for what follows
+        for hand in hands.values():
+            if resident(hand):
+                hand.to("cpu")
+        hands.clear()
+        torch.cuda.empty_cache()
     return engines
+
+
+def move_engine(engine: DiffusionEngine, where) -> None:
+    """Move a non-offloading engine's weights (and its ControlNet's) to `where`."""
+    if engine._plan is None or engine._plan.offload != "none":
+        return
+    engine._txt2img.to(where)
+    if engine._controlled is not None:
+        engine._controlled.controlnet.to(where)
 
 
 def switch_costs(args, engines: dict[str, DiffusionEngine], size: int) -> None:
@@ -215,6 +274,12 @@ def switch_costs(args, engines: dict[str, DiffusionEngine], size: int) -> None:
     sequence = ["txt2img", "txt2img", "img2img", "img2img", "sketch", "sketch", "txt2img", "txt2img"]
     sketch = drawing(size)
     for profile, engine in engines.items():
+        if torch.cuda.is_available():  # one resident engine on the card at a time, as in the table
+            for other in engines.values():
+                if other is not engine:
+                    move_engine(other, "cpu")
+            move_engine(engine, engine._device)
+            torch.cuda.empty_cache()
         times = []
         for kind in sequence:
             inputs = () if kind == "txt2img" else (sketch,)
@@ -314,8 +379,7 @@ def main() -> None:
         engines = speed_table(args, model, controlnet, device)
         switch_costs(args, engines, args.size)
         for engine in engines.values():  # free the card for the queue's own engine
-            with contextlib.suppress(Exception):
-                engine._txt2img.to("cpu")
+            move_engine(engine, "cpu")
         del engines
         if device.type == "cuda":
             torch.cuda.empty_cache()
