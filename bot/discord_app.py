@@ -146,7 +146,7 @@ class DiscordFrontend:
             await tree.sync(guild=guild)
         if not self.config.guild_ids:
             await tree.sync()
-        self._unsubscribe = await self.service.subscribe(PLATFORM, self._on_event)
+        self._unsubscribe = await self.service.subscribe(PLATFORM, self._on_event, previews=True)
 
     # ---- who may do what --------------------------------------------------------------------
     def _owner(self, interaction: discord.Interaction) -> Owner:

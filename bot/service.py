@@ -95,7 +95,8 @@ class Service:
         # Whoever sits at the terminal owns the machine.
         return owner.admin or owner.platform == "console" or owner.key in self.config.access.admins
 
-    async def subscribe(self, platform: str, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
+    async def subscribe(self, platform: str, listener: Callable[[JobEvent], None],
+                        previews: bool = False) -> Callable[[], None]:
         """Deliver this platform's job events to listener, on the event loop; returns an unsubscribe function.
 
         First come the ends of its jobs that finished while nobody listened (recovered jobs, a result
@@ -114,9 +115,14 @@ class Service:
             listener(event)
 
         unsubscribe = self.queue.subscribe(forward)  # before the read below, so nothing falls between
+        unwatch = self.queue.watch_previews(platform) if previews else (lambda: None)
         for job in await self.history.undelivered(platform):
             forward(JobEvent.ending(job, replayed=True))
-        return unsubscribe
+
+        def stop() -> None:
+            unsubscribe()
+            unwatch()
+        return stop
 
     async def delivered(self, job: JobRecord) -> None:
         """The frontend has told its person how this job ended; it is not replayed again."""

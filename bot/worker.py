@@ -79,12 +79,13 @@ class Worker:
         fields = {"job": job_id, "worker": self.name, **fields}
         await self.redis.xadd(self.settings.events, fields, maxlen=EVENTS_KEPT, approximate=True)
 
-    async def draw(self, ctx: dict, *, job_id: int, params: str) -> dict:
+    async def draw(self, ctx: dict, *, job_id: int, params: str, previews: bool = False) -> dict:
         """One job, as SAQ hands it over; its end always goes back as one terminal event."""
         saq_job = ctx["job"]
         params = params_from_json(params)
         loop = asyncio.get_running_loop()
         progress = _Progress(loop, lambda fields: self.send(job_id, fields))
+        progress.wants_preview = previews
         self.running = job_id
         await self.send(job_id, {"type": "started", "attempt": saq_job.attempts})
         beat = asyncio.create_task(self._heartbeat(saq_job, progress, job_id))

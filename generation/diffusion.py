@@ -292,7 +292,8 @@ class DiffusionEngine:
         # its options (e.g. Karras sigmas) into this job and change the pixels of the same seed.
         pipe.scheduler = getattr(diffusers, spec.class_name).from_config(self._scheduler_config, **spec.options)
 
-        every = self.config.preview_every
+        # Previews only when someone shows them: each one waits for the GPU to catch up.
+        every = self.config.preview_every if getattr(progress, "wants_preview", True) else 0
 
         def on_step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
             done = step + 1

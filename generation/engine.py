@@ -38,6 +38,9 @@ class Progress(Protocol):
     @property
     def cancelled(self) -> bool: ...
 
+    # Optional: False when nobody shows this job's previews, so the engine skips making them.
+    wants_preview: bool
+
     def step(self, done: int, total: int, preview: Image.Image | None) -> None: ...
 
 

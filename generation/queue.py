@@ -97,8 +97,10 @@ def _next_turn(queues: dict[str, deque[JobRecord]], served: dict[str, int]) -> s
 class _Progress:
     """Handed to the engine: crosses from the GPU thread to the event loop without blocking either."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, job: JobRecord, emit: Listener) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, job: JobRecord, emit: Listener,
+                 wants_preview: bool = True) -> None:
         self._loop = loop
+        self.wants_preview = wants_preview  # someone shows previews of this job: the engine makes them
         self._job = job
         self._emit = emit
         self._cancel = threading.Event()
@@ -144,6 +146,7 @@ class JobQueue:
         self._progress: dict[int, _Progress] = {}
         self._saving: dict[int, JobRecord] = {}  # drawn, images being saved: too late to cancel
         self._listeners: list[Listener] = []
+        self._preview_watchers: dict[str, int] = {}  # platform → frontends that show its jobs' previews
         self._wake = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._stopping = False
@@ -212,6 +215,15 @@ class JobQueue:
     async def run_on_gpu(self, function: Callable, *args: object) -> object:
         """Run function on the queue's one torch thread, after any job in progress (tools, benchmarks)."""
         return await asyncio.get_running_loop().run_in_executor(self._gpu, function, *args)
+
+    def watch_previews(self, platform: str) -> Callable[[], None]:
+        """Have the engine draw previews for this platform's jobs (nobody else shows them, and each costs
+        a wait for the GPU); returns a function that stops it."""
+        self._preview_watchers[platform] = self._preview_watchers.get(platform, 0) + 1
+
+        def unwatch() -> None:
+            self._preview_watchers[platform] -= 1
+        return unwatch
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call listener (on the event loop) for every job event; returns an unsubscribe function."""
@@ -425,7 +437,8 @@ class JobQueue:
         # Running (for position, limits and cancel) from the moment it leaves the line, not only
         # once the database write below returns: in between it would be nowhere.
         self._running[job.id] = job
-        self._progress[job.id] = progress = _Progress(loop, job, self._emit)
+        self._progress[job.id] = progress = _Progress(
+            loop, job, self._emit, wants_preview=self._preview_watchers.get(job.owner.platform, 0) > 0)
         try:
             job = self._running[job.id] = replace(job, started_at=await self.history.mark_running(job.id))
             self._emit(JobEvent(EventKind.STARTED, job, position=0))

@@ -311,6 +311,7 @@ class RedisQueue(JobQueue):
         queued = await self._queue(pool).enqueue(
             "draw", key=job_key(job.id), timeout=0, heartbeat=self.settings.lease_seconds,
             retries=MAX_CRASHES, ttl=INPUT_TTL, job_id=job.id, params=params_to_json(job.params),
+            previews=self._progress[job.id].wants_preview if job.id in self._progress else False,
         )
         if queued is None:
             log.info("job #%d is already out on a worker; waiting for its result", job.id)

@@ -175,6 +175,7 @@ async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
 ) -> None:
     queue = make_queue()
     events = Events(queue)
+    queue.watch_previews(ALICE.platform)  # a frontend that shows previews, as Discord's does
     assert await queue.start() == []
     job = await queue.submit(ALICE, params(seed=1234, count=2, steps=4))
     assert job.status is JobStatus.QUEUED and job.id > 0
@@ -205,6 +206,24 @@ async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
     assert await history.get(job.id) == record
     assert record.run.memory_profile == "speed" and record.run.dtype == "float32"
     assert queue.position(job.id) is None and queue.running is None
+
+
+async def test_previews_are_drawn_only_for_platforms_whose_frontend_shows_them(make_queue) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    await queue.start()
+    console = Owner("console", "me", chat_id="console", name="me")
+    unseen = await queue.submit(console, params(steps=4))  # nobody shows the console's previews
+    await events.finished(unseen.id)
+    unwatch = queue.watch_previews(ALICE.platform)
+    watched = await queue.submit(ALICE, params(steps=4))
+    await events.finished(watched.id)
+    unwatch()
+    after = await queue.submit(ALICE, params(steps=4))  # the frontend went away
+    await events.finished(after.id)
+    previews = {job.id: [e.step for e in events.of(job.id) if e.kind is EventKind.PROGRESS and e.preview is not None]
+                for job in (unseen, watched, after)}
+    assert previews == {unseen.id: [], watched.id: [2], after.id: []}
 
 
 async def test_torch_runs_on_the_queue_thread_and_the_loop_stays_free(make_queue, config: GenerationConfig) -> None:
