@@ -159,9 +159,11 @@ def drawing(size: int) -> Image.Image:
 
 def speed_table(args, model: Path, controlnet: Path, device: torch.device) -> dict[str, DiffusionEngine]:
     dtype = torch.float32 if device.type == "cpu" else torch.float16
-    engines = {p: DiffusionEngine(GenerationConfig(model=str(model), device=device.type, memory=p),
+    # "speed+compile": easel with [generation] compile = true, against the same plain diffusers as "speed".
+    engines = {p: DiffusionEngine(GenerationConfig(model=str(model), device=device.type, memory=p.split("+")[0],
+                                                   compile=p.endswith("+compile")),
                                   SketchConfig(controlnet=str(controlnet))) for p in args.profiles}
-    hands = {p: hand_pipeline(model, p, device, dtype) for p in args.profiles}
+    hands = {p: hand_pipeline(model, p.split("+")[0], device, dtype) for p in args.profiles}
     rows: dict[tuple[str, int], dict[str, list]] = {}
     on_card: list = [None]  # the one resident pipeline on the card now: a home card holds only one
 
@@ -235,7 +237,7 @@ def speed_table(args, model: Path, controlnet: Path, device: torch.device) -> di
                     row.setdefault(side, []).append(
                         None if measured is None else (measured[0] / batch, measured[1], measured[2]))
 
-    print(f"{'profile':9} {'batch':>5} {'easel s/img':>11} {'it/s':>7} {'peak MiB':>9}  "
+    print(f"{'profile':13} {'batch':>5} {'easel s/img':>11} {'it/s':>7} {'peak MiB':>9}  "
           f"{'hand s/img':>10} {'it/s':>7} {'peak MiB':>9}  {'speed ratio':>11}")
     for (profile, batch), sides in rows.items():
         cells, per = [], {}
@@ -250,7 +252,7 @@ def speed_table(args, model: Path, controlnet: Path, device: torch.device) -> di
             peak = f"{max(peaks):9.0f}" if peaks else f"{'-':>9}"
             cells.append(f"{per[side]:{11 if side == 'easel' else 10}.3f} {rate:7.2f} {peak}")
         ratio = f"{per['hand'] / per['easel']:11.2f}" if len(per) == 2 else f"{'-':>11}"
-        print(f"{profile:9} {batch:5d} {cells[0]}  {cells[1]}  {ratio}")
+        print(f"{profile:13} {batch:5d} {cells[0]}  {cells[1]}  {ratio}")
     if device.type == "cuda":  # the hand pipelines are done with: free the card for what follows
         for hand in hands.values():
             if resident(hand):
@@ -289,7 +291,7 @@ def switch_costs(args, engines: dict[str, DiffusionEngine], size: int) -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         costs = [f"{sequence[i - 1]}→{sequence[i]} {times[i] - times[i + 1]:+.3f} s" for i in (2, 4, 6)]
-        print(f"switch, {profile:9} (offload {engine._plan.offload}): " + ", ".join(costs))
+        print(f"switch, {profile:13} (offload {engine._plan.offload}): " + ", ".join(costs))
 
 
 async def queue_idle(args, model: Path, data: Path, device: torch.device, jobs: int) -> None:
@@ -299,7 +301,7 @@ async def queue_idle(args, model: Path, data: Path, device: torch.device, jobs: 
     from storage.images import ImageStore
     from storage.records import JobKind, Owner
 
-    engine = DiffusionEngine(GenerationConfig(model=str(model), device=device.type, memory=args.profiles[0]))
+    engine = DiffusionEngine(GenerationConfig(model=str(model), device=device.type, memory=args.profiles[0].split("+")[0]))
     spans: list[tuple[float, float]] = []
 
     class Clocked:
@@ -349,7 +351,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="default 512 (64 with --tiny)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--profiles", default="speed,balanced,low,minimal")
+    parser.add_argument("--profiles", default="speed,balanced,low,minimal",
+                        help="add speed+compile to measure [generation] compile = true (compiles first: minutes)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queue-jobs", type=int, default=8)
     args = parser.parse_args()
@@ -366,7 +369,7 @@ def main() -> None:
           f"{'tiny' if args.tiny else 'SD 1.5-sized'} model, {args.size}x{args.size}, {args.steps} steps, "
           f"DPM++ 2M, median of {args.repeats} interleaved runs")
     for profile in args.profiles:
-        plan = plan_memory(profile, device.type, total)
+        plan = plan_memory(profile.split("+")[0], device.type, total)
         print(f"  {profile}: {plan.dtype}, attention {plan.attention}, VAE slicing {plan.vae_slicing}, "
               f"offload {plan.offload}")
     with tempfile.TemporaryDirectory() as tmp:

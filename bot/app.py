@@ -65,6 +65,8 @@ def configure_logging(data_dir: Path, verbose: bool) -> None:
 
 def build_engines(config: Config) -> dict[JobKind, Engine]:
     """The engine for each kind of job; the weights load on the first job that needs them."""
+    if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
     diffusion = DiffusionEngine(config.generation, config.sketch)
     engines: dict[JobKind, Engine] = {kind: diffusion for kind in DiffusionEngine.KINDS}
     engines[JobKind.FACE] = FaceEngine(config.faces, config.generation.device)

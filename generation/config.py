@@ -24,6 +24,9 @@ class GenerationConfig(BaseModel):
     memory: MemoryProfile = "auto"
     dtype: DType = "auto"
     preview_every: int = Field(5, ge=0, le=1000)
+    # torch.compile the UNet (channels_last): a slow first job, then faster steps where the card and
+    # torch support it; only without offload. Compiled kernels may change the last bits of pixels.
+    compile: bool = False
 
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_scribble"

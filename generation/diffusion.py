@@ -138,12 +138,38 @@ class DiffusionEngine:
         plan = apply_plan(pipe, plan)
         if plan.offload == "none":
             pipe.to(device)
+        if self.config.compile:
+            self._compile(pipe.unet, plan, device)
         self._txt2img, self._img2img, self._plan, self._device = pipe, img2img, plan, device
         self._scheduler_config = pipe.scheduler.config
         log.info(
             "loaded %s on %s: profile %s, %s, attention %s, offload %s",
             self.config.model, device, plan.profile, plan.dtype, plan.attention, plan.offload,
         )
+
+    @staticmethod
+    def _compile(unet, plan: MemoryPlan, device: torch.device) -> None:
+        """Compile the UNet in place, so every pipeline sharing it (img2img, ControlNet) runs it compiled.
+
+        dynamic=None: the first size compiles static kernels, the first other size recompiles once with
+        dynamic shapes, and no size after that compiles again. Inductor caches its kernels on disk
+        (TORCHINDUCTOR_CACHE_DIR; easel run points it into the data folder), so a restart reuses them.
+        """
+        if plan.offload != "none":
+            log.warning("[generation] compile is ignored under the %s profile: offload hooks and a compiled "
+                        "UNet do not mix; use memory = \"speed\" or \"balanced\"", plan.profile)
+            return
+        unet.to(memory_format=torch.channels_last)
+        mode = "max-autotune-no-cudagraphs" if device.type == "cuda" else None
+        compiled = torch.compile(unet.forward, mode=mode, dynamic=None)
+
+        def forward(sample, *args, **kwargs):
+            # img2img latents come out of the VAE channels-last; one layout keeps them on the same kernels.
+            return compiled(sample.contiguous(), *args, **kwargs)
+
+        unet.forward = forward  # the module object stays: every pipeline built on it runs compiled
+        unet.easel_compiled = True
+        log.info("the UNet is compiled on its first job (minutes on a GPU, once; cached on disk afterwards)")
 
     def _load_pipeline(self, dtype: torch.dtype) -> StableDiffusionPipeline:
         # The queue shows an EaselError to the user and logs nothing, so easel.log gets the whole story here.

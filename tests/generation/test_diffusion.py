@@ -377,3 +377,28 @@ def test_words_past_77_tokens_and_emphasis_change_the_picture(engine: DiffusionE
     emphasised = draw(engine, params(prompt="(red:1.5) lighthouse")).images[0]
     assert differ(plain, emphasised) > 0
     assert np.array_equal(pixels(plain), pixels(draw(engine, params(prompt="red lighthouse")).images[0]))
+
+
+def test_a_compiled_unet_draws_what_the_plain_one_draws_and_compiles_once_for_repeated_jobs(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    counters.clear()
+    plain = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0))
+    compiled = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0, compile=True))
+    want = draw(plain, params(seed=5)).images[0]
+    first = draw(compiled, params(seed=5)).images[0]
+    graphs = counters["stats"]["unique_graphs"]
+    second = draw(compiled, params(seed=6)).images[0]  # another job of the same size: no new graph
+    draw(compiled, params(seed=7, kind=JobKind.IMG2IMG, strength=0.9, input_sha256="0" * 64),
+         Image.new("RGB", (64, 64), "gray"))  # image→image runs the same compiled UNet, not a new graph
+    assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs
+    unet = compiled._txt2img.unet
+    assert unet.easel_compiled and compiled._img2img.unet is unet  # one compiled UNet, shared
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert differ(want, first) < 1.0  # compiled kernels may differ in the last bits, not in the picture
+    assert differ(first, second) > 5  # and it still follows the seed
+    torch._dynamo.reset()
