@@ -421,7 +421,7 @@ class Service:
         if not running and not waiting:
             return "the queue is empty"
         lines = [f"running: #{job.id} ({_who(job)}) {done}/{total} {title(job.params)[:50]}"
-                 + (f" · on {where}" if where else "") for job, (done, total), where in running]
+                 + (f" · {where}" if where else "") for job, (done, total), where in running]
         lines += [f"{n}. #{job.id} ({_who(job)}) {title(job.params)[:50]}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from bot.app import build_engines
 from bot.config import Config
 from generation.diffusion import device_name
 from generation.engine import JobCancelled
-from generation.redis_queue import RedisSettings, live_workers, safe_url, png_bytes, run_to_json
+from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, safe_url, png_bytes, run_to_json
 from storage.errors import EaselError
 from storage.records import JobKind, params_from_json
 
@@ -34,7 +34,11 @@ EVENTS_KEPT = 10_000  # the stream is trimmed to about this many entries
 
 
 def settings_of(config: Config) -> RedisSettings:
+    """Where the Redis queue is; refuses a config that does not use it, since nothing would be sent."""
     queue = config.queue
+    if queue.backend != "redis":
+        raise EaselError('[queue] backend is "local", so the bot draws jobs itself and sends none to workers; '
+                         'set backend = "redis" (and redis_url) in the config of the bot and of every worker')
     return RedisSettings(url=queue.redis_url.get_secret_value(), prefix=queue.redis_prefix, lease_seconds=queue.lease_seconds,
                          sweep_seconds=queue.sweep_seconds)
 
@@ -201,6 +205,8 @@ async def list_workers(config: Config) -> str:
     redis = aioredis.from_url(settings.url)
     try:
         workers = await live_workers(redis, settings)
+    except REDIS_DOWN as exc:
+        raise EaselError(f"cannot reach Redis at {safe_url(settings.url)} ([queue] redis_url): {exc}") from exc
     finally:
         await redis.aclose()
     if not workers:

@@ -106,7 +106,7 @@ class _Progress:
         self._cancel = threading.Event()
         self.by_user = False  # a person asked to cancel (not a shutdown): the job must end cancelled
         self.last: tuple[int, int] = (0, job.params.effective_steps)  # (done, total), for /queue
-        self.where: str | None = None  # the worker that draws it, when not this process
+        self.where: str | None = None  # where it runs, when not in this process ("on gpu-box-1")
         self.on_cancel: Callable[[], None] | None = None  # called on the loop when a cancel is asked
 
     @property

@@ -262,6 +262,7 @@ class RedisQueue(JobQueue):
         loop = asyncio.get_running_loop()
         waiter = self._results[job.id] = loop.create_future()
         progress.on_cancel = lambda: self._spawn(self._abort(job.id))
+        progress.where = "waiting for a worker"  # sent, or about to be: next in line on its worker pool
         sender = None
         try:
             if job.id in self._unclaimed:
@@ -418,14 +419,15 @@ class RedisQueue(JobQueue):
         if kind not in TERMINAL:
             progress = self._progress.get(job_id)
             if progress is not None:
-                progress.where = fields.get(b"worker", b"?").decode()
+                worker = fields.get(b"worker", b"?").decode()
+                progress.where = f"on {worker}"
                 if kind == "progress":
                     preview = fields.get(b"preview")
                     image = Image.open(io.BytesIO(preview)).convert("RGB") if preview else None
                     progress.step(int(fields[b"step"]), int(fields[b"total"]), image)
                 elif kind == "started" and int(fields.get(b"attempt", 1)) > 1:
                     log.warning("job #%d started again on %s (attempt %s): the worker before it stopped",
-                                job_id, progress.where, fields[b"attempt"].decode())
+                                job_id, worker, fields[b"attempt"].decode())
             await self._redis.xack(self.settings.events, GROUP, entry)
             return
         if self._resolve(job_id, entry, fields):
