@@ -182,10 +182,16 @@ class RedisQueue(JobQueue):
         if self._worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        # Jobs out on workers keep drawing; their ends wait in the stream for the next start.
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Jobs out on workers keep drawing there; here they go back to "queued", and their ends wait in
+        # the stream for the next start. Images being saved now are saved first.
+        for waiter in self._results.values():
+            if not waiter.done():
+                waiter.set_exception(JobCancelled("the bot is stopping"))
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=30)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -368,7 +374,7 @@ class RedisQueue(JobQueue):
         entries = self._to_ack.pop(job_id, [])
         entries = [entry for entry in entries if entry]
         if entries:
-            await self._redis.xack(self.settings.events, GROUP, *entries)
+            await self._forget(*entries)
         await self._redis.delete(self.settings.key("pool", job_id), self.settings.key("cancel", job_id))
 
     # ---- what comes back -----------------------------------------------------------------
@@ -436,9 +442,16 @@ class RedisQueue(JobQueue):
         if stored is None or stored.status.finished or job_id in self._saving:
             # A second end of a job already recorded (at-least-once delivery): ignore it.
             log.info("ignored a duplicate %s of job #%d", kind, job_id)
-            await self._redis.xack(self.settings.events, GROUP, entry)
+            await self._forget(entry)
             return
         self._unclaimed[job_id] = (entry, fields)  # claimed when the job is sent again after a restart
+
+    async def _forget(self, *entries: bytes) -> None:
+        """Acknowledge ends that are on disk and delete them: they carry the images, megabytes each."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.settings.events, GROUP, *entries)
+            pipe.xdel(self.settings.events, *entries)
+            await pipe.execute()
 
     def _resolve(self, job_id: int, entry: bytes, fields: dict) -> bool:
         waiter = self._results.get(job_id)
