@@ -4,6 +4,7 @@ the bot's RedisQueue with real SQLite history and image files. Nothing of Redis 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -169,6 +170,16 @@ class Bot:
         await self.until(lambda: len(self.queue.workers) >= count)
 
 
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, redis_url: str, workers: Workers, *names: str):
+    """These workers started, and a bot that has seen them all."""
+    for name in names:
+        workers.start(name)
+    async with Bot(tmp_path, redis_url) as bot:
+        await bot.wait_workers(len(names))
+        yield bot
+
+
 def job(steps: int = 3, seed: int = 1, count: int = 1, size: int = 64) -> Txt2ImgParams:
     return Txt2ImgParams(prompt="a red lighthouse", seed=seed, count=count, steps=steps, cfg=7.0, width=size,
                          height=size, scheduler="dpmpp_2m")
@@ -233,10 +244,7 @@ async def test_twelve_jobs_of_three_people_on_two_workers_end_once_in_fair_turns
 async def test_a_worker_killed_mid_job_hands_it_to_the_other_and_it_ends_once(
     tmp_path: Path, redis_url: str, workers: Workers,
 ) -> None:
-    workers.start("w1")
-    workers.start("w2")
-    async with Bot(tmp_path, redis_url) as bot:
-        await bot.wait_workers(2)
+    async with serving(tmp_path, redis_url, workers, "w1", "w2") as bot:
         long = await bot.queue.submit(PEOPLE[0], job(steps=500, size=128))
         await bot.until(lambda: bot.queue.running_jobs() and bot.queue.running_jobs()[0][2] is not None)
         await bot.until(lambda: bot.queue.running_jobs()[0][2].startswith("on "))
@@ -291,9 +299,7 @@ async def test_the_bot_killed_while_workers_draw_records_and_delivers_every_job_
 async def test_cancelling_a_job_on_a_worker_stops_it_within_a_few_steps(
     tmp_path: Path, redis_url: str, workers: Workers,
 ) -> None:
-    workers.start("w1")
-    async with Bot(tmp_path, redis_url) as bot:
-        await bot.wait_workers(1)
+    async with serving(tmp_path, redis_url, workers, "w1") as bot:
         long = await bot.queue.submit(PEOPLE[0], job(steps=2000, size=128))
         steps = lambda: [e.step for e in bot.events if e.kind is EventKind.PROGRESS and e.job.id == long.id]  # noqa: E731
         await bot.until(lambda: len(steps()) >= 5)
@@ -333,9 +339,7 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
 
 
 async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisServer, workers: Workers) -> None:
-    workers.start("w1")
-    async with Bot(tmp_path, redis_server.url) as bot:
-        await bot.wait_workers(1)
+    async with serving(tmp_path, redis_server.url, workers, "w1") as bot:
         redis_server.stop()  # gone, and back empty: no persistence
         waiting = await bot.queue.submit(PEOPLE[0], job())
         await asyncio.sleep(1.5)
@@ -350,9 +354,7 @@ async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisS
 async def test_a_clean_bot_stop_leaves_jobs_drawing_on_workers_and_the_next_start_records_them(
     tmp_path: Path, redis_url: str, workers: Workers,
 ) -> None:
-    workers.start("w1")
-    async with Bot(tmp_path, redis_url) as bot:
-        await bot.wait_workers(1)
+    async with serving(tmp_path, redis_url, workers, "w1") as bot:
         jobs = [await bot.queue.submit(PEOPLE[k % 3], job(steps=120, seed=k)) for k in range(3)]
         await bot.until(lambda: any((where or "").startswith("on ") for _, _, where in bot.queue.running_jobs()))
     history = await History.open(bot.data / "easel.db")
