@@ -5,8 +5,8 @@
 Starts its own redis-server on 127.0.0.1 (from the system packages), builds the tiny model, and runs
 the bot's RedisQueue over real SQLite and image files against 1, then 2 CPU workers (one torch
 thread each). Dispatch overhead is the time from the bot sending a job (its STARTED event), or from the worker
-sending the end of its previous job if that is later (a prefetched job waits for it), to the worker's
-own "started" entry in the events stream (the entry's timestamp), median per job.
+finishing its previous job if that is later (a prefetched job waits for it), to the worker's own
+"started" entry in the events stream (the entry's timestamp), median per job.
 """
 
 from __future__ import annotations
@@ -78,14 +78,9 @@ async def run(folder: Path, url: str, model: Path, workers: int, args) -> tuple[
                 entries = await client.xrange(settings.events)
                 await client.aclose()
                 # A prefetched job waits for its worker's previous one: count from when the worker was free.
-                overhead, free_at = [], {}
-                for entry, fields in entries:
-                    when, worker = int(entry.split(b"-")[0]) / 1000, fields[b"worker"]
-                    job_id = int(fields[b"job"])
-                    if fields[b"type"] == b"started" and job_id not in {w.id for w in warm}:
-                        overhead.append(when - max(sent[job_id], free_at.get(worker, 0.0)))
-                    elif fields[b"type"] in (b"done", b"failed", b"cancelled"):
-                        free_at[worker] = when
+                overhead = [int(entry.split(b"-")[0]) / 1000 - max(sent[int(fields[b"job"])], float(fields[b"free_since"]))
+                            for entry, fields in entries
+                            if fields[b"type"] == b"started" and int(fields[b"job"]) not in {w.id for w in warm}]
             finally:
                 await queue.stop()
     finally:

@@ -77,6 +77,7 @@ class Worker:
         self.device = device_name(config.generation.device)
         self.done = 0
         self.running: int | None = None
+        self.free_since = time.time()  # when it last finished a job (or started): dispatch delay is measured from it
         self.redis = None
 
     async def send(self, job_id: int, fields: dict) -> None:
@@ -91,7 +92,7 @@ class Worker:
         progress = _Progress(loop, lambda fields: self.send(job_id, fields))
         progress.wants_preview = previews
         self.running = job_id
-        await self.send(job_id, {"type": "started", "attempt": saq_job.attempts})
+        await self.send(job_id, {"type": "started", "attempt": saq_job.attempts, "free_since": self.free_since})
         beat = asyncio.create_task(self._heartbeat(saq_job, progress, job_id))
         future = None
         try:
@@ -128,6 +129,7 @@ class Worker:
         finally:
             beat.cancel()
             self.running = None
+            self.free_since = time.time()
         fields = {"type": "done", "images": len(result.images), "seeds": json.dumps(list(result.seeds)),
                   "run": run_to_json(result.run)}
         encoded = await asyncio.to_thread(lambda: [png_bytes(image) for image in result.images])
