@@ -369,3 +369,46 @@ async def test_a_clean_bot_stop_leaves_jobs_drawing_on_workers_and_the_next_star
             assert len((await again.history.get(sent.id)).images) == 1
         assert sorted(int(e["job"]) for e in await stream_entries(again, "started")) == [j.id for j in jobs]
         assert len(list((again.data / "images").rglob("*.png"))) == 3
+
+
+async def test_every_kind_draws_on_a_worker_what_it_draws_here(
+    tmp_path: Path, redis_url: str, workers: Workers, config_file: Path, tiny_model: Path, tiny_controlnet: Path,
+) -> None:
+    from generation.config import FacesConfig, SketchConfig
+    from generation.faces.engine import FaceEngine
+    from storage.records import FaceParams, Img2ImgParams, SketchParams
+    from tests.generation.nvidia_pickle import write_nvidia_pickle
+    from tests.generation.test_faces import TINY, tiny_generator
+
+    checkpoint = write_nvidia_pickle(tmp_path / "tiny-ffhq.pkl", tiny_generator(), TINY)
+    config_file.write_text(config_file.read_text()
+                           + f'[sketch]\ncontrolnet = "{tiny_controlnet}"\n[faces]\ncheckpoint = "{checkpoint}"\n')
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    lines = Image.new("RGB", (64, 64), "black")
+    lines.paste((255, 255, 255), (10, 30, 54, 34))
+    async with serving(tmp_path, redis_url, workers, "w1") as bot:  # inputs reach it through Redis only
+        photo_sha, _ = bot.store.add_input(photo)
+        lines_sha, _ = bot.store.add_input(lines)
+        common = dict(prompt="a house", seed=3, steps=3, cfg=7.0, width=64, height=64, scheduler="dpmpp_2m")
+        kinds = [Img2ImgParams(**common, strength=0.7, input_sha256=photo_sha),
+                 SketchParams(**common, input_sha256=photo_sha, control_sha256=lines_sha),
+                 FaceParams(seed=5, psi=0.5)]
+        sent = [await bot.queue.submit(PEOPLE[0], params) for params in kinds]
+        await bot.until(lambda: all(bot.ended(j.id) for j in sent))
+        stored = [await bot.history.get(j.id) for j in sent]
+    assert [j.status for j in stored] == [JobStatus.DONE] * 3, [j.error for j in stored]
+
+    class Quiet:
+        cancelled = False
+
+        def step(self, *args) -> None:
+            pass
+
+    diffusion = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
+                                SketchConfig(controlnet=str(tiny_controlnet)))
+    here = [diffusion.run(kinds[0], (photo,), Quiet()), diffusion.run(kinds[1], (lines,), Quiet()),
+            FaceEngine(FacesConfig(checkpoint=str(checkpoint)), "cpu").run(kinds[2], (), Quiet())]
+    for record, local in zip(stored, here):
+        remote = np.asarray(Image.open(record.images[0].path).convert("RGB"))
+        assert np.array_equal(remote, np.asarray(local.images[0].convert("RGB"))), record.params.kind
+    assert stored[1].run.controlnet == str(tiny_controlnet)  # how it was drawn came back with it
