@@ -28,7 +28,7 @@ import redis.exceptions
 from PIL import Image
 
 from generation.engine import EngineResult, JobCancelled
-from generation.queue import MAX_CRASHES, STORAGE_RETRY_SECONDS, JobQueue, QueueLimits
+from generation.queue import MAX_CRASHES, STORAGE_RETRY_SECONDS, JobQueue, QueueLimits, storage_trouble
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore
@@ -148,6 +148,8 @@ class RedisQueue(JobQueue):
         self._sent: set[int] = set()  # out and accepted by Redis
         self._missing: dict[int, int] = {}  # sent, but SAQ has no record (Redis lost its data): polls in a row
         self._trouble = False  # Redis unreachable: said once in the log, not on every poll
+        self._ends: dict[int, tuple[bytes, dict]] = {}  # drawn, not yet on disk: kept to save again, not redraw
+        self._held = 0  # jobs waiting for room on a full disk: nothing new goes out meanwhile
         self._tasks: set[asyncio.Task] = set()
         self._reader: asyncio.Task | None = None
 
@@ -220,6 +222,11 @@ class RedisQueue(JobQueue):
             if time.monotonic() >= next_poll:
                 await self._poll()
                 next_poll = time.monotonic() + self.poll_seconds
+            if self._held:  # a full disk: what would come back could not be saved either
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                continue
             room, kinds = self._room(), self._kinds_by_pool()
             chosen: dict[int, str] = {}
 
@@ -284,7 +291,23 @@ class RedisQueue(JobQueue):
             self._sent.discard(job.id)
             self._missing.pop(job.id, None)
         self._to_ack.setdefault(job.id, []).append(entry)
+        self._ends[job.id] = (entry, fields)
         return self._result(job, engine, fields)
+
+    async def _recover(self, job: JobRecord, exc: Exception) -> None:
+        if not storage_trouble(exc):
+            await super()._recover(job, exc)
+            return
+        end = self._ends.pop(job.id, None)
+        if end is not None:  # drawn already: the retry saves these images instead of drawing it again
+            self._unclaimed[job.id] = end
+            self._to_ack.pop(job.id, None)
+        self._held += 1
+        try:
+            await super()._recover(job, exc)  # back at the head of the line, STALLED, a wait for room
+        finally:
+            self._held -= 1
+            self._wake.set()
 
     async def _send_until_sent(self, job: JobRecord, waiter: asyncio.Future) -> None:
         """Send a job, waiting out a Redis outage (it stays running here, nothing is lost)."""
@@ -371,6 +394,7 @@ class RedisQueue(JobQueue):
         task.add_done_callback(self._tasks.discard)
 
     async def _ended(self, job_id: int) -> None:
+        self._ends.pop(job_id, None)
         entries = self._to_ack.pop(job_id, [])
         entries = [entry for entry in entries if entry]
         if entries:

@@ -148,7 +148,8 @@ class Bot:
     async def __aenter__(self) -> Bot:
         self.history = await History.open(self.data / "easel.db")
         self.store = ImageStore(self.data)
-        self.queue = RedisQueue(self.history, self.store, QueueLimits(50, 200), self.settings, poll_seconds=0.2)
+        self.queue = RedisQueue(self.history, self.store, QueueLimits(50, 200), self.settings, poll_seconds=0.2,
+                                storage_retry_seconds=0.5)
         self.queue.subscribe(self.events.append)
         await self.queue.start()
         return self
@@ -412,3 +413,23 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
         remote = np.asarray(Image.open(record.images[0].path).convert("RGB"))
         assert np.array_equal(remote, np.asarray(local.images[0].convert("RGB"))), record.params.kind
     assert stored[1].run.controlnet == str(tiny_controlnet)  # how it was drawn came back with it
+
+
+async def test_a_result_that_cannot_be_recorded_waits_and_is_saved_later_without_drawing_it_again(
+    tmp_path: Path, redis_url: str, workers: Workers,
+) -> None:
+    import sqlite3
+
+    async with serving(tmp_path, redis_url, workers, "w1") as bot:
+        with sqlite3.connect(bot.data / "easel.db") as db:  # a real database failure, for job 1's end only
+            db.execute("""CREATE TRIGGER refuse_1 BEFORE UPDATE OF status ON jobs
+                          WHEN NEW.id = 1 AND NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'disk full'); END""")
+        first = await bot.queue.submit(PEOPLE[0], job())
+        await bot.until(lambda: any(e.kind is EventKind.STALLED and e.job.id == first.id for e in bot.events))
+        assert not bot.ended(first.id)  # nobody is told it failed
+        with sqlite3.connect(bot.data / "easel.db") as db:
+            db.execute("DROP TRIGGER refuse_1")  # room again
+        await bot.until(lambda: bot.ended(first.id))
+        assert [e.kind for e in bot.ended(first.id)] == [EventKind.DONE]
+        assert len(list((bot.data / "images").rglob("*.png"))) == 1  # no orphans of the failed attempts
+        assert len(await stream_entries(bot, "started")) == 1  # saved again from what came back, not redrawn
