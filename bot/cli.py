@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(config_file, verbose, console_only=args.command == "console")
     except KeyboardInterrupt:  # Ctrl-C before the event loop took over signals (imports, start-up)
         print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
-        return 130
+        _exit_interrupted()
 
 
 def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
@@ -116,7 +116,19 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
         print(f"easel: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Exit with 130 after a Ctrl-C that landed in start-up (torch's imports take seconds).
+
+    CPython marks a KeyboardInterrupt that leaves code run by exec() (dataclasses and torch build
+    methods that way) as unhandled even once caught, and then ends the process by SIGINT instead of
+    the exit status; nothing is left to clean up at this point, so leave at once with the right one.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":
