@@ -503,7 +503,9 @@ class RedisQueue(JobQueue):
                         self._spawn(self._send_until_sent(self._running[job_id], self._results[job_id]))
                     continue
                 self._missing.pop(job_id, None)
-                if saq_job is None or saq_job.status not in ("aborted", "failed"):
+                # SAQ's sweep marks a job aborted for up to 5 s before it hands it to the next attempt: only
+                # a job with no attempt left has ended.
+                if saq_job is None or saq_job.status not in ("aborted", "failed") or saq_job.retryable:
                     self._gone.pop(job_id, None)
                     continue
                 # A worker sends its end before SAQ records it; allow a moment for it to be read.

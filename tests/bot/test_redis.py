@@ -347,7 +347,7 @@ async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisS
         assert not bot.ended(waiting.id) and bot.queue.position(waiting.id) == 0  # held by the bot, retrying
         redis_server.start()
         await bot.until(lambda: bot.ended(waiting.id))
-        assert [e.kind for e in bot.ended(waiting.id)] == [EventKind.DONE]
+        assert [e.kind for e in bot.ended(waiting.id)] == [EventKind.DONE], bot.ended(waiting.id)[0].error
         stored = await bot.history.get(waiting.id)
         assert stored.status is JobStatus.DONE and len(stored.images) == 1
 
