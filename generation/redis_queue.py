@@ -311,18 +311,26 @@ class RedisQueue(JobQueue):
 
     async def _send_until_sent(self, job: JobRecord, waiter: asyncio.Future) -> None:
         """Send a job, waiting out a Redis outage (it stays running here, nothing is lost)."""
-        delay = 0.5
+        delay, refused = 0.5, 0
         while not waiter.done():
             try:
                 await self._send(job)
                 self._sent.add(job.id)
                 return
-            except REDIS_DOWN as exc:
-                log.error("job #%d could not be sent: Redis at %s is unreachable (%s); trying again in %g s",
-                          job.id, safe_url(self.settings.url), exc, delay)
+            except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
+                # Down, restarting or still loading: wait. An error reply that persists is not an outage.
+                refused += not isinstance(exc, REDIS_DOWN)
+                if refused > 5:
+                    log.error("job #%d could not be sent to Redis", job.id, exc_info=exc)
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                    return
+                log.error("job #%d could not be sent: Redis at %s said %s: %s; trying again in %g s",
+                          job.id, safe_url(self.settings.url), type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 15.0)
             except Exception as exc:
+                log.error("job #%d could not be sent", job.id, exc_info=exc)
                 if not waiter.done():
                     waiter.set_exception(exc)
                 return
@@ -331,7 +339,8 @@ class RedisQueue(JobQueue):
         # A job sent before keeps its pool: SAQ's key is per queue, so another pool would draw it twice.
         pool_key = self.settings.key("pool", job.id)
         await self._redis.set(pool_key, self._pool_of[job.id], nx=True, ex=INPUT_TTL)
-        pool = (await self._redis.get(pool_key)).decode()
+        pinned = await self._redis.get(pool_key)  # None only if Redis lost it in between: keep this choice
+        pool = pinned.decode() if pinned is not None else self._pool_of[job.id]
         self._pool_of[job.id] = pool
         for sha in job.params.inputs:
             key = self.settings.key("input", sha)
