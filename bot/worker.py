@@ -24,7 +24,7 @@ from bot.app import build_engines
 from bot.config import Config
 from generation.diffusion import device_name
 from generation.engine import JobCancelled
-from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, safe_url, png_bytes, run_to_json
+from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, retried, safe_url, png_bytes, run_to_json
 from storage.errors import EaselError
 from storage.records import JobKind, params_from_json
 
@@ -82,7 +82,7 @@ class Worker:
 
     async def send(self, job_id: int, fields: dict) -> None:
         fields = {"job": job_id, "worker": self.name, **fields}
-        await self.redis.xadd(self.settings.events, fields, maxlen=EVENTS_KEPT, approximate=True)
+        await retried(lambda: self.redis.xadd(self.settings.events, fields, maxlen=EVENTS_KEPT, approximate=True))
 
     async def draw(self, ctx: dict, *, job_id: int, params: str, previews: bool = False) -> dict:
         """One job, as SAQ hands it over; its end always goes back as one terminal event."""

@@ -62,6 +62,18 @@ class RedisSettings:
         return f"{self.prefix}-" + "+".join(sorted(str(kind) for kind in kinds))
 
 
+async def retried(call, tries: int = 4):
+    """await call(), again on a dropped connection: the first command after Redis restarts meets the
+    pooled connection the old server closed."""
+    for attempt in range(tries):
+        try:
+            return await call()
+        except REDIS_DOWN:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
+
+
 def job_key(job_id: int) -> str:
     return f"job-{job_id}"
 
@@ -386,16 +398,19 @@ class RedisQueue(JobQueue):
             with contextlib.suppress(*REDIS_DOWN):
                 await self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL)
             return
-        await self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL)
-        queue = self._queue(pool)
-        saq_job = await queue.job(job_key(job_id))
-        if saq_job is None:
-            return
-        if saq_job.status in ("queued", "new"):  # not started yet: it ends cancelled without a worker
-            await saq_job.abort("cancelled")
-            self._resolve(job_id, b"", {b"type": b"cancelled"})
-        else:
-            await saq_job.abort("cancelled")
+        try:
+            await retried(lambda: self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL))
+            saq_job = await retried(lambda: self._queue(pool).job(job_key(job_id)))
+            if saq_job is None:
+                return
+            waiting = saq_job.status in ("queued", "new")  # not started: it ends cancelled without a worker
+            await retried(lambda: saq_job.abort("cancelled"))
+            if waiting:
+                self._resolve(job_id, b"", {b"type": b"cancelled"})
+        except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
+            # The job still ends cancelled: its result, when it comes, is not delivered (progress.by_user).
+            log.warning("the cancel of job #%d did not reach its worker (%s); it ends cancelled when it returns",
+                        job_id, exc)
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -403,12 +418,17 @@ class RedisQueue(JobQueue):
         task.add_done_callback(self._tasks.discard)
 
     async def _ended(self, job_id: int) -> None:
+        # The end is on disk: what follows is housekeeping, and failing it must not fail the job. An entry
+        # left unacknowledged is read again on the next start and dropped then, as a duplicate.
         self._ends.pop(job_id, None)
-        entries = self._to_ack.pop(job_id, [])
-        entries = [entry for entry in entries if entry]
-        if entries:
-            await self._forget(*entries)
-        await self._redis.delete(self.settings.key("pool", job_id), self.settings.key("cancel", job_id))
+        entries = [entry for entry in self._to_ack.pop(job_id, []) if entry]
+        try:
+            if entries:
+                await self._forget(*entries)
+            await retried(lambda: self._redis.delete(self.settings.key("pool", job_id),
+                                                     self.settings.key("cancel", job_id)))
+        except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
+            log.warning("job #%d is recorded; tidying its Redis keys failed (%s), the next start will", job_id, exc)
 
     # ---- what comes back -----------------------------------------------------------------
     async def _read_pending(self) -> None:
@@ -481,10 +501,12 @@ class RedisQueue(JobQueue):
 
     async def _forget(self, *entries: bytes) -> None:
         """Acknowledge ends that are on disk and delete them: they carry the images, megabytes each."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.settings.events, GROUP, *entries)
-            pipe.xdel(self.settings.events, *entries)
-            await pipe.execute()
+        async def both():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self.settings.events, GROUP, *entries)
+                pipe.xdel(self.settings.events, *entries)
+                await pipe.execute()
+        await retried(both)
 
     def _resolve(self, job_id: int, entry: bytes, fields: dict) -> bool:
         waiter = self._results.get(job_id)
