@@ -66,6 +66,17 @@ class _Progress:
         asyncio.run_coroutine_threadsafe(self._send(fields), self._loop)
 
 
+class _OneLineWhenRedisIsDown(logging.Filter):
+    """SAQ logs a full traceback per loop and second while Redis is away; one line says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, REDIS_DOWN):
+            record.msg, record.args = f"{record.getMessage()}: Redis is unreachable ({error})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class Worker:
     def __init__(self, config: Config, kinds: tuple[JobKind, ...], name: str) -> None:
         self.config, self.kinds, self.name = config, kinds, name
@@ -181,6 +192,7 @@ class Worker:
         saq = SaqWorker(queue, functions=[("draw", self.draw)], concurrency=1, id=self.name,
                         timers={"sweep": self.settings.sweep_seconds, "abort": 0.25, "worker_info": 5},
                         metadata={"kinds": [str(kind) for kind in self.kinds]})
+        logging.getLogger("saq").addFilter(_OneLineWhenRedisIsDown())
         register = asyncio.create_task(self._register())
         log.info("worker %s takes %s jobs from %s", self.name, ", ".join(map(str, self.kinds)), self.pool)
         print(f"easel worker {self.name}: {', '.join(map(str, self.kinds))} on {self.device}", flush=True)
