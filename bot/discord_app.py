@@ -14,7 +14,6 @@ from pathlib import Path
 import discord
 import yarl
 from discord import app_commands
-from PIL import Image
 
 from bot import commands
 from bot.commands import Cancel, Command, Help, ShowHistory, ShowQueue
@@ -25,6 +24,7 @@ from bot.results import fitted
 from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import JobEvent
 from generation.schedulers import SCHEDULERS
+from storage.images import png_bytes
 from storage.records import JobRecord, JobStatus, Owner
 
 log = logging.getLogger(__name__)
@@ -403,7 +403,7 @@ class DiscordFrontend:
             return
         files = []
         if event.preview is not None:
-            files.append(discord.File(io.BytesIO(await asyncio.to_thread(_png, event.preview)), "preview.png"))
+            files.append(discord.File(io.BytesIO(await asyncio.to_thread(png_bytes, event.preview)), "preview.png"))
         await live.interaction.edit_original_response(content=_text(status_line(event)), attachments=files,
                                                       view=_buttons(event.job))
 
@@ -461,12 +461,6 @@ def _result_text(job: JobRecord) -> str:
     if job.status is JobStatus.FAILED:
         return f"job #{job.id} failed: {job.error}"
     return f"job #{job.id} cancelled"
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _result_files(job: JobRecord, limit: int) -> list[discord.File]:

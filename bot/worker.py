@@ -24,8 +24,9 @@ from bot.app import build_engines
 from bot.config import Config
 from generation.diffusion import device_name
 from generation.engine import JobCancelled
-from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, retried, safe_url, png_bytes, run_to_json
+from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, retried, safe_url, run_to_json
 from storage.errors import EaselError
+from storage.images import png_bytes
 from storage.records import JobKind, params_from_json
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class _Progress:
         self.last = (done, total)
         fields = {"type": "progress", "step": done, "total": total}
         if preview is not None:
-            fields["preview"] = png_bytes(preview)
+            fields["preview"] = png_bytes(preview, compress_level=1)
         asyncio.run_coroutine_threadsafe(self._send(fields), self._loop)
 
 
@@ -143,7 +144,7 @@ class Worker:
             self.free_since = time.time()
         fields = {"type": "done", "images": len(result.images), "seeds": json.dumps(list(result.seeds)),
                   "run": run_to_json(result.run)}
-        encoded = await asyncio.to_thread(lambda: [png_bytes(image) for image in result.images])
+        encoded = await asyncio.to_thread(lambda: [png_bytes(image, compress_level=1) for image in result.images])
         fields.update({f"image{k}": data for k, data in enumerate(encoded)})
         await self.send(job_id, fields)
         self.done += 1

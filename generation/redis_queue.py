@@ -78,12 +78,6 @@ def job_key(job_id: int) -> str:
     return f"job-{job_id}"
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # the bot writes the kept file with its infotext
-    return buffer.getvalue()
-
-
 def run_to_json(run: RunInfo | None) -> str:
     return json.dumps(dataclasses.asdict(run) if run is not None else None)
 

@@ -327,6 +327,13 @@ def _ends_properly(name: str, data: bytes) -> bool:
     return True
 
 
+def png_bytes(image: Image.Image, compress_level: int = 6, info: PngImagePlugin.PngInfo | None = None) -> bytes:
+    """An image as PNG bytes (6 is Pillow's own default level; 1 is for bytes that are only passing through)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=info)
+    return buffer.getvalue()
+
+
 def _png_has_iend(data: bytes) -> bool:
     at = 8
     while at + 8 <= len(data):
@@ -412,9 +419,7 @@ class ImageStore:
 
         Returns its sha256 and whether this call wrote the file (False: the same image was already kept).
         """
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        data = buffer.getvalue()
+        data = png_bytes(image)
         digest = hashlib.sha256(data).hexdigest()
         path = self.input_path(digest)
         if path.exists():
@@ -447,14 +452,13 @@ class ImageStore:
         folder.mkdir(parents=True, exist_ok=True)
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", text)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", pnginfo=info)
+        data = png_bytes(image, info=info)
         # Job numbers start again at 1 when the database is lost; the pictures already made must survive.
         names = itertools.chain(
             [folder / f"{job_id}-{index}.png"],
             (folder / f"{job_id}-{index}-{n}.png" for n in range(2, _MAX_TWINS + 2)),
         )
-        return _publish(buffer.getvalue(), names)
+        return _publish(data, names)
 
 
 # How many files one job and index may share a day folder with before we give up looking for a free name.

@@ -28,6 +28,7 @@ from storage.images import (
     _create_new,
     infotext,
     open_upload,
+    png_bytes,
     read_image_file,
     read_parameters,
     to_rgb,
@@ -41,12 +42,6 @@ def run_info(model: str, model_hash: str | None = None) -> RunInfo:
         model=model, model_hash=model_hash, memory_profile="speed", attention="sdpa", dtype="float16",
         device="cuda", diffusers_version="0.42.1", torch_version="2.13.0",
     )
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def blank_png(width: int, height: int) -> bytes:
