@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from PIL import Image
 
@@ -24,6 +24,7 @@ from storage.images import ImageStore, infotext
 from storage.records import ImageRecord, JobKind, JobParams, JobRecord, JobStatus, Owner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class QueueFull(EaselError):
@@ -317,12 +318,6 @@ class JobQueue:
         drawing = [(job, self._progress[job.id].last, self._progress[job.id].where) for job in self._running.values()]
         return sorted(saving + drawing, key=lambda entry: entry[0].id)
 
-    @property
-    def running_progress(self) -> tuple[int, int] | None:
-        """(steps done, steps in all) of the running job, or None when idle."""
-        jobs = self.running_jobs()
-        return jobs[0][1] if jobs else None
-
     def position(self, job_id: int) -> int | None:
         """1 = runs next; 0 = running now; None = not in the queue."""
         if job_id in self._running:
@@ -380,14 +375,9 @@ class JobQueue:
                         await self._settle(*saving)
                         saving = None
                         continue
-                    self._wake.clear()
-                    await self._wake.wait()
+                    await self._wait_for_wake()
                     continue
-                try:
-                    drawn = await self._draw(job)
-                except Exception as exc:
-                    drawn = None
-                    await self._recover(job, exc)
+                drawn = await self._settle(job, self._draw(job))
                 if saving is not None:
                     await self._settle(*saving)
                     saving = None
@@ -397,11 +387,19 @@ class JobQueue:
             if saving is not None:
                 await self._settle(*saving)
 
-    async def _settle(self, job: JobRecord, task: asyncio.Task) -> None:
+    async def _settle(self, job: JobRecord, step: Awaitable[T]) -> T | None:
+        """Await one step of a job (drawing, saving); a failure goes to _recover and gives None."""
         try:
-            await task
+            return await step
         except Exception as exc:
             await self._recover(job, exc)
+            return None
+
+    async def _wait_for_wake(self, timeout: float | None = None) -> None:
+        """Sleep until something changes (a job submitted, a slot or a stop) or timeout seconds pass."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _recover(self, job: JobRecord, exc: Exception) -> None:
         """A job whose end could not be recorded: wait for room on a storage problem, else fail it."""
@@ -425,9 +423,7 @@ class JobQueue:
         job = replace(job, status=JobStatus.QUEUED, started_at=None)
         self._waiting.setdefault(job.owner.key, deque()).appendleft(job)
         self._emit(JobEvent(EventKind.STALLED, job, position=self.position(job.id), error=message))
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):  # a stop, or a new job (room again?), ends the wait early
-            await asyncio.wait_for(self._wake.wait(), self.storage_retry_seconds)
+        await self._wait_for_wake(self.storage_retry_seconds)  # a stop, or a new job (room again?), ends it early
 
     async def _draw(self, job: JobRecord) -> tuple[JobRecord, Engine, EngineResult] | None:
         """Run one job on the GPU; returns what to save, or None when it already ended (failed, cancelled)."""
