@@ -130,13 +130,12 @@ class Worker:
         except JobCancelled:
             await self.send(job_id, {"type": "cancelled"})
             return {"ended": "cancelled"}
-        except EaselError as exc:
-            await self.send(job_id, {"type": "failed", "error": str(exc), "run": run_to_json(self._run_info(params))})
-            return {"ended": "failed"}
-        except Exception:
-            log.exception("job #%d failed", job_id)
-            await self.send(job_id, {"type": "failed", "error": f"something went wrong with job #{job_id}",
-                                     "run": run_to_json(self._run_info(params))})
+        except Exception as exc:  # an EaselError says what to do in words; anything else is our bug, logged
+            if not isinstance(exc, EaselError):
+                log.exception("job #%d failed", job_id)
+            error = str(exc) if isinstance(exc, EaselError) else f"something went wrong with job #{job_id}"
+            await self.send(job_id, {"type": "failed", "error": error,
+                                     "run": run_to_json(self.engines[params.kind].run_info())})
             return {"ended": "failed"}
         finally:
             beat.cancel()
@@ -149,9 +148,6 @@ class Worker:
         await self.send(job_id, fields)
         self.done += 1
         return {"ended": "done", "images": len(result.images)}
-
-    def _run_info(self, params):
-        return self.engines[params.kind].run_info()
 
     async def _heartbeat(self, saq_job, progress: _Progress, job_id: int) -> None:
         # SAQ's lease is kept by job.update(); it must beat while the model loads or the VAE decodes too.

@@ -149,12 +149,13 @@ class RedisQueue(JobQueue):
         self._pool_of: dict[int, str] = {}  # out on a worker pool: job id → pool
         self._results: dict[int, asyncio.Future] = {}  # out: job id → (entry id, fields) of its end
         self._unclaimed: dict[int, tuple[bytes, dict]] = {}  # an end read before its job was sent again
-        self._to_ack: dict[int, list[bytes]] = {}  # stream entries to acknowledge once the end is on disk
         self._gone: dict[int, float] = {}  # job id → when SAQ first said it ended without sending an end
         self._sent: set[int] = set()  # out and accepted by Redis
         self._missing: dict[int, int] = {}  # sent, but SAQ has no record (Redis lost its data): polls in a row
         self._trouble = False  # Redis unreachable: said once in the log, not on every poll
-        self._ends: dict[int, tuple[bytes, dict]] = {}  # drawn, not yet on disk: kept to save again, not redraw
+        # The end each job came back with, until it is on disk: acknowledged then, or kept to save again
+        # (not redraw) after a full disk.
+        self._ends: dict[int, tuple[bytes, dict]] = {}
         self._held = 0  # jobs waiting for room on a full disk: nothing new goes out meanwhile
         self._tasks: set[asyncio.Task] = set()
         self._reader: asyncio.Task | None = None
@@ -173,7 +174,7 @@ class RedisQueue(JobQueue):
             await self._redis.xgroup_create(self.settings.events, GROUP, id="0", mkstream=True)
         await self._read_pending()  # ends that arrived while the bot was down, before anything is sent
         self._workers = await live_workers(self._redis, self.settings)
-        self._reader = asyncio.create_task(self._read_events(">"), name="easel-redis-events")
+        self._reader = asyncio.create_task(self._read_events(), name="easel-redis-events")
         return await super().start()
 
     async def _recover_unfinished(self, unfinished: list[JobRecord]) -> list[JobRecord]:
@@ -229,9 +230,7 @@ class RedisQueue(JobQueue):
                 await self._poll()
                 next_poll = time.monotonic() + self.poll_seconds
             if self._held:  # a full disk: what would come back could not be saved either
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await self._wait_for_wake(self.poll_seconds)
                 continue
             room, kinds = self._room(), self._kinds_by_pool()
             chosen: dict[int, str] = {}
@@ -244,9 +243,7 @@ class RedisQueue(JobQueue):
 
             job = self._take_next(fits)
             if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.05, next_poll - time.monotonic()))
+                await self._wait_for_wake(max(0.05, next_poll - time.monotonic()))
                 continue
             self._pool_of[job.id] = chosen[job.id]
             task = asyncio.create_task(self._one(job), name=f"easel-job-{job.id}")
@@ -262,18 +259,12 @@ class RedisQueue(JobQueue):
     async def _one(self, job: JobRecord) -> None:
         try:
             try:
-                drawn = await self._draw(job)
-            except Exception as exc:
-                await self._recover(job, exc)
-                return
+                drawn = await self._settle(job, self._draw(job))
             finally:
                 self._pool_of.pop(job.id, None)
                 self._wake.set()  # a slot is free
             if drawn is not None:
-                try:
-                    await self._complete(*drawn)
-                except Exception as exc:
-                    await self._recover(job, exc)
+                await self._settle(job, self._complete(*drawn))
         except asyncio.CancelledError:
             pass  # the bot is stopping; the job stays unfinished in history and in Redis
 
@@ -296,7 +287,6 @@ class RedisQueue(JobQueue):
             self._gone.pop(job.id, None)
             self._sent.discard(job.id)
             self._missing.pop(job.id, None)
-        self._to_ack.setdefault(job.id, []).append(entry)
         self._ends[job.id] = (entry, fields)
         return self._result(job, engine, fields)
 
@@ -307,7 +297,6 @@ class RedisQueue(JobQueue):
         end = self._ends.pop(job.id, None)
         if end is not None:  # drawn already: the retry saves these images instead of drawing it again
             self._unclaimed[job.id] = end
-            self._to_ack.pop(job.id, None)
         self._held += 1
         try:
             await super()._recover(job, exc)  # back at the head of the line, STALLED, a wait for room
@@ -387,11 +376,8 @@ class RedisQueue(JobQueue):
         pool = self._pool_of.get(job_id)
         if pool is None:
             return
-        if job_id not in self._sent:  # never reached Redis (it is down): it ends here
+        if job_id not in self._sent:  # not in Redis yet (it is down, say): it ends here
             self._resolve(job_id, b"", {b"type": b"cancelled"})
-            with contextlib.suppress(*REDIS_DOWN):
-                await self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL)
-            return
         try:
             await retried(lambda: self._redis.set(self.settings.key("cancel", job_id), 1, ex=INPUT_TTL))
             saq_job = await retried(lambda: self._queue(pool).job(job_key(job_id)))
@@ -403,8 +389,7 @@ class RedisQueue(JobQueue):
                 self._resolve(job_id, b"", {b"type": b"cancelled"})
         except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
             # The job still ends cancelled: its result, when it comes, is not delivered (progress.by_user).
-            log.warning("the cancel of job #%d did not reach its worker (%s); it ends cancelled when it returns",
-                        job_id, exc)
+            log.warning("the cancel of job #%d did not reach Redis (%s); it ends cancelled all the same", job_id, exc)
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -414,11 +399,10 @@ class RedisQueue(JobQueue):
     async def _ended(self, job_id: int) -> None:
         # The end is on disk: what follows is housekeeping, and failing it must not fail the job. An entry
         # left unacknowledged is read again on the next start and dropped then, as a duplicate.
-        self._ends.pop(job_id, None)
-        entries = [entry for entry in self._to_ack.pop(job_id, []) if entry]
+        entry, _ = self._ends.pop(job_id, (b"", None))
         try:
-            if entries:
-                await self._forget(*entries)
+            if entry:  # b"": a cancel decided here, with nothing in the stream
+                await self._forget(entry)
             await retried(lambda: self._redis.delete(self.settings.key("pool", job_id),
                                                      self.settings.key("cancel", job_id)))
         except (*REDIS_DOWN, redis.exceptions.RedisError) as exc:
@@ -437,10 +421,10 @@ class RedisQueue(JobQueue):
                 await self._on_event(entry, fields)
             last = entries[-1][0]
 
-    async def _read_events(self, start: str) -> None:
+    async def _read_events(self) -> None:
         while True:
             try:
-                reply = await self._redis.xreadgroup(GROUP, "bot", {self.settings.events: start}, count=100,
+                reply = await self._redis.xreadgroup(GROUP, "bot", {self.settings.events: ">"}, count=100,
                                                      block=1000)
                 for _, entries in reply or ():
                     for entry, fields in entries:
