@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 # The tiny model's tensors are far too small to gain from intra-op threads, and on a 2-core runner
 # OpenMP workers spinning against the event loop, aiosqlite and other processes made a 50-step run
@@ -54,3 +55,10 @@ async def delivered(history, job_id: int, seconds: float = 60) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on now: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -25,18 +25,13 @@ from generation.redis_queue import RedisQueue, RedisSettings
 from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus, Owner, Txt2ImgParams
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt install redis-server)")
 TIMEOUT = 120
 PEOPLE = [Owner(platform="test", user_id=name, name=name) for name in ("alice", "bob", "carol")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:

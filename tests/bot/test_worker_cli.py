@@ -3,20 +3,15 @@ one line that says what to fix, exit status 2, and never the password from redis
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:  # bound, then released: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def easel(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
@@ -28,7 +23,7 @@ def easel(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess
 def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: Path, tiny_model: Path, command) -> None:
     (tmp_path / "config.toml").write_text(
         f'[generation]\nmodel = "{tiny_model}"\ndevice = "cpu"\n[queue]\nbackend = "redis"\n'
-        f'redis_url = "redis://:hunter2@127.0.0.1:{closed_port()}/0"\n')
+        f'redis_url = "redis://:hunter2@127.0.0.1:{free_port()}/0"\n')
     done = easel(*command, cwd=tmp_path, stdin="/imagine a boat\n")
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("easel: cannot reach Redis at redis://:***@127.0.0.1:") and "[queue] redis_url" in done.stderr
