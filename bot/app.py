@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bot.config import Config
+from bot.config import Config, require_redis
 from bot.console import ConsoleFrontend
 from bot.service import Service
 from generation.diffusion import DiffusionEngine
@@ -132,6 +132,7 @@ async def _serve(config: Config, console_only: bool) -> int:
         images = ImageStore(config.storage.data_dir)
         limits = config.queue.limits()
         if config.queue.backend == "redis":
+            require_redis()
             from bot.worker import settings_of
             from generation.redis_queue import RedisQueue
 

@@ -90,12 +90,13 @@ def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
 def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:
     import logging
 
-    from bot.config import load_config
+    from bot.config import load_config, require_redis
     from storage.records import JobKind
 
     try:
         config = load_config(_config_path(config_file))
         if args.command == "workers":
+            require_redis()
             from bot.worker import list_workers
 
             print(asyncio.run(list_workers(config)))
@@ -108,6 +109,7 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
             return 2
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        require_redis()
         from bot.worker import Worker, default_name  # imports torch
 
         kinds = tuple(JobKind(name) for name in dict.fromkeys(names))

@@ -73,6 +73,16 @@ class QueueConfig(BaseModel):
         return QueueLimits(self.max_per_user, self.max_total)
 
 
+def require_redis() -> None:
+    """[queue] backend = "redis" runs on SAQ and the Redis client, an extra; say how to get them."""
+    try:
+        import redis  # noqa: F401
+        import saq  # noqa: F401
+    except ImportError as exc:
+        raise EaselError(f'[queue] backend = "redis" needs SAQ and the Redis client ({exc.name} is not installed): '
+                         'pip install -e ".[redis]"') from exc
+
+
 class AccessConfig(BaseModel):
     """Admins may cancel anyone's jobs; entries look like "discord:1234" or "telegram:5678"."""
 

@@ -46,3 +46,14 @@ def test_a_worker_refuses_an_unknown_kind(tmp_path: Path, tiny_model: Path) -> N
     done = easel("worker", "--kinds", "txt2img,video", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "easel: --kinds takes txt2img, img2img, sketch, face; not video"
+
+
+@pytest.mark.parametrize("command", ["worker", "workers", "run"])
+def test_the_redis_backend_without_its_extra_says_what_to_install(tmp_path: Path, tiny_model: Path, command) -> None:
+    (tmp_path / "config.toml").write_text(f'[generation]\nmodel = "{tiny_model}"\n[queue]\nbackend = "redis"\n')
+    code = f"import sys; sys.modules['saq'] = None; from bot.cli import main; sys.exit(main([{command!r}]))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, input="/imagine a boat\n", capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ('easel: [queue] backend = "redis" needs SAQ and the Redis client (saq is not '
+                                   'installed): pip install -e ".[redis]"')
