@@ -12,12 +12,13 @@ from pathlib import Path
 
 from bot.config import Config, require_redis
 from bot.console import ConsoleFrontend
+from bot.logs import shown_elsewhere
 from bot.service import Service
-from generation.diffusion import DiffusionEngine
+from generation.diffusion import DiffusionEngine, pick_device
 from generation.engine import Engine
 from generation.faces.engine import FaceEngine
 from generation.queue import JobQueue
-from storage.errors import StorageError
+from storage.errors import EaselError
 from storage.history import History, requeue_running
 from storage.images import ImageStore
 from storage.lock import DataDirLock
@@ -26,45 +27,9 @@ from storage.records import JobKind
 log = logging.getLogger(__name__)
 
 
-class _FileLog(logging.FileHandler):
-    """easel.log, which on its first failed write (a full disk) says so once and stops, rather than
-    printing a "Logging error" traceback for every later line."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        error = sys.exc_info()[1]
-        reason = getattr(error, "strerror", None) or error
-        print(f"easel: cannot write {self.baseFilename} ({reason}); logging to the terminal only from now on",
-              file=sys.stderr, flush=True)
-        logging.getLogger().removeHandler(self)
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-def configure_logging(data_dir: Path, verbose: bool) -> None:
-    """Full log in data_dir/easel.log; only warnings on the terminal unless verbose."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = _FileLog(data_dir / "easel.log", encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(
-            f"cannot use the data folder {data_dir}: {exc.strerror or exc}; "
-            "set [storage] data_dir to a folder easel can write"
-        ) from None
-    file_handler.setLevel(logging.INFO)
-    terminal = logging.StreamHandler()
-    terminal.setLevel(logging.INFO if verbose else logging.WARNING)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in (file_handler, terminal):
-        handler.setFormatter(fmt)
-    logging.basicConfig(level=logging.INFO, handlers=[file_handler, terminal], force=True)
-    for noisy in ("diffusers", "transformers"):  # their warnings are advice to library authors
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    for chatty in ("httpx", "PIL"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
 def build_engines(config: Config) -> dict[JobKind, Engine]:
     """The engine for each kind of job; the weights load on the first job that needs them."""
+    pick_device(config.generation.device)  # device = "cuda" without a GPU: say so at start, not at the first job
     if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
     diffusion = DiffusionEngine(config.generation, config.sketch)
@@ -144,17 +109,32 @@ async def _serve(config: Config, console_only: bool) -> int:
         try:
             chats = [] if console_only else _chat_frontends(config, service)
             if not chats:
+                shown_elsewhere.console = True  # job failures reach the terminal as the console's own lines
                 console = ConsoleFrontend(service)
                 await console.run()
                 return 1 if console.failures else 0
             async with contextlib.AsyncExitStack() as running:
                 for frontend in chats:
                     await running.enter_async_context(frontend)
-                # Each runs until it is closed or fails for good; a signal cancels them all (a clean stop).
-                await asyncio.gather(*(frontend.start() for frontend in chats))
+                # Each runs until it is closed or fails for good (a refused token); then the others stop
+                # too. A signal cancels them all (a clean stop).
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for frontend in chats:
+                            group.create_task(frontend.start())
+                except BaseExceptionGroup as failed:
+                    raise _first_easel_error(failed) or failed from None
             return 0
         finally:
             await queue.stop()
+
+
+def _first_easel_error(group: BaseExceptionGroup) -> EaselError | None:
+    """The problem a person can fix (a refused token) among the frontends' failures, if there is one."""
+    matched, _ = group.split(EaselError)
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched
 
 
 def _chat_frontends(config: Config, service: Service) -> list:

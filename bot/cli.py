@@ -1,9 +1,10 @@
-"""The `easel` command: run, console, worker, workers, make-tiny-model."""
+"""The `easel` command: run, console, init, worker, workers, make-tiny-model."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,16 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log progress to the terminal too")
     parser = argparse.ArgumentParser(prog="easel", description="Self-hosted image-generation bot.", parents=[common])
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", parents=[common], help="start every configured frontend (the console when none is)")
-    sub.add_parser("console", parents=[common], help="talk to easel in this terminal, or pipe commands into it")
-    worker = sub.add_parser("worker", parents=[common],
-                            help="draw jobs from Redis on this machine's GPU ([queue] backend = \"redis\")")
+    parser.add_argument("--version", action="version", version=f"easel {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, **options) -> argparse.ArgumentParser:
+        # The summary shows in `easel --help` and, as the description, in `easel NAME --help`.
+        return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", **options)
+
+    command("run", "start every configured frontend (Discord, Telegram; the console when none is)", parents=[common])
+    command("console", "talk to easel in this terminal, or pipe commands into it", parents=[common])
+    init = command("init", "write a commented config.toml to start from (every key, with its default)")
+    init.add_argument("path", nargs="?", type=Path, default=Path("config.toml"), help="where (default: ./config.toml)")
+    worker = command("worker", "draw jobs from Redis on this machine's GPU ([queue] backend = \"redis\")",
+                     parents=[common])
     worker.add_argument("--kinds", default="txt2img,img2img,sketch,face",
                         help="the job kinds this worker takes, comma-separated (default: all)")
     worker.add_argument("--name", help="how /queue and `easel workers` name it (default: host-pid)")
-    sub.add_parser("workers", parents=[common], help="list the workers connected to Redis")
-    tiny = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (draws noise) for tests")
+    command("workers", "list the workers connected to Redis", parents=[common])
+    tiny = command("make-tiny-model", "write a tiny random-weight SD model (draws noise) for tests and offline tries")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--controlnet", type=Path, metavar="DIR",
                       help="also write a matching tiny ControlNet here (for [sketch] controlnet)")
@@ -63,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f'and a tiny ControlNet in {args.controlnet}: [sketch] controlnet = "{args.controlnet}"')
         return 0
 
+    if args.command == "init":
+        return _init(args.path)
     if args.command in ("worker", "workers"):
         return _worker(config_file, verbose, args)
     try:
@@ -72,29 +83,69 @@ def main(argv: list[str] | None = None) -> int:
         _exit_interrupted()
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("easel")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
+def _init(path: Path) -> int:
+    """Write the example config, every key commented, where easel will read it."""
+    from bot.config import example_config
+
+    try:
+        text = example_config()
+        with path.open("x", encoding="utf-8") as file:  # never overwrite someone's config
+            file.write(text)
+    except FileExistsError:
+        print(f"easel: {path} already exists; edit it, or give another path: easel init other.toml", file=sys.stderr)
+        return 2
+    except (OSError, EaselError) as exc:
+        print(f"easel: cannot write {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; every key is optional and commented. Then: easel run")
+    return 0
+
+
+def _fail(exc: BaseException) -> int:
+    """One line for a problem the person can fix; anything else once with its traceback in easel.log."""
+    from bot.logs import secrets
+
+    if isinstance(exc, EaselError):
+        print(f"easel: {secrets.scrub(str(exc))}", file=sys.stderr)
+        return 2
+    logging.getLogger("easel").error("easel stopped: unexpected error", exc_info=exc)
+    return 1
+
+
 def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
-    from bot.app import configure_logging, serve  # imports torch: seconds, so after the argument check
+    from bot.app import serve  # imports torch: seconds, so after the argument check
     from bot.config import load_config
+    from bot.logs import configure_logging, secrets_of
 
     try:
         config = load_config(_config_path(config_file))
-        configure_logging(config.storage.data_dir, verbose)
+        configure_logging(config.storage.data_dir, verbose, secrets_of(config))
         return asyncio.run(serve(config, console_only=console_only))
     except asyncio.CancelledError:  # the first Ctrl-C or SIGTERM: a clean stop, the running job requeued
         print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
         return 130
-    except EaselError as exc:  # start-up problems the person can fix: one line, no traceback
-        print(f"easel: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # start-up problems the person can fix: one line, no traceback
+        return _fail(exc)
 
 def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:
-    import logging
-
-    from bot.config import load_config, require_redis
+    from bot.config import load_config, require_redis, require_redis_backend
+    from bot.logs import configure_logging, secrets_of
     from storage.records import JobKind
 
     try:
         config = load_config(_config_path(config_file))
+        # Workers on other machines share no disk with the bot: each keeps its own log beside its data.
+        configure_logging(config.storage.data_dir, verbose, secrets_of(config), name="easel-worker.log")
+        require_redis_backend(config.queue)  # backend = "local" is the first thing to say, before a missing extra
         if args.command == "workers":
             require_redis()
             from bot.worker import list_workers
@@ -107,18 +158,15 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
         if unknown or not names:
             print(f"easel: --kinds takes {', '.join(known)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
             return 2
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         require_redis()
         from bot.worker import Worker, default_name  # imports torch
 
         kinds = tuple(JobKind(name) for name in dict.fromkeys(names))
         return asyncio.run(Worker(config, kinds, args.name or default_name()).run())
-    except EaselError as exc:
-        print(f"easel: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         _exit_interrupted()
+    except Exception as exc:
+        return _fail(exc)
 
 
 def _exit_interrupted() -> None:

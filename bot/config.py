@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Literal, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -72,6 +75,21 @@ class QueueConfig(BaseModel):
     def limits(self) -> QueueLimits:
         return QueueLimits(self.max_per_user, self.max_total)
 
+    # Checked here, so a typo is one line at start-up; the message never repeats the URL (it may hold a password).
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0")
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number 0–65535)
+        except ValueError:
+            raise ValueError("its port must be a number 1–65535, e.g. redis://127.0.0.1:6379/0") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("names no host, e.g. redis://127.0.0.1:6379/0") from None
+        return value
+
 
 def require_redis() -> None:
     """[queue] backend = "redis" runs on SAQ and the Redis client, an extra; say how to get them."""
@@ -81,6 +99,13 @@ def require_redis() -> None:
     except ImportError as exc:
         raise EaselError(f'[queue] backend = "redis" needs SAQ and the Redis client ({exc.name} is not installed): '
                          'pip install -e ".[redis]"') from exc
+
+
+def require_redis_backend(queue: QueueConfig) -> None:
+    """`easel worker` and `easel workers` only make sense with [queue] backend = "redis"."""
+    if queue.backend != "redis":
+        raise EaselError('[queue] backend is "local", so the bot draws jobs itself and sends none to workers; '
+                         'set backend = "redis" (and redis_url) in the config of the bot and of every worker')
 
 
 class AccessConfig(BaseModel):
@@ -200,7 +225,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist (copy config.example.toml to start)") from None
+            raise ConfigError(f"config file {path} does not exist (`easel init {path}` writes one with every key "
+                              "commented)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         except UnicodeDecodeError:
@@ -227,6 +253,30 @@ def _describe(error: Mapping) -> str:
         key = ".".join(location) or "config"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling against config.example.toml)"
+        if len(location) == 1 and isinstance(error.get("input"), dict):  # a whole section: [generaton]
+            return f"[{location[0]}]: unknown section{_did_you_mean(location[0], Config.model_fields, '[{}]')}"
+        if len(location) == 1:  # a key above every section
+            homes = [f"[{name}] {location[0]}" for name, field in Config.model_fields.items()
+                     if location[0] in field.annotation.model_fields]
+            hint = f"did you mean {' or '.join(homes)}?" if homes else "keys go under a section such as [defaults]"
+            return f"{key}: unknown key outside any section ({hint})"
+        section = Config.model_fields.get(location[0])
+        known = section.annotation.model_fields if section is not None and len(location) == 2 else {}
+        message = f"unknown key{_did_you_mean(location[-1], known, '{}')} (every key is in config.example.toml)"
     # Never echo the rejected value of a token back into logs.
     return f"{key}: {message}"
+
+
+def _did_you_mean(name: str, known, shape: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {shape.format(close[0])}?)" if close else ""
+
+
+def example_config() -> str:
+    """The commented example config: beside the package in a checkout (editable install), else where the
+    wheel put it (<prefix>/share/easel)."""
+    for place in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "easel"):
+        path = place / "config.example.toml"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise EaselError("config.example.toml is not installed with easel; copy it from easel's source")

@@ -11,19 +11,23 @@ import logging
 import time
 from pathlib import Path
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from discord.utils import MISSING
 
 from bot import commands
 from bot.commands import Cancel, Command, Help, ShowHistory, ShowQueue
 from bot.config import Config
-from bot.limits import MAX_SEED, CommandError
+from bot.connection import TokenRefused, reach
+from bot.limits import MAX_SEED, PSI_RANGE, CommandError
 from bot.pacing import Paced, Pending, clip, status_line
 from bot.results import fitted
 from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import JobEvent
 from generation.schedulers import SCHEDULERS
+from storage.errors import EaselError
 from storage.images import png_bytes
 from storage.records import JobRecord, JobStatus, Owner
 
@@ -33,6 +37,21 @@ PLATFORM = "discord"
 EDIT_EVERY = 1.5  # seconds between progress edits of one message: Discord's edit rate limit allows about this
 TOKEN_LIFETIME = 14 * 60  # an interaction token lasts 15 minutes; after this, results go to the channel
 CONTENT_LIMIT = 2000  # characters in a Discord message
+AUTHENTICATION_FAILED = 4004  # the gateway's close code for a bad token
+# easel never joins voice channels: without this, every start warns that PyNaCl and davey are missing.
+discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+
+
+def _token_refused() -> TokenRefused:
+    return TokenRefused("Discord", "EASEL_DISCORD_TOKEN",
+                        "copy it again from the developer portal (Bot → Reset Token)")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Worth trying again: no network, DNS, a refused or reset connection, a timeout, Discord's own 5xx."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status >= 500
+    return isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError))
 
 
 def _text(text: str, limit: int = CONTENT_LIMIT) -> str:
@@ -118,6 +137,10 @@ class DiscordFrontend:
         self._unsubscribe = None
         self._deliveries = Pending()
         self._failed_channels: set[int] = set()  # warned about once each
+        if not self.config.allowed_guilds:
+            log.warning("[discord] allowed_guilds is empty: any server this bot is invited to can use your GPU%s; "
+                        "list your server ids (or untick Public Bot in the developer portal)",
+                        " (and anyone can DM it: dms = true)" if self.config.dms else "")
         self._register_commands()
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -134,8 +157,27 @@ class DiscordFrontend:
         await self.client.__aexit__(*exc)
 
     async def start(self) -> None:
-        """Log in and stay connected until the client is closed; discord.py reconnects by itself."""
-        await self.client.start(self.config.token.get_secret_value())
+        """Log in (waiting while Discord cannot be reached) and stay connected until the client is closed;
+        once connected, discord.py reconnects by itself. A refused token raises TokenRefused."""
+        await reach("Discord", self._login, _unreachable)
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.ConnectionClosed as exc:
+            if exc.code == AUTHENTICATION_FAILED:
+                raise _token_refused() from None
+            raise
+
+    async def _login(self) -> None:
+        try:
+            await self.client.login(self.config.token.get_secret_value())
+        except discord.LoginFailure:
+            raise _token_refused() from None
+        except Exception:
+            # Each login opens a new HTTP session on the client's connector; close this one (and the
+            # connector with it) and let the next try make both afresh, so no session is left open.
+            await self.client.http.close()
+            self.client.http.connector = MISSING
+            raise
 
     async def setup(self) -> None:
         """After login, before the gateway: sync the commands, then take the events (replays first)."""
@@ -143,7 +185,11 @@ class DiscordFrontend:
         for guild_id in self.config.guild_ids:
             guild = discord.Object(id=guild_id)
             tree.copy_global_to(guild=guild)
-            await tree.sync(guild=guild)
+            try:
+                await tree.sync(guild=guild)
+            except discord.Forbidden:
+                raise EaselError(f"Discord refused easel's commands in server {guild_id} ([discord] guild_ids): "
+                                 "invite the bot there with the applications.commands scope, or remove the id") from None
         if not self.config.guild_ids:
             await tree.sync()
         self._unsubscribe = await self.service.subscribe(PLATFORM, self._on_event, previews=True)
@@ -247,7 +293,7 @@ class DiscordFrontend:
         async def face(
             interaction: discord.Interaction,
             seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-            psi: app_commands.Range[float, -1.0, 2.0] | None = None,
+            psi: app_commands.Range[float, float(PSI_RANGE[0]), float(PSI_RANGE[1])] | None = None,
             count: app_commands.Range[int, 1, limits.max_count] | None = None,
             mix: app_commands.Range[int, 0, MAX_SEED] | None = None,
             layers: str | None = None,
@@ -280,10 +326,10 @@ class DiscordFrontend:
             await self._queue_job(interaction, lambda: commands.rerun_from_options(ref, options, self.defaults))
 
         @tree.command(name="history", description="Your last jobs with their seeds; job: send one's images again")
-        @app_commands.describe(count="how many jobs to list (at most 50)", job="a job number whose images to send again")
+        @app_commands.describe(count=f"how many jobs to list (at most {commands.MAX_HISTORY})", job="a job number whose images to send again")
         async def history(
             interaction: discord.Interaction,
-            count: app_commands.Range[int, 1, 50] = 10,
+            count: app_commands.Range[int, 1, commands.MAX_HISTORY] = 10,
             job: app_commands.Range[int, 1, 2**53] | None = None,
         ) -> None:
             if job is None:

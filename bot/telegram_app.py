@@ -18,12 +18,13 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bot import commands
 from bot.commands import Rerun
 from bot.config import Config
+from bot.connection import TokenRefused, reach
 from bot.limits import CommandError
 from bot.pacing import Paced, Pending, clip, status_line
 from bot.results import fitted
@@ -43,13 +44,18 @@ IMAGE_TYPES = "a photo, or a PNG, JPEG, WebP, GIF or BMP file"
 COMMANDS = (
     ("imagine", "draw a picture: /imagine a red lighthouse --seed 42"),
     ("sketch", "send a photo of a drawing with a caption: a small house"),
-    ("face", "a person who does not exist: /face --seed 42 --psi 0.7"),
+    ("face", "a person who does not exist: /face --seed 42"),
     ("rerun", "redraw: reply to a result with /rerun steps=350"),
     ("history", "your last jobs; /history #17 sends one again"),
     ("cancel", "stop your latest job, or /cancel 17"),
     ("queue", "what is running and waiting"),
     ("help", "how to use easel"),
 )
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Worth trying again: no network, DNS, a refused connection, a timeout (not a request Telegram refused)."""
+    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
 
 
 def _buttons(job: JobRecord) -> InlineKeyboardMarkup:
@@ -101,11 +107,14 @@ class TelegramFrontend:
         self._unsubscribe = None
         self._stopped = asyncio.Event()
         self._deliveries = Pending()
+        if not self.config.allowed_users and not self.config.allowed_chats:
+            # Bots are found by name; say so at every start rather than serve strangers silently.
+            log.warning("[telegram] allowed_users and allowed_chats are empty: anyone who finds this bot can use "
+                        "your GPU; list the user ids or chat ids that may")
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> TelegramFrontend:
-        await self.app.initialize()
-        return self
+        return self  # Telegram is reached in start(), where an outage is waited out
 
     async def __aexit__(self, *exc: object) -> None:
         if self._unsubscribe is not None:
@@ -121,12 +130,21 @@ class TelegramFrontend:
         await self.app.shutdown()
 
     async def start(self) -> None:
-        """Register the commands, take the events (replays first), poll until stopped."""
-        await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        """Reach Telegram (waiting while it cannot be reached) and register the commands, take the events
+        (replays first), poll until stopped. A refused token raises TokenRefused."""
+        await reach("Telegram", self._connect, _unreachable)
         self._unsubscribe = await self.service.subscribe(PLATFORM, self._on_event)
         await self.app.updater.start_polling(allowed_updates=["message", "callback_query"])
         await self.app.start()
         await self._stopped.wait()  # until cancelled (easel stopping) or stop()
+
+    async def _connect(self) -> None:
+        try:
+            await self.app.initialize()  # getMe: where a wrong token shows
+            await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        except InvalidToken:
+            # Its text repeats the whole token; the one line easel prints names the key instead.
+            raise TokenRefused("Telegram", "EASEL_TELEGRAM_TOKEN", "check it with @BotFather (/mybots → API Token)") from None
 
     def stop(self) -> None:
         self._stopped.set()

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from bot.app import build_engines
-from bot.config import Config
+from bot.config import Config, require_redis_backend
 from generation.diffusion import device_name
 from generation.engine import JobCancelled
 from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, retried, safe_url, run_to_json
@@ -37,9 +37,7 @@ EVENTS_KEPT = 10_000  # the stream is trimmed to about this many entries
 def settings_of(config: Config) -> RedisSettings:
     """Where the Redis queue is; refuses a config that does not use it, since nothing would be sent."""
     queue = config.queue
-    if queue.backend != "redis":
-        raise EaselError('[queue] backend is "local", so the bot draws jobs itself and sends none to workers; '
-                         'set backend = "redis" (and redis_url) in the config of the bot and of every worker')
+    require_redis_backend(queue)
     return RedisSettings(url=queue.redis_url.get_secret_value(), prefix=queue.redis_prefix, lease_seconds=queue.lease_seconds,
                          sweep_seconds=queue.sweep_seconds)
 

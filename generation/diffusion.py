@@ -47,6 +47,8 @@ from generation.schedulers import SCHEDULERS
 from storage.records import DiffusionParams, Img2ImgParams, JobKind, RunInfo, SketchParams, is_hub_id
 
 log = logging.getLogger(__name__)
+# On a log record: its text also reaches the person whose job failed (a console prints it once, not twice).
+SHOWN = {"shown": True}
 
 
 
@@ -176,11 +178,11 @@ class DiffusionEngine:
         try:
             return self._from_model(dtype)
         except ModelLoadError as exc:  # found by our own checks: the message is the whole story
-            log.error("model load failed: %s", exc)
+            log.error("model load failed: %s", exc, extra=SHOWN)
             raise
         except Exception as exc:  # hub unreachable, missing files, wrong architecture…
             error = ModelLoadError(self._load_failure(exc))
-            log.error("model load failed: %s", error, exc_info=exc)
+            log.error("model load failed: %s", error, exc_info=exc, extra=SHOWN)
             raise error from exc
 
     def _from_model(self, dtype: torch.dtype) -> StableDiffusionPipeline:
@@ -383,7 +385,7 @@ class DiffusionEngine:
             message = (f"could not load the ControlNet {name!r} ([sketch] controlnet): {sentence(reason(root(exc)))} "
                        "Set [sketch] controlnet to a local diffusers ControlNet folder or a hub id such as "
                        "'lllyasviel/control_v11p_sd15_scribble', or connect once so it can be downloaded.")
-            log.error("ControlNet load failed: %s", message, exc_info=exc)
+            log.error("ControlNet load failed: %s", message, exc_info=exc, extra=SHOWN)
             raise ModelLoadError(message) from exc
         if self._offload is not None:  # from_pipe moves modules; hook again with the ControlNet on the next job
             self._offload.remove()

@@ -30,8 +30,8 @@ from safetensors import SafetensorError
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 _SET_MODEL = (
-    "copy config.example.toml to config.toml and set [generation] model to a local diffusers folder or a "
-    ".safetensors/.ckpt file"
+    "set [generation] model in config.toml (`easel init` writes one, every key commented) to a local "
+    "diffusers folder or a .safetensors/.ckpt file"
 )
 _CONNECT = "connect once so the first download (about 4 GB for SD 1.5) can finish"
 _TRY_TINY = (

@@ -85,11 +85,13 @@ def test_config_is_frozen():
 @pytest.mark.parametrize(
     "text, named",
     [
-        ("[defaults]\nstpes = 30\n", "[defaults] stpes: unknown key"),
-        ("[limits]\nmax_step = 30\n", "[limits] max_step: unknown key"),
-        ("[generation]\nmodle = 'x'\n", "[generation] modle: unknown key"),
-        ("[defualts]\nsteps = 30\n", "defualts: unknown key"),
-        ("steps = 30\n", "steps: unknown key"),
+        ("[defaults]\nstpes = 30\n", "[defaults] stpes: unknown key (did you mean steps?)"),
+        ("[limits]\nmax_step = 30\n", "[limits] max_step: unknown key (did you mean max_steps?)"),
+        ("[generation]\nmodle = 'x'\n", "[generation] modle: unknown key (did you mean model?)"),
+        ("[generation]\nzzz = 'x'\n", "[generation] zzz: unknown key (every key is in config.example.toml)"),
+        ("[defualts]\nsteps = 30\n", "[defualts]: unknown section (did you mean [defaults]?)"),
+        ("[generaton]\nmodel = 'x'\n", "[generaton]: unknown section (did you mean [generation]?)"),
+        ("steps = 30\n", "steps: unknown key outside any section (did you mean [defaults] steps?)"),
     ],
 )
 def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
@@ -97,7 +99,7 @@ def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
     message = config_error(path)
     assert message.startswith(f"{path}: ")
     assert named in message
-    assert "config.example.toml" in message
+    assert "config.example.toml" in message or "section" in message  # where to look, or where it belongs
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,7 @@ def test_invalid_toml(tmp_path):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.toml"
-    assert config_error(path) == f"config file {path} does not exist (copy config.example.toml to start)"
+    assert config_error(path) == f"config file {path} does not exist (`easel init {path}` writes one with every key commented)"
 
 
 def test_unreadable_files_are_config_errors_not_tracebacks(tmp_path):
@@ -285,3 +287,27 @@ def test_limits_defaults_are_consistent():
     defaults = DefaultsConfig()
     assert defaults.steps <= limits.max_steps
     assert defaults.width * defaults.height <= limits.max_pixels
+
+
+def test_easel_init_writes_the_commented_example_that_loads_and_never_overwrites(tmp_path, capsys):
+    from bot.cli import main
+
+    target = tmp_path / "config.toml"
+    assert main(["init", str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == (Path(__file__).resolve().parents[2] / "config.example.toml").read_text(encoding="utf-8")
+    assert load_config(target) == Config()  # every key at its default
+    target.write_text("[defaults]\nsteps = 12\n")
+    assert main(["init", str(target)]) == 2  # someone's config is never replaced
+    assert "already exists" in capsys.readouterr().err
+    assert target.read_text() == "[defaults]\nsteps = 12\n"
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://:hunter2@127.0.0.1:63x79/0", "its port must be a number 1–65535"),
+    ("redis://:hunter2@127.0.0.1:99999/0", "its port must be a number 1–65535"),
+    ("http://:hunter2@127.0.0.1:6379/0", "must start with redis://, rediss:// or unix://"),
+    ("redis://:hunter2@:6379/0", "names no host"),
+])
+def test_a_malformed_redis_url_is_one_line_without_the_password(tmp_path, url, problem):
+    message = config_error(write(tmp_path, f'[queue]\nbackend = "redis"\nredis_url = "{url}"\n'))
+    assert "[queue] redis_url: " + problem in message and "hunter2" not in message

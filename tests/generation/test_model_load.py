@@ -35,7 +35,7 @@ TINY_HINT = (
     'try easel offline right now with `easel make-tiny-model tiny-model` and model = "tiny-model" in config.toml '
     "(it draws noise, but shows the whole path works)."
 )
-CONFIG_HINT = "copy config.example.toml to config.toml and set [generation] model to a local diffusers folder"
+CONFIG_HINT = "set [generation] model in config.toml (`easel init` writes one, every key commented) to a local diffusers folder"
 
 
 def assert_readable(text: str) -> None:
@@ -361,7 +361,7 @@ def test_no_such_repo_on_the_hub_asks_to_check_the_spelling(hub_loads: dict) -> 
     assert re.match(
         r"no model 'easel-tests/no-such-model' on the Hugging Face hub at http://127\.0\.0\.1:\d+; check the "
         r"spelling \(hub ids look like 'stable-diffusion-v1-5/stable-diffusion-v1-5'\), or log in with "
-        r"`hf auth login` if it is private\. Or copy config\.example\.toml",
+        r"`hf auth login` if it is private\. Or set \[generation\] model in config\.toml",
         text,
     ), text
     assert "network" not in text and text.endswith(TINY_HINT)
