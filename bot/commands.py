@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Mapping
 
 from bot.config import DefaultsConfig
-from bot.limits import MAX_SEED, CommandError, LimitsConfig
+from bot.limits import MAX_SEED, PSI_RANGE, CommandError, LimitsConfig
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.images import plain_number
 from storage.records import JobParams
@@ -188,7 +188,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}"),
     Option("mode", (), _mode, "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix"),
     Option("control", ("control_scale",), _float("control"), "/sketch: how strongly the drawing steers, 0–2"),
-    Option("psi", ("truncation",), _float("psi"), "/face: 0 = the average face, 1 = full variety (0.7 is usual)"),
+    Option("psi", ("truncation",), _float("psi"),
+           f"/face: {PSI_RANGE[0]}–{PSI_RANGE[1]}; 0 = the average face, 1 = full variety (0.7 is usual)"),
     Option("layers", (), _layers, "/face mix: which styles come from the second seed: coarse, middle, fine or 0-3"),
 )
 _BY_NAME = {alias: option for option in OPTIONS for alias in (option.name, *option.aliases)}
@@ -286,6 +287,7 @@ def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
     return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
 
 
+MAX_HISTORY = 50  # /history N lists at most this many: a chat message has room for so much
 _COMMAND_NAMES = ("imagine", "sketch", "face", "rerun", "history", "cancel", "queue", "help", "start")
 
 
@@ -319,7 +321,7 @@ def parse(text: str, defaults: DefaultsConfig) -> Command:
         if rest and rest[0].startswith("#"):
             return ShowHistory(10, _job_number(rest[0][1:]))
         limit = _positive("history length", rest[0]) if rest else 10
-        return ShowHistory(min(limit, 50))
+        return ShowHistory(min(limit, MAX_HISTORY))
     if name == "cancel":
         _no_more(name, rest[1:])
         return Cancel(_job_number(rest[0].lstrip("#")) if rest else None)
@@ -463,10 +465,12 @@ def help_text(limits: LimitsConfig) -> str:
         "/face [--seed N] [--psi F] · /face mix A B [--layers coarse|middle|fine] · /face edit SEED dir0=2 — a person"
         " who does not exist",
         "/rerun [SEED | #JOB] [key=value …] — redraw your last job, your latest with that seed, or job #N",
-        "/history [N | #JOB] — your last N jobs, or job N's result again    /queue — what is waiting",
+        f"/history [N | #JOB] — your last N jobs (at most {MAX_HISTORY}), or job N's result again"
+        "    /queue — what is waiting",
         "/cancel [#JOB] — stop a job",
         "prompts as in the AUTOMATIC1111 web UI: (word) ×1.1, ((word)) ×1.21, [word] ÷1.1, (word:1.5) ×1.5, "
-        "\\( for a bracket; any length (read 75 tokens at a time; BREAK starts the next 75)",
+        f"\\( for a bracket; up to {limits.max_prompt_chars:,} characters, the negative prompt too "
+        "(read 75 tokens at a time; BREAK starts the next 75)",
         "options (--key value or key=value):",
     ]
     lines += [f"  --{o.name:<10} {o.help}" for o in OPTIONS]

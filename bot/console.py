@@ -119,8 +119,10 @@ class ConsoleFrontend:
                 self.say("easel console — /help lists commands, Ctrl-D quits")
             for job in self.service.pending(PLATFORM):
                 self._known.add(job.id)
-                self.say(f"#{job.id} was unfinished at the last shutdown; queued again (position "
-                         f"{self.service.queue.position(job.id)})")
+                # Position 0 means running: the worker may have taken the first one already.
+                position = self.service.queue.position(job.id)
+                again = f"queued again (position {position})" if position else "running again"
+                self.say(f"#{job.id} was unfinished at the last shutdown; {again}")
             if self._session is not None:
                 await self._prompt(self._session)
                 if self._known:

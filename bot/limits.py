@@ -14,6 +14,7 @@ from storage.images import MAX_UPLOAD_PIXELS, plain_number
 from storage.records import FaceParams, Img2ImgParams, JobParams, SketchParams
 
 MAX_SEED = 2**32 - 1
+PSI_RANGE = (-1, 2)  # /face --psi: one range for the check and for /help
 
 
 class CommandError(EaselError):
@@ -107,7 +108,7 @@ def _face_problems(params: FaceParams, limits: LimitsConfig) -> list[LimitProble
     problems = _out_of_range((
         ("count", "n", params.count, 1, limits.max_count, "max_count"),
         ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
-        ("psi", "psi", params.psi, -1, 2, ""),
+        ("psi", "psi", params.psi, *PSI_RANGE, ""),
     ))
     if len(params.edits) > 16:
         problems.append(LimitProblem("edits", f"at most 16 moves at once, got {len(params.edits)}"))

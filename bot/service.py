@@ -276,8 +276,12 @@ class Service:
                                f"{extra[0].replace('_', ' ')} is for /imagine")
         seed = settings.seed if settings.seed is not None else _seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1)
         if not faces.checkpoint:
+            # A Stable Diffusion portrait has no ψ, second seed or latent directions to move along.
             if command.mix_seed is not None or command.edits:
-                raise CommandError("mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint")
+                raise CommandError(f"mixing and editing faces need {_STYLEGAN_CHECKPOINT}")
+            if settings.psi is not None:
+                raise CommandError(f"--psi needs {_STYLEGAN_CHECKPOINT}; "
+                                   "without one /face draws a Stable Diffusion portrait")
             portrait = Imagine(FACE_PROMPT, Settings(seed=seed, count=settings.count,
                                                      negative_prompt=FACE_NEGATIVE_PROMPT))
             reply = await self.imagine(owner, portrait, ())
@@ -324,6 +328,9 @@ class Service:
         if isinstance(base, FaceParams) and drawing_only:
             raise CommandError(f"job #{parent.id} is a face; /rerun takes seed, n, psi (and layers for a mix)")
         if not isinstance(base, FaceParams) and (command.settings.psi is not None or command.settings.layers):
+            if base.prompt == FACE_PROMPT:  # how a /face drawn without a checkpoint is recorded
+                raise CommandError(f"job #{parent.id} is a /face portrait by Stable Diffusion (no [faces] checkpoint "
+                                   "was set); psi and layers are for StyleGAN2 faces")
             raise CommandError("psi and layers are for /face")
         if command.settings.control_scale is not None and not isinstance(base, SketchParams):
             raise CommandError(f"control is for /sketch; job #{parent.id} had no drawing")
@@ -428,7 +435,9 @@ class Service:
 
 # What only a diffusion job has: a face job refuses these rather than silently ignore them.
 _DRAWING_SETTINGS = ("negative_prompt", "steps", "cfg", "width", "strength", "scheduler", "mode", "control_scale")
+_STYLEGAN_CHECKPOINT = "a StyleGAN2 checkpoint: set [faces] checkpoint"
 # /face without a StyleGAN2 checkpoint: the closest Stable Diffusion gets to "a person who does not exist".
+# The job is an ordinary text→image one; this prompt is what tells a rerun that it was a /face.
 FACE_PROMPT = "a close-up portrait photo of a person, natural light, 85mm lens, sharp focus, detailed skin"
 FACE_NEGATIVE_PROMPT = "cartoon, painting, illustration, deformed, blurry, text, watermark"
 

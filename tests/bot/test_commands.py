@@ -246,6 +246,16 @@ def test_help_text_lists_every_option_and_the_configured_limits():
     assert "(word:1.5) ×1.5" in text and "BREAK" in text  # the prompt syntax is explained
 
 
+def test_help_states_the_limits_that_are_enforced():
+    text = help_text(LimitsConfig(max_prompt_chars=2000))
+    # A 2,106-character prompt is refused ("the limit is 2000"), so help must not say "any length".
+    assert "any length" not in text
+    assert "up to 2,000 characters, the negative prompt too" in text
+    assert "your last N jobs (at most 50)" in text and parse("/history 51", DEFAULTS) == ShowHistory(50)
+    [psi] = [line for line in text.splitlines() if line.startswith("  --psi ")]
+    assert psi.split(None, 1)[1].startswith("/face: -1–2;")  # the range check_params enforces
+
+
 # ---- size_for_aspect -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "ratio, area, size",

@@ -336,6 +336,31 @@ async def test_a_result_that_finished_unseen_is_shown_by_the_next_console_once(t
     assert shown[1] == ""  # delivered once, not on every start
 
 
+async def test_recovered_jobs_count_positions_from_one_and_the_running_one_says_so(tmp_path: Path,
+                                                                                   tiny_model: Path) -> None:
+    from tests.conftest import params
+
+    config, out = tiny_config(tmp_path, tiny_model), io.StringIO()
+    me = Owner("console", local_user(), chat_id="console", name=local_user())
+    async with await History.open(config.database) as history:
+        for seed in (1, 2, 3):  # left unfinished by an easel that stopped
+            await history.add_job(me, params(seed=seed, steps=500))
+        images = ImageStore(tmp_path)
+        async with JobQueue(history, images, build_engines(config), QueueLimits()) as jobs:
+            await wait_for(lambda: jobs.running is not None)  # the worker has taken #1 before the console starts
+            frontend = ConsoleFrontend(Service(config, history, images, jobs), stdin=io.StringIO(""), stdout=out)
+            running = asyncio.create_task(frontend.run())
+            await wait_for(lambda: out.getvalue().count("unfinished") == 3)
+            for job_id in (3, 2, 1):
+                await jobs.cancel(job_id, me, admin=True)
+            await asyncio.wait_for(running, 60)
+    assert out.getvalue().splitlines()[:3] == [
+        "#1 was unfinished at the last shutdown; running again",
+        "#2 was unfinished at the last shutdown; queued again (position 1)",
+        "#3 was unfinished at the last shutdown; queued again (position 2)",
+    ]
+
+
 @contextlib.asynccontextmanager
 async def console_running(config: Config, stdin, stdout) -> AsyncIterator[tuple[ConsoleFrontend, asyncio.Task, History]]:
     """A console over its own storage and queue, already reading `stdin`; the queue stops on the way out."""

@@ -322,7 +322,7 @@ async def test_sketch_takes_a_drawing_and_follows_it(fake: FakeDiscord, tmp_path
 
 async def test_face_is_a_slash_command_too(bot: Easel) -> None:
     fake = bot.fake
-    exchange = await fake.interact(fake.slash("face", {"seed": 21, "psi": 0.5}))
+    exchange = await fake.interact(fake.slash("face", {"seed": 21}))
     result = await result_of(fake, exchange)  # no [faces] checkpoint here: Stable Diffusion draws a portrait
     assert "Seed: 21" in parameters(result)
     assert any("no [faces] checkpoint" in state["content"] for state in result.history)
@@ -330,3 +330,7 @@ async def test_face_is_a_slash_command_too(bot: Easel) -> None:
     await mixed.callback(WAIT)
     await mixed.message(lambda m: m.ephemeral, timeout=WAIT)
     assert ephemeral_text(mixed) == "mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint"
+    truncated = await fake.interact(fake.slash("face", {"seed": 21, "psi": 0.5}))  # a portrait has no ψ
+    await truncated.callback(WAIT)
+    await truncated.message(lambda m: m.ephemeral, timeout=WAIT)
+    assert ephemeral_text(truncated).startswith("--psi needs a StyleGAN2 checkpoint")

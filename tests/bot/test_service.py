@@ -780,6 +780,21 @@ async def test_face_without_a_checkpoint_is_a_portrait_by_stable_diffusion_and_s
         "mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint")
 
 
+async def test_face_without_a_checkpoint_refuses_psi_and_its_rerun_says_it_was_a_face(rig):
+    # A Stable Diffusion portrait has no ψ: --psi would be ignored, so it is refused.
+    assert await rig.refused(ALICE, "/face --psi 0.5 --n 2 --seed 9") == (
+        "--psi needs a StyleGAN2 checkpoint: set [faces] checkpoint; "
+        "without one /face draws a Stable Diffusion portrait")
+    face = await rig.ok(ALICE, "/face --n 2 --seed 9")
+    it_was_a_face = (f"job #{face.job.id} is a /face portrait by Stable Diffusion (no [faces] checkpoint was set); "
+                     "psi and layers are for StyleGAN2 faces")
+    assert await rig.refused(ALICE, f"/rerun #{face.job.id} psi=0.5") == it_was_a_face
+    assert await rig.refused(ALICE, "/rerun 10 layers=fine") == it_was_a_face  # by a seed inside the batch
+    assert (await rig.ok(ALICE, f"/rerun #{face.job.id} steps=4")).job.params.prompt == face.job.params.prompt
+    drawn = await rig.ok(ALICE, "/imagine a cat")
+    assert await rig.refused(ALICE, f"/rerun #{drawn.job.id} psi=0.5") == "psi and layers are for /face"
+
+
 async def test_faces_queue_record_and_rerun(make_rig, tmp_path: Path):
     from generation.config import FacesConfig
     from tests.generation.nvidia_pickle import write_nvidia_pickle
