@@ -79,7 +79,7 @@ class ConsoleFrontend:
         self.stdin, self.stdout = stdin, stdout
         self.interactive = stdin.isatty() and stdout.isatty() if interactive is None else interactive
         user = local_user()
-        self.owner = Owner(platform=PLATFORM, user_id=user, chat_id=PLATFORM, name=user)
+        self.owner = Owner(platform=PLATFORM, user_id=user, chat_id=PLATFORM, name=user, private=True)
         self.failures = 0  # error replies and failed jobs shown; a script's exit status is 1 when any
         self._known: set[int] = set()
         self._settled = asyncio.Event()

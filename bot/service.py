@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 from PIL import Image
@@ -23,6 +24,7 @@ from storage.images import ImageStore, open_upload, plain_number
 from storage.records import (
     DiffusionParams,
     FaceParams,
+    ImageRecord,
     Img2ImgParams,
     JobParams,
     JobRecord,
@@ -173,7 +175,7 @@ class Service:
         if isinstance(command, Cancel):
             return await self.cancel(owner, command.job_id)
         if isinstance(command, ShowQueue):
-            return Reply(self.queue_text())
+            return Reply(self.queue_text(owner))
         if isinstance(command, Help):
             return Reply(commands.help_text(self.config.limits))
         raise AssertionError(command)
@@ -383,7 +385,7 @@ class Service:
         if not job.status.finished:
             raise CommandError(f"job #{job.id} is {job.status}; its result comes when it ends")
         lines = [f"#{job.id} {job.status}: {title(job.params)} — {describe(job.params)}"]
-        lines += [f"    {image.path}  seed {image.seed}" for image in job.images]
+        lines += [f"    {_file(image, owner)}  seed {image.seed}" for image in job.images]
         if job.error:
             lines.append(f"    {job.error}")
         return Reply("\n".join(lines), shows=job)
@@ -411,25 +413,36 @@ class Service:
         return Reply(f"cancelling #{job.id}…" if running else f"cancelled #{job.id}")
 
     async def history_text(self, owner: Owner, limit: int) -> str:
-        jobs = await self.history.recent(owner, limit)
+        """This person's latest jobs: all of them where only they read the answer, else this chat's only."""
+        jobs = await self.history.recent(owner, limit, chat_only=not owner.private)
         if not jobs:
-            return "no jobs yet; start with /imagine a red lighthouse at dusk"
+            here = "" if owner.private else " in this chat"
+            return f"no jobs{here} yet; start with /imagine a red lighthouse at dusk"
         lines = []
         for job in jobs:
             prompt = title(job.params) if len(title(job.params)) <= 60 else title(job.params)[:59] + "…"
             parent = f" · rerun of #{job.parent_id}" if job.parent_id else ""
             lines.append(f"#{job.id} {job.status}: {prompt} — {describe(job.params)}{parent}")
             # Every image's own seed: "/rerun SEED" of one image inside a batch needs it.
-            lines += [f"    {image.path}  seed {image.seed}" for image in job.images]
+            lines += [f"    {_file(image, owner)}  seed {image.seed}" for image in job.images]
         return "\n".join(lines)
 
-    def queue_text(self) -> str:
+    def queue_text(self, owner: Owner) -> str:
+        """Running and waiting jobs in order; another person's prompt and name only for an admin reading
+        privately. Everyone else sees "someone's" job with its place and kind."""
         running, waiting = self.queue.running_jobs(), self.queue.waiting()
         if not running and not waiting:
             return "the queue is empty"
-        lines = [f"running: #{job.id} ({_who(job)}) {done}/{total} {title(job.params)[:50]}"
-                 + (f" · {where}" if where else "") for job, (done, total), where in running]
-        lines += [f"{n}. #{job.id} ({_who(job)}) {title(job.params)[:50]}" for n, job in enumerate(waiting, 1)]
+        sees_all = owner.private and self.is_admin(owner)
+
+        def job_text(job: JobRecord, steps: str = "") -> str:
+            if job.owner.key == owner.key or sees_all:
+                return f"#{job.id} ({_who(job)}) {steps}{title(job.params)[:50]}"
+            return f"someone's {job.params.kind} job {steps}".rstrip()
+
+        lines = [f"running: {job_text(job, f'{done}/{total} ')}" + (f" · {where}" if where else "")
+                 for job, (done, total), where in running]
+        lines += [f"{n}. {job_text(job)}" for n, job in enumerate(waiting, 1)]
         return "\n".join(lines)
 
 
@@ -443,7 +456,12 @@ FACE_NEGATIVE_PROMPT = "cartoon, painting, illustration, deformed, blurry, text,
 
 # Control characters (ESC, NUL, BEL…) mean nothing to a text encoder, can rewrite a terminal that
 # prints them, and NUL cannot go into a PNG text chunk; newlines stay (A1111 prompts have them).
-_CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), *range(127, 160)]) | {9: " "}
+# Bidirectional overrides and isolates (U+202A–202E, U+2066–2069), the invisible marks (U+061C,
+# U+200E/F) and zero-width characters (U+200B–200D, U+2060, U+FEFF) draw nothing either, but make a
+# caption or /history line read as something else than what was asked: gone too.
+_CONTROLS = (dict.fromkeys([*range(0, 9), *range(11, 32), *range(127, 160)]) | {9: " "}
+             | dict.fromkeys([0x061C, *range(0x200B, 0x2010), *range(0x202A, 0x202F), 0x2060,
+                              *range(0x2066, 0x206A), 0xFEFF]))
 
 
 def _without_controls(params: JobParams) -> JobParams:
@@ -463,6 +481,12 @@ def _tiling_to_repeat(parent: JobRecord, params: DiffusionParams) -> bool | None
     if parent.status is JobStatus.DONE and parent.run is not None:
         return parent.run.vae_tiling
     return parent.params.vae_tiling
+
+
+def _file(image: ImageRecord, owner: Owner) -> str:
+    """Where an image is, for a message: the path at the terminal, only the file name in a chat (a
+    server's folders are nobody else's business)."""
+    return image.path if owner.platform == "console" else Path(image.path).name
 
 
 def _who(job: JobRecord) -> str:

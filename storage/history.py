@@ -365,11 +365,12 @@ class History:
             "WHERE status IN (?, ?) ORDER BY id", (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
         )
 
-    async def recent(self, owner: Owner, limit: int) -> list[JobRecord]:
-        """This person's latest jobs, newest first."""
+    async def recent(self, owner: Owner, limit: int, chat_only: bool = False) -> list[JobRecord]:
+        """This person's latest jobs, newest first; with chat_only, those asked for in owner's chat alone."""
+        chat = (owner.chat_id,) if chat_only else ()
         return await self._select(
-            "WHERE platform=? AND user_id=? ORDER BY id DESC LIMIT ?",
-            (owner.platform, owner.user_id, limit),
+            "WHERE platform=? AND user_id=?" + " AND chat_id=?" * chat_only + " ORDER BY id DESC LIMIT ?",
+            (owner.platform, owner.user_id, *chat, limit),
         )
 
     async def latest_with_seed(self, owner: Owner, seed: int) -> tuple[JobRecord, int] | None:

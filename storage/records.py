@@ -49,6 +49,9 @@ class Owner:
     name: str = ""
     # An admin where they asked (a Discord admin role, say): decided by the frontend, never stored.
     admin: bool = dataclasses.field(default=False, compare=False)
+    # Only this person sees the answers where they asked (a private chat, the console, an ephemeral
+    # reply): decided by the frontend, never stored. A group's answers show only what belongs to the group.
+    private: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def key(self) -> str:

@@ -169,7 +169,7 @@ async def test_imagine_queues_a_job_that_finishes_with_images_remembering_their_
     history = (await rig.say(ALICE, "/history")).text
     lines = history.splitlines()
     assert lines[0] == "#1 done: a lighthouse at dusk — seed 1234 · 2 steps · cfg 5.5 · 64x64"
-    assert lines[1:] == [f"    {image.path}  seed {image.seed}" for image in job.images]
+    assert lines[1:] == [f"    {Path(image.path).name}  seed {image.seed}" for image in job.images]  # no server path in a chat
 
 
 async def test_rerun_with_no_argument_redraws_your_last_job_pixel_for_pixel(rig):
@@ -223,9 +223,9 @@ async def test_cancel_a_running_job(rig):
     await rig.queue.start()
     await rig.ok(ALICE, "/imagine a slow one --size 64x64 --steps 500")
     await rig.event(1, EventKind.STARTED)
-    assert re.fullmatch(r"running: #1 \(alice\) \d+/500 a slow one", rig.service.queue_text())
+    assert re.fullmatch(r"running: #1 \(alice\) \d+/500 a slow one", rig.service.queue_text(ALICE))
     await rig.event(1, EventKind.PROGRESS)
-    done = int(re.search(r" (\d+)/500 ", rig.service.queue_text())[1])
+    done = int(re.search(r" (\d+)/500 ", rig.service.queue_text(ALICE))[1])
     assert done >= 1  # the running job's steps show as they happen
     assert rig.service.pending("discord")[0].id == 1
 
@@ -236,7 +236,7 @@ async def test_cancel_a_running_job(rig):
     assert (await rig.finished(1)).kind is EventKind.CANCELLED
     job = await rig.history.get(1)
     assert job.status is JobStatus.CANCELLED and job.images == ()
-    assert rig.service.queue_text() == "the queue is empty"
+    assert rig.service.queue_text(ALICE) == "the queue is empty"
 
 
 # ---- /imagine without running ------------------------------------------------------------------
@@ -275,13 +275,16 @@ async def test_queue_text(rig):
     await rig.ok(ALICE, "/imagine a bird " + "with very long feathers " * 5)
     await rig.ok(BOB, "/imagine a dog")
     await rig.ok(Owner("discord", "444"), "/imagine a fox")  # no display name: the id is shown
-    text = (await rig.say(BOB, "/queue")).text
+    admin_alone = Owner("discord", "999", chat_id="dm", admin=True, private=True)  # sees every prompt
+    text = (await rig.say(admin_alone, "/queue")).text
     assert text.splitlines() == [
         "1. #1 (alice) a cat",
         "2. #3 (bob) a dog",
         "3. #4 (444) a fox",
         "4. #2 (alice) " + ("a bird " + "with very long feathers " * 5)[:50],
     ]
+    assert (await rig.say(BOB, "/queue")).text.splitlines() == [
+        "1. someone's txt2img job", "2. #3 (bob) a dog", "3. someone's txt2img job", "4. someone's txt2img job"]
 
 
 async def test_help(rig):
@@ -565,7 +568,8 @@ async def test_cancel_waiting_jobs(rig):
     assert await rig.refused(ALICE, "/cancel #99") == "there is no job #99"
     assert await rig.say(ALICE, "/cancel #1") == Reply("cancelled #1")
     assert await rig.refused(ALICE, "/cancel") == "you have no waiting or running jobs to cancel"
-    assert rig.service.queue_text() == "1. #3 (bob) three"
+    assert rig.service.queue_text(BOB) == "1. #3 (bob) three"
+    assert rig.service.queue_text(ALICE) == "1. someone's txt2img job"
     assert [event.job.id for event in rig.events if event.kind is EventKind.CANCELLED] == [2, 1]
 
 
@@ -584,7 +588,7 @@ async def test_admins_may_cancel_anyones_job(make_rig):
 
 # ---- /history and the frontends' view ------------------------------------------------------------
 async def test_history_text(rig):
-    assert await rig.say(ALICE, "/history") == Reply("no jobs yet; start with /imagine a red lighthouse at dusk")
+    assert await rig.say(ALICE, "/history") == Reply("no jobs in this chat yet; start with /imagine a red lighthouse at dusk")
     long_prompt = "a very detailed painting of " + "many small boats " * 6
     await rig.ok(ALICE, f"/imagine {long_prompt} --seed 11")
     await rig.ok(ALICE, "/imagine a cat --seed 12 --size 64x64")
@@ -820,3 +824,48 @@ async def test_faces_queue_record_and_rerun(make_rig, tmp_path: Path):
         "no direction 'smile'; use dir0 … dir9 (found in the weights) or one of: none configured")
     assert await rig.refused(ALICE, "/face --steps 30") == "/face takes --seed, --psi and --n (and --layers with mix); steps is for /imagine"
     assert await rig.refused(ALICE, "/rerun 40 steps=9") == f"job #{edited.job.id} is a face; /rerun takes seed, n, psi (and layers for a mix)"
+
+
+# ---- privacy between chats ---------------------------------------------------------------------
+async def test_queue_shows_other_peoples_jobs_as_someones_with_place_and_kind_only(make_rig):
+    rig = await make_rig(access=AccessConfig(admins=("telegram:333",)))
+    await rig.ok(ALICE, "/imagine alice's secret lighthouse --seed 1")
+    await rig.ok(CAROL, "/imagine carol's garden --seed 2")
+    await rig.ok(BOB, "/rerun #1 steps=4")  # bob may rerun it: asked for in his chat
+    alice_sees = (await rig.say(ALICE, "/queue")).text
+    assert alice_sees.splitlines() == ["1. #1 (alice) alice's secret lighthouse", "2. someone's txt2img job",
+                                       "3. someone's txt2img job"]
+    carol_in_a_group = Owner("telegram", "333", chat_id="-100", name="carol")  # an admin, but the group reads it
+    assert "bob" not in (await rig.say(carol_in_a_group, "/queue")).text
+    carol_alone = Owner("telegram", "333", chat_id="333", name="carol", private=True)
+    assert (await rig.say(carol_alone, "/queue")).text.splitlines()[2] == "3. #3 (bob) alice's secret lighthouse"
+    bob_alone = Owner("discord", "222", chat_id="dm", name="bob", private=True)  # private, but no admin
+    assert (await rig.say(bob_alone, "/queue")).text.splitlines()[:2] == ["1. someone's txt2img job",
+                                                                          "2. someone's txt2img job"]
+
+
+async def test_history_in_a_group_lists_that_groups_jobs_and_in_private_everything(rig):
+    group = Owner("telegram", "444", chat_id="-100", name="dave")
+    alone = Owner("telegram", "444", chat_id="444", name="dave", private=True)
+    await rig.ok(alone, "/imagine my private diary --seed 1")
+    await rig.ok(group, "/imagine a group picture --seed 2")
+    in_group = (await rig.say(group, "/history")).text
+    assert "group picture" in in_group and "diary" not in in_group
+    everything = (await rig.say(alone, "/history")).text
+    assert "group picture" in everything and "diary" in everything
+
+
+async def test_no_chat_message_holds_a_server_path(rig):
+    await rig.queue.start()
+    reply = await rig.ok(CAROL, f"/imagine a harbour --seed 5 {FAST}")
+    done = await rig.finished(reply.job.id)
+    path = done.job.images[0].path
+    for text in ((await rig.say(CAROL, "/history")).text, (await rig.say(CAROL, f"/history #{reply.job.id}")).text):
+        assert Path(path).name in text and str(Path(path).parent) not in text
+    assert path in (await rig.say(CONSOLE, "/history")).text or "no jobs" in (await rig.say(CONSOLE, "/history")).text
+
+
+async def test_bidi_overrides_and_zero_width_characters_are_stripped_from_prompts(rig):
+    spoof = "a cat\u202e god a\u202c\u200b\u200d\u2066x\u2069\ufeff\u061c\u200e"
+    reply = await rig.ok(ALICE, f"/imagine {spoof} --no dark\u200bness")
+    assert reply.job.params.prompt == "a cat god ax" and reply.job.params.negative_prompt == "darkness"
