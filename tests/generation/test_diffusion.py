@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import diffusers
@@ -12,10 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
+import generation.prompts
 from generation.config import GenerationConfig
 from generation.diffusion import DiffusionEngine, pick_device
 from generation.engine import JobCancelled, ModelLoadError
-from generation.schedulers import SCHEDULERS
+from generation.prompts import encode_prompts
+from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
 from storage.records import JobKind, JobParams
 from tests.conftest import params
@@ -351,20 +356,211 @@ def test_a_job_that_asks_for_tiling_gets_it_records_it_and_repeats_its_pixels(en
     assert not engine._txt2img.vae.use_tiling  # the next job decides afresh
 
 
-# Pinned pixels of one fixed job on the tiny model (its weights come from torch.manual_seed(0)), drawn
-# with torch 2.13.0, diffusers 0.42.1 and transformers 5.24. If this fails after an upgrade, old seeds no
-# longer redraw their old pictures: say so in the README, with the versions on each side.
-GOLDEN_JOB = dict(prompt="a (red:1.3) lighthouse at dusk", negative_prompt="blurry", seed=1234, steps=4,
-                  scheduler="dpmpp_2m", width=64, height=64)
-GOLDEN_PIXELS = {(0, 0): (132, 136, 120), (7, 50): (0, 164, 106), (31, 31): (38, 129, 138),
-                 (63, 63): (131, 133, 115), (12, 40): (151, 201, 110), (50, 9): (104, 163, 115)}
+# ---- library drift --------------------------------------------------------------------------
+#
+# If an upgrade of torch, diffusers or transformers changes what a seed draws, old seeds no longer redraw
+# their old pictures: this guard notices, and the README says from which versions. It pins aggregates
+# (mean, rms, a fixed projection) of each stage on fixed inputs: the prompt encoding with emphasis, one
+# UNet call, the default scheduler's timesteps and sigmas, a sampler run with a fixed linear stand-in for
+# the UNet, the noise the CPU generator draws for a seed, one VAE decode, and the whole job before its
+# pixels are rounded to 8 bits. Never single pixels: those move by whole levels when a rounding step flips.
+#
+# Each tolerance is at least 100x what its values moved when every weight or input was perturbed by a
+# relative 1e-6, or when the kernels changed (ATEN_CPU_CAPABILITY avx512, avx2, default; 1 or 2 threads):
+# at most 5.3e-7 (2.7e-6 for the sampler, whose output is 3x larger and linear in its input; 8.2e-8 for
+# the image). And each is below what a real change of behaviour moves: the tests after this one change a
+# scheduler default, the emphasis rule, the VAE's scaling factor and torch's attention scale, and expect
+# the guard to name the stages that moved. Pinned with torch 2.13.0, diffusers 0.42.1, transformers 5.25.
+
+DRIFT_JOB = dict(prompt="a (red:1.3) lighthouse at dusk", negative_prompt="blurry", seed=1234, steps=4,
+                 cfg=7.0, scheduler=DEFAULT_SCHEDULER, width=64, height=64)
+
+PINNED: dict[str, float] = {
+    "prompt.rms": 1.0133405, "prompt.probe": -0.041824288, "prompt.emphasis": 0.059215773,
+    "negative.rms": 0.99999051, "negative.probe": -0.077765593,
+    "unet.mean": 0.024154762, "unet.rms": 0.31523556, "unet.probe": -0.056396221,
+    "timestep[0]": 999, "timestep[1]": 749, "timestep[2]": 500, "timestep[3]": 250,
+    "sigma[0]": 14.614647, "sigma[1]": 4.0817308, "sigma[2]": 1.6182797, "sigma[3]": 0.69579947, "sigma[4]": 0.0,
+    "noise[0]": -0.11171857, "noise[1]": -0.49659011, "noise[2]": 0.16307370, "noise[3]": -0.88168776,
+    "noise.mean": -0.058185623, "noise.rms": 0.96066136, "noise.probe": -0.36472024,
+    "sampler.mean": -0.73573597, "sampler.rms": 3.0104136, "sampler.probe": -1.1389046,
+    "vae.mean": -0.055514206, "vae.rms": 0.41726682, "vae.probe": -0.084646754,
+    "image.mean": 0.48224571, "image.rms": 0.51124048, "image.probe": 0.0051973031,
+}
+# Absolute, per stage: every pinned value is an aggregate of order 0.005-15 that rounding moves by 1e-7-ish.
+TOLERANCE: dict[str, float] = {
+    "prompt": 1e-4, "negative": 1e-4, "unet": 1e-4, "timestep": 0, "sigma": 1e-4, "noise": 1e-4,
+    "sampler": 1e-3, "vae": 1e-4, "image": 1e-5,
+}
 
 
-def test_golden_pixels_of_a_fixed_job(engine: DiffusionEngine) -> None:
-    image = pixels(draw(engine, params(**GOLDEN_JOB)).images[0]).astype(int)
-    drawn = {where: tuple(image[where]) for where in GOLDEN_PIXELS}
-    # Within 2/255: other CPUs' float kernels (AVX2 vs AVX-512) may round a last bit differently.
-    assert all(np.abs(np.subtract(drawn[where], GOLDEN_PIXELS[where])).max() <= 2 for where in GOLDEN_PIXELS), drawn
+def stage(name: str) -> str:
+    return re.split(r"[.\[]", name, maxsplit=1)[0]
+
+
+def noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """What the CPU generator draws for a seed, as the engine draws initial latents."""
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def summarise(name: str, tensor: torch.Tensor) -> dict[str, float]:
+    """Mean, rms and a fixed projection of a sizeable tensor: every element moves them, none by much."""
+    flat = tensor.detach().double().flatten()
+    wave = torch.cos(torch.arange(flat.numel(), dtype=torch.float64) * 0.7)  # order-sensitive, unlike mean and rms
+    return {f"{name}.mean": flat.mean().item(), f"{name}.rms": flat.square().mean().sqrt().item(),
+            f"{name}.probe": (flat @ wave).item() / flat.numel() ** 0.5}
+
+
+def measure_drift(engine: DiffusionEngine) -> dict[str, float]:
+    """The pinned quantities, measured on the engine's model the way the engine itself runs a job."""
+    engine.load()
+    pipe = engine._txt2img
+    spec = SCHEDULERS[DEFAULT_SCHEDULER]
+    scheduler = getattr(diffusers, spec.class_name).from_config(engine._scheduler_config, **spec.options)
+    got: dict[str, float] = {}
+    with torch.inference_mode():
+        positive, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, DRIFT_JOB["prompt"],
+                                            DRIFT_JOB["negative_prompt"], "cpu", torch.float32)
+        plain, _ = encode_prompts(pipe.tokenizer, pipe.text_encoder, "a red lighthouse at dusk", "", "cpu",
+                                  torch.float32)
+        # Each token vector of the tiny encoder has mean 0 (its final norm has no bias): the means of the
+        # embeddings are rounding noise, and are not pinned.
+        embeddings = summarise("prompt", positive) | summarise("negative", negative)
+        got |= {name: value for name, value in embeddings.items() if not name.endswith(".mean")}
+        got["prompt.emphasis"] = ((positive - plain).norm() / plain.norm()).item()
+
+        unet = pipe.unet(noise(1, (1, 4, 8, 8)), 500, encoder_hidden_states=noise(2, (1, 77, 32))).sample
+        got |= summarise("unet", unet)
+
+        scheduler.set_timesteps(DRIFT_JOB["steps"])
+        got |= {f"timestep[{k}]": float(t) for k, t in enumerate(scheduler.timesteps)}
+        got |= {f"sigma[{k}]": float(s) for k, s in enumerate(scheduler.sigmas)}
+        start = noise(DRIFT_JOB["seed"], (1, 4, 8, 8))
+        got |= {f"noise[{k}]": float(x) for k, x in enumerate(start.flatten()[:4])} | summarise("noise", start)
+        latents = start * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:  # a linear stand-in for the UNet: the solver's arithmetic, well conditioned
+            latents = scheduler.step(0.5 * scheduler.scale_model_input(latents, t) + 0.1, t, latents).prev_sample
+        got |= summarise("sampler", latents)
+
+        decoded = pipe.vae.decode(noise(3, (1, 4, 8, 8)) / pipe.vae.config.scaling_factor).sample
+        got |= summarise("vae", decoded)
+    got |= summarise("image", torch.from_numpy(unrounded_image(engine)))
+    return got
+
+
+def unrounded_image(engine: DiffusionEngine) -> np.ndarray:
+    """DRIFT_JOB drawn as the engine draws it, but before the rounding to 8 bits that would hide small changes."""
+    job = params(**DRIFT_JOB)
+    pipe = engine._txt2img
+    spec = SCHEDULERS[job.scheduler]
+    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(engine._scheduler_config, **spec.options)
+    positive, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, job.prompt, job.negative_prompt,
+                                        "cpu", torch.float32)
+    with torch.inference_mode():
+        return pipe(prompt_embeds=positive, negative_prompt_embeds=negative, height=job.height, width=job.width,
+                    num_inference_steps=job.steps, guidance_scale=job.cfg,
+                    generator=[torch.Generator("cpu").manual_seed(job.seed)], output_type="np").images[0]
+
+
+def drift(measured: dict[str, float]) -> dict[str, str]:
+    """The pinned quantities that moved past their stage's tolerance: name -> what it is and what it was."""
+    moved = {}
+    for name, value in PINNED.items():
+        tolerance = TOLERANCE[stage(name)]
+        if not abs(measured[name] - value) <= tolerance:
+            moved[name] = f"{measured[name]:.8g}, pinned {value:.8g} ± {tolerance:g}"
+    return moved
+
+
+def test_the_libraries_compute_what_they_computed_when_pinned(engine: DiffusionEngine) -> None:
+    measured = measure_drift(engine)
+    assert measured.keys() == PINNED.keys()
+    assert not drift(measured), drift(measured)
+
+
+def test_the_same_job_twice_draws_identical_pixels_and_the_guard_measures_them(engine: DiffusionEngine) -> None:
+    # Exact on any one machine, whatever its kernels: nothing in a job may depend on history or time.
+    first, second = (pixels(draw(engine, params(**DRIFT_JOB)).images[0]) for _ in range(2))
+    assert np.array_equal(first, second)
+    # and the guard's unrounded image is that picture, so it watches what users get
+    assert np.array_equal(first, (unrounded_image(engine) * 255).round().astype(np.int16))
+
+
+# The guard must fail when behaviour really changes, and name the stages that moved: `must` all move,
+# nothing outside `must | may` does.
+
+def changed_model(tiny_model: Path, tmp_path: Path, config: str, **change: object) -> DiffusionEngine:
+    """An engine on a copy of the tiny model with one config file changed, as a new library default would."""
+    copy = tmp_path / "changed"
+    shutil.copytree(tiny_model, copy)
+    path = copy / config
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    return DiffusionEngine(GenerationConfig(device="cpu", model=str(copy), preview_every=0))
+
+
+def assert_moved(engine: DiffusionEngine, must: set[str], may: Iterable[str] = ()) -> None:
+    moved = drift(measure_drift(engine))
+    stages = {stage(name) for name in moved}
+    assert must <= stages <= must | set(may), moved
+
+
+SCHEDULER_CHANGES = [  # (option, value, must, may)
+    ("timestep_spacing", "leading", {"timestep", "sigma", "sampler", "image"}, set()),
+    ("timestep_spacing", "trailing", {"timestep", "sigma"}, {"sampler", "image"}),  # only 500 -> 499, 250 -> 249
+    ("use_karras_sigmas", True, {"timestep", "sigma", "sampler", "image"}, set()),
+    ("final_sigmas_type", "sigma_min", {"sigma", "sampler"}, {"image"}),
+    ("solver_order", 1, {"sampler", "image"}, set()),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "must", "may"), SCHEDULER_CHANGES,
+                         ids=[f"{option}={value}" for option, value, _, _ in SCHEDULER_CHANGES])
+def test_the_guard_sees_a_changed_scheduler_default(
+    tiny_model: Path, tmp_path: Path, option: str, value: object, must: set[str], may: set[str],
+) -> None:
+    engine = changed_model(tiny_model, tmp_path, "scheduler/scheduler_config.json", **{option: value})
+    assert_moved(engine, must, may)
+
+
+def test_the_guard_sees_a_changed_vae_scaling_factor(tiny_model: Path, tmp_path: Path) -> None:
+    assert_moved(changed_model(tiny_model, tmp_path, "vae/config.json", scaling_factor=0.13025), {"vae", "image"})
+
+
+def ignore_weights(hidden: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+    return hidden
+
+
+def restore_mean_always(hidden: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+    # The rule before MEAN_RESTORE_MIN, as A1111 has it: with the tiny encoder's zero mean it rescales the
+    # embeddings by rounding noise, a factor that differs from one CPU to the next (2.6, 1.8, -4.5, ...).
+    if all(weight == 1.0 for weight in weights):
+        return hidden
+    original = hidden.float()
+    weighted = original * torch.tensor(weights)[None, :, None]
+    mean = weighted.mean()
+    return weighted * (original.mean() / mean) if mean != 0 else weighted
+
+
+@pytest.mark.parametrize(("rule", "must", "may"), [(ignore_weights, {"prompt", "image"}, set()),
+                                                   (restore_mean_always, {"prompt"}, {"image"})],
+                         ids=["ignore_weights", "restore_mean_always"])
+def test_the_guard_sees_a_changed_prompt_weighting(
+    engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch, rule: Callable[..., torch.Tensor],
+    must: set[str], may: set[str],
+) -> None:
+    monkeypatch.setattr(generation.prompts, "_apply_weights", rule)
+    assert_moved(engine, must, may)
+
+
+def test_the_guard_sees_a_changed_attention_scale(engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10% hotter softmax in every attention layer, text encoder and UNet alike: a subtle change.
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def hotter(query, key, value, *args, **kwargs):
+        return sdpa(query, key, value, *args, **{**kwargs, "scale": 1.1 / query.shape[-1] ** 0.5})
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", hotter)
+    assert_moved(engine, {"prompt", "negative", "unet"}, {"vae", "image"})
 
 
 def test_words_past_77_tokens_and_emphasis_change_the_picture(engine: DiffusionEngine) -> None:

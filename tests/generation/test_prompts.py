@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 from transformers import CLIPTokenizer
 
-from generation.prompts import BREAK, PromptError, chunk_prompt, encode_prompts, parse_attention
+from generation.prompts import BREAK, MEAN_RESTORE_MIN, PromptError, chunk_prompt, encode_prompts, parse_attention
 
 R, S = 1.1, 1 / 1.1
 
@@ -199,17 +201,57 @@ def test_and_so_draws_the_same_pixels_as_diffusers(pipe) -> None:
     assert np.array_equal(ours, theirs)
 
 
+def with_bias(pipe, bias: float):
+    """A copy of the tiny text encoder whose final norm has this bias, so every token vector's mean is `bias`.
+
+    The tiny encoder's own final norm has none: its embeddings' mean is zero up to rounding (~1e-9).
+    SD's CLIP has a bias, and A1111's mean restore is about exactly that non-zero mean."""
+    encoder = copy.deepcopy(pipe.text_encoder)
+    with torch.no_grad():
+        getattr(encoder, "text_model", encoder).final_layer_norm.bias.fill_(bias)
+    return encoder
+
+
+def embed(pipe, encoder, prompt: str) -> torch.Tensor:
+    return encode_prompts(pipe.tokenizer, encoder, prompt, "", "cpu", torch.float32)[0]
+
+
+def weights_of(pipe, prompt: str) -> torch.Tensor:
+    (chunk,) = chunk_prompt(pipe.tokenizer, prompt)
+    return torch.tensor(chunk.weights)[None, :, None]
+
+
 def test_emphasis_changes_the_embeddings_and_keeps_their_mean(pipe) -> None:
-    plain, _ = encode(pipe, "red lighthouse")
-    weighted, _ = encode(pipe, "(red:1.5) lighthouse")
-    assert not torch.allclose(plain, weighted)
-    assert weighted.mean().item() == pytest.approx(plain.mean().item(), rel=1e-5)
-    red = pipe.tokenizer("red", add_special_tokens=False).input_ids
-    # Tokens after the weighted word are only rescaled, not reweighted: their direction stays.
-    after = slice(1 + len(red), 77)
-    ratio = weighted[0, after] / plain[0, after]
-    assert torch.allclose(ratio, ratio[0, 0].expand_as(ratio), rtol=1e-4)
-    assert torch.equal(encode(pipe, "(red:1) lighthouse")[0], plain)
+    encoder = with_bias(pipe, 0.5)
+    plain, weighted = embed(pipe, encoder, "red lighthouse"), embed(pipe, encoder, "(red:1.5) lighthouse")
+    # Tolerances scale with the embeddings' magnitude (~0.8 per element): float32 rounding is ~1e-7 of it.
+    tolerance = 1e-5 * plain.abs().mean().item()
+    assert plain.mean().item() == pytest.approx(0.5, abs=tolerance)  # far from zero: the rule is well defined
+    assert weighted.mean().item() == pytest.approx(plain.mean().item(), abs=tolerance)
+    # A1111's rule, whole: z·w, rescaled by mean(z) / mean(z·w). The weighted word is 1.5x its neighbours;
+    # tokens after it are only rescaled, so their direction stays.
+    w = weights_of(pipe, "(red:1.5) lighthouse")
+    factor = plain.mean() / (plain * w).mean()
+    assert abs(factor.item() - 1) > 1e-3  # the restore did something
+    assert (weighted - plain * w * factor).abs().max().item() <= tolerance
+    assert torch.equal(embed(pipe, encoder, "(red:1) lighthouse"), plain)
+
+
+@pytest.mark.parametrize(("bias", "restored"), [(0.0, False), (1e-5, False), (0.02, True), (-0.5, True)])
+def test_a_mean_that_is_zero_up_to_rounding_is_not_restored(pipe, bias: float, restored: bool) -> None:
+    # With no bias the mean is rounding noise, ~1e-8 of the embeddings' magnitude, and A1111's factor
+    # mean(z) / mean(z·w) is noise too: for this very prompt -0.75 with AVX-512 kernels, 3 with AVX2 ones.
+    # Below MEAN_RESTORE_MIN of the magnitude the weights are applied and the mean left alone.
+    encoder = with_bias(pipe, bias)
+    plain, weighted = embed(pipe, encoder, "red lighthouse"), embed(pipe, encoder, "(red:1.5) lighthouse")
+    magnitude = plain.abs().mean().item()
+    assert (abs(plain.mean().item()) > MEAN_RESTORE_MIN * magnitude) is restored
+    w = weights_of(pipe, "(red:1.5) lighthouse")
+    if restored:
+        assert weighted.mean().item() == pytest.approx(plain.mean().item(), abs=1e-5 * magnitude)
+        assert not torch.allclose(weighted, plain * w, rtol=0, atol=1e-3 * magnitude)
+    else:
+        assert torch.equal(weighted, plain * w)
 
 
 def test_words_past_75_tokens_change_embeddings_and_the_image(pipe) -> None:
