@@ -5,7 +5,9 @@ from photographs shipped inside scikit-image (nothing is downloaded) turned into
 Canny edges, plus one hand-drawn-looking scribble with varying pencil pressure; each is then
 "photographed": coloured or ruled paper, a lighting gradient, a soft shadow, paper texture, sensor
 noise, a slight blur and JPEG compression. The truth mask is every pixel the pencil touched, at the
-photo's own resolution.
+photo's own resolution. `staged_sketches` adds what a photo not cropped to the page shows: the sheet
+turned and in perspective on a table (wood grain, the table's edge, the floor), a hard-edged cast
+shadow, and a ruler-drawn line.
 """
 
 from __future__ import annotations
@@ -123,9 +125,8 @@ def _hand_drawing(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return darkness > 0, darkness
 
 
-def _photograph(darkness: np.ndarray, how: Degradation, rng: np.random.Generator,
-                rules: bool) -> Image.Image:
-    """Pencil darkness on paper, lit, shadowed, noised, blurred and JPEG-compressed like a phone photo."""
+def _sheet(darkness: np.ndarray, how: Degradation, rng: np.random.Generator, rules: bool) -> np.ndarray:
+    """Pencil darkness on paper (fibre, blotches, ruled lines) as RGB reflectance in [0, 1]."""
     h, w = darkness.shape
     paper = np.empty((h, w, 3), np.float32)
     paper[:] = np.array(PAPERS[how.paper], np.float32) / 255.0
@@ -144,7 +145,16 @@ def _photograph(darkness: np.ndarray, how: Degradation, rng: np.random.Generator
         cv2.line(ink, (margin, 0), (margin, h - 1), (0.93, 0.62, 0.65), 1, cv2.LINE_AA)
         paper *= ink
     pencil = np.float32(0.93)  # graphite is a slightly warm dark grey, not black
-    image = paper * (1.0 - darkness * pencil)[..., None]
+    return paper * (1.0 - darkness * pencil)[..., None]
+
+
+def _expose(image: np.ndarray, how: Degradation, rng: np.random.Generator,
+            hard_shadow: np.ndarray | None = None) -> Image.Image:
+    """A scene's reflectance lit, shadowed, noised, blurred and JPEG-compressed like a phone photo.
+
+    `hard_shadow`, if given, is a factor on the light per pixel: a sharp cast shadow, 1 outside it.
+    """
+    h, w = image.shape[:2]
     # Light: a linear gradient in a random direction, then a soft shadow (a hand or the phone).
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -158,6 +168,9 @@ def _photograph(darkness: np.ndarray, how: Degradation, rng: np.random.Generator
         cv2.ellipse(blob, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
         blob = cv2.GaussianBlur(blob, (0, 0), sigmaX=rng.uniform(15, 40))
         light *= 1.0 - (1.0 - how.shadow) * blob
+    if hard_shadow is not None:
+        light *= hard_shadow
+    image = image.copy()
     image *= light[..., None]
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=how.blur)
     image += rng.normal(0, how.noise / 255.0, image.shape).astype(np.float32)
@@ -166,6 +179,12 @@ def _photograph(darkness: np.ndarray, how: Degradation, rng: np.random.Generator
     photo.save(buffer, "JPEG", quality=how.quality)
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
+
+
+def _photograph(darkness: np.ndarray, how: Degradation, rng: np.random.Generator,
+                rules: bool) -> Image.Image:
+    """Pencil darkness on paper, photographed with the page filling the frame."""
+    return _expose(_sheet(darkness, how, rng, rules), how, rng)
 
 
 # Each source is photographed twice with different settings; together they cover every paper,
@@ -198,6 +217,214 @@ def degraded_sketches(seed: int = 0) -> list[tuple[str, np.ndarray, Image.Image]
             truth, darkness = _edge_drawing(sources[source], rng)
         photo = _photograph(darkness, how, rng, rules=how.paper == "ruled")
         out.append((f"{index:02d}-{source}-{how.paper}-q{how.quality}", truth, photo))
+    return out
+
+
+# Tables the sheet lies on in a photo that is not cropped to the page: all darker than paper.
+TABLES: dict[str, tuple[int, int, int]] = {
+    "oak": (172, 128, 84),
+    "walnut": (98, 68, 48),
+    "grey": (118, 120, 124),
+}
+FLOOR = (52, 47, 44)
+# Long side of a photo that shows the table around the sheet.
+FRAME_SIDE = 1000
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a phone photo shows besides the drawing: the table around the sheet, a hard cast shadow, a ruler line."""
+
+    table: str | None  # a key of TABLES, or None: the sheet fills the frame (a scan, a photo cropped to the page)
+    tilt: float  # the sheet's rotation on the table, degrees
+    keystone: float  # perspective: each corner moved by up to this share of the sheet's size
+    table_edge: bool  # the table's far edge in view, with the floor beyond
+    hard_shadow: float  # 1.0 = none; else the light left inside a sharp-edged cast shadow (a phone, a hand)
+    bow: float  # the shadow edge's curvature: its sagitta as a share of the frame's diagonal
+    ruler: bool  # a ruler-drawn straight line: beside the shadow's edge, else a frame just inside the sheet's border
+
+
+@dataclass(frozen=True)
+class StagedSketch:
+    """A phone photo of a drawing with its truth: the strokes, the sheet, a hard shadow's edge and the ruler line."""
+
+    name: str
+    truth: np.ndarray  # bool H×W: every pixel the pencil touched (the ruler line included)
+    photo: Image.Image
+    sheet: np.ndarray  # bool H×W: the sheet of paper (all True when it fills the frame)
+    corners: np.ndarray  # 4×2 float32: the sheet's corners in photo px, clockwise from its top left
+    shadow_edge: np.ndarray  # bool H×W: within 3 px of a hard shadow's edge (all False without one)
+    ruler: np.ndarray  # bool H×W: the ruler-drawn line (all False without one)
+
+
+def _noise_1d(rng: np.random.Generator, coordinate: np.ndarray, step: float) -> np.ndarray:
+    """Smooth 1-D noise in [0, 1] sampled at `coordinate`: random values every `step` units, interpolated."""
+    low = float(coordinate.min())
+    knots = rng.random(int((float(coordinate.max()) - low) / step) + 2).astype(np.float32)
+    return np.interp(coordinate, low + step * np.arange(len(knots)), knots).astype(np.float32)
+
+
+def _table(kind: str, shape: tuple[int, int], rng: np.random.Generator, edge: bool) -> np.ndarray:
+    """A table top as RGB reflectance: wood grain (fine fibres, broad bands, dark streaks) or a speckled desk."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "grey":
+        speckle = cv2.GaussianBlur(rng.normal(0, 0.04, (h, w)).astype(np.float32), (0, 0), sigmaX=0.8)
+        shade = 1.0 + speckle + 0.06 * (_smooth_field(rng, (h, w), 5) - 0.5)
+    else:
+        # Grain runs along one direction and wavers; across it, fibres every few px, broad light
+        # and dark bands, and a few dark streaks as sharp as pencil lines.
+        phi = rng.uniform(0, np.pi)
+        along = np.cos(phi) * xx + np.sin(phi) * yy
+        across = -np.sin(phi) * xx + np.cos(phi) * yy
+        across = across + 12.0 * np.sin(along / rng.uniform(120, 260) + rng.uniform(0, 2 * np.pi))
+        fibres = _noise_1d(rng, across, 2.5)
+        bands = _noise_1d(rng, across, 30.0)
+        streaks = _noise_1d(rng, across, 1.5) > 0.93
+        shade = 1.0 + 0.10 * (fibres - 0.5) + 0.24 * (bands - 0.5) - 0.25 * streaks
+    table = np.array(TABLES[kind], np.float32) / 255.0 * shade[..., None]
+    if edge:
+        # The table's far edge near one side of the frame, the floor beyond it.
+        side = int(rng.integers(4))
+        depth = rng.uniform(0.04, 0.08) * (h if side % 2 == 0 else w)
+        slope = rng.uniform(-0.05, 0.05)
+        beyond = {0: yy < depth + slope * xx, 1: xx > w - depth + slope * yy,
+                  2: yy > h - depth + slope * xx, 3: xx < depth + slope * yy}[side]
+        floor = np.array(FLOOR, np.float32) / 255.0 * (1.0 + rng.normal(0, 0.03, (h, w, 1))).astype(np.float32)
+        table[beyond] = floor[beyond]
+    return np.clip(table, 0.0, 1.0)
+
+
+def _placement(sheet: tuple[int, int], rng: np.random.Generator, scene: Scene) -> tuple[tuple[int, int], np.ndarray]:
+    """Frame size (w, h) and the sheet's corners in it: scaled to leave table on every side, turned, in perspective."""
+    w, h = sheet
+    frame = (FRAME_SIDE, round(FRAME_SIDE * h / w)) if w >= h else (round(FRAME_SIDE * w / h), FRAME_SIDE)
+    scale = rng.uniform(0.74, 0.84) * frame[0] / w
+    turn = np.deg2rad(scene.tilt)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]], np.float32)
+    corners = np.array([(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)], np.float32) * scale
+    corners = corners @ rotation.T
+    corners += rng.uniform(-scene.keystone, scene.keystone, (4, 2)).astype(np.float32) * np.float32(scale * max(w, h))
+    size = np.array(frame, np.float32)
+    centre = size / 2 + rng.uniform(-0.03, 0.03, 2).astype(np.float32) * size
+    return frame, (corners + centre).astype(np.float32)
+
+
+def _hard_shadow(frame: tuple[int, int], rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A sharp cast shadow over a quarter to under half of the frame: (light factor H×W, signed px from its edge)."""
+    w, h = frame
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, 2 * np.pi)
+    across = np.cos(theta) * (xx - w / 2) + np.sin(theta) * (yy - h / 2)
+    along = -np.sin(theta) * (xx - w / 2) + np.cos(theta) * (yy - h / 2)
+    diagonal = float(np.hypot(w, h))
+    # A bowed edge: the sagitta at the middle, falling off as a parabola towards the frame's corners.
+    signed = across + scene.bow * diagonal * (1.0 - (2.0 * along / diagonal) ** 2)
+    signed -= np.quantile(signed, 1.0 - rng.uniform(0.28, 0.45))
+    inside = (signed > 0).astype(np.float32)
+    # A hard shadow still has a penumbra of a pixel or two (the lamp is not a point).
+    inside = cv2.GaussianBlur(inside, (0, 0), sigmaX=rng.uniform(0.8, 2.0))
+    return 1.0 - (1.0 - scene.hard_shadow) * inside, signed
+
+
+def _ruler_beside(darkness: np.ndarray, signed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws a straight pencil line 8–25 px from the shadow's edge, along most of it; returns its pixels."""
+    h, w = darkness.shape
+    # The edge's direction from the signed distance's gradient, a point on it from the zero crossing.
+    gy, gx = np.gradient(signed)
+    normal = np.array([np.median(gx), np.median(gy)], np.float32)
+    normal /= np.linalg.norm(normal)
+    on_edge = np.argwhere(np.abs(signed) < 0.5)
+    centre = on_edge[len(on_edge) // 2][::-1].astype(np.float32)
+    centre += normal * np.float32(rng.choice([-1, 1]) * rng.uniform(8, 25))
+    tangent = np.array([-normal[1], normal[0]], np.float32)
+    half = 0.3 * np.hypot(w, h)
+    return _ruled_stroke(darkness, centre - half * tangent, centre + half * tangent, rng)
+
+
+def _ruled_stroke(darkness: np.ndarray, start: np.ndarray, end: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws one even, ruler-straight pencil line into `darkness`; returns its pixels."""
+    line = np.zeros(darkness.shape, np.uint8)
+    cv2.line(line, tuple(int(v) for v in np.round(start)), tuple(int(v) for v in np.round(end)), 1,
+             thickness=int(rng.integers(1, 3)))
+    line = line.astype(bool)
+    darkness[line] = np.maximum(darkness[line], rng.uniform(0.5, 0.8))
+    return line
+
+
+def _ruler_frame(darkness: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws a ruled frame 12–20 px inside the sheet's border (many drawings have one); returns its pixels."""
+    h, w = darkness.shape
+    inset = int(rng.integers(12, 21))
+    corners = [np.array(c, np.float32) for c in ((inset, inset), (w - 1 - inset, inset),
+                                                 (w - 1 - inset, h - 1 - inset), (inset, h - 1 - inset))]
+    ruler = np.zeros((h, w), bool)
+    for a, b in zip(corners, corners[1:] + corners[:1]):
+        ruler |= _ruled_stroke(darkness, a, b, rng)
+    return ruler
+
+
+# Photos that are not simply the page: the sheet on a table (turned, in perspective, the table's
+# edge in view), a hard cast shadow across the page with a straight or bowed edge, and both.
+_STAGED: list[tuple[str, Degradation, Scene]] = [
+    ("astronaut", Degradation("white", 0.80, 1.00, 2.5, 0.9, 75), Scene("oak", 4.0, 0.03, False, 1.0, 0.0, True)),
+    ("camera", Degradation("offwhite", 0.70, 0.70, 3.0, 0.8, 70), Scene("walnut", -7.0, 0.05, True, 1.0, 0.0, True)),
+    ("hand", Degradation("ruled", 0.75, 1.00, 2.5, 0.9, 80), Scene("grey", 1.5, 0.02, True, 1.0, 0.0, False)),
+    ("coffee", Degradation("white", 0.85, 1.00, 2.5, 0.8, 80), Scene(None, 0.0, 0.0, False, 0.50, 0.0, True)),
+    ("chelsea", Degradation("yellowish", 0.75, 1.00, 3.0, 0.9, 70), Scene(None, 0.0, 0.0, False, 0.60, 0.03, True)),
+    ("coins", Degradation("ruled", 0.80, 1.00, 2.5, 0.9, 75), Scene(None, 0.0, 0.0, False, 0.55, -0.02, True)),
+    ("rocket", Degradation("offwhite", 0.80, 1.00, 2.0, 0.9, 75), Scene("oak", -3.0, 0.03, False, 0.60, 0.015, True)),
+]
+
+
+def _scene_tag(scene: Scene) -> str:
+    """A short name for a scene: the table (or "page") and the kind of hard shadow, e.g. "oak+shadow"."""
+    parts = [scene.table + ("+edge" if scene.table_edge else "")] if scene.table else ["page"]
+    if scene.hard_shadow < 1.0:
+        parts.append("bowed-shadow" if scene.bow else "shadow")
+    return "+".join(parts)
+
+
+def staged_sketches(seed: int = 0) -> list[StagedSketch]:
+    """Phone photos of pencil drawings on a table and/or under a hard cast shadow, each with its truth."""
+    rng = np.random.default_rng(1000 + seed)
+    sources = _sources()
+    out = []
+    for index, (source, how, scene) in enumerate(_STAGED):
+        truth, darkness = _hand_drawing(rng) if source == "hand" else _edge_drawing(sources[source], rng)
+        h, w = darkness.shape
+        if scene.table:
+            frame, corners = _placement((w, h), rng, scene)
+        else:
+            frame, corners = (w, h), np.array([(0, 0), (w - 1, 0), (w - 1, h - 1), (0, h - 1)], np.float32)
+        shadow, signed = _hard_shadow(frame, rng, scene) if scene.hard_shadow < 1.0 else (None, None)
+        if scene.ruler and signed is not None and not scene.table:
+            ruler = _ruler_beside(darkness, signed, rng)
+        elif scene.ruler:
+            ruler = _ruler_frame(darkness, rng)
+        else:
+            ruler = np.zeros((h, w), bool)
+        truth = truth | ruler
+        reflectance = _sheet(darkness, how, rng, rules=how.paper == "ruled")
+        sheet = np.ones((h, w), bool)
+        if scene.table:
+            # The sheet goes onto the table through a perspective warp; its truth goes the same way.
+            source_corners = np.array([(0, 0), (w, 0), (w, h), (0, h)], np.float32)
+            warp = cv2.getPerspectiveTransform(source_corners, corners)
+
+            def placed(layer: np.ndarray) -> np.ndarray:
+                return cv2.warpPerspective(layer.astype(np.float32), warp, frame, flags=cv2.INTER_LINEAR)
+
+            cover = placed(np.ones((h, w), np.float32))
+            table = _table(scene.table, (frame[1], frame[0]), rng, scene.table_edge)
+            reflectance = table * (1.0 - cover[..., None]) + placed(reflectance)
+            # A 1-px line keeps at least a quarter of its weight at every warped pixel it crosses.
+            truth, ruler = placed(truth) > 0.25, placed(ruler) > 0.25
+            sheet = cover > 0.5
+        photo = _expose(reflectance, how, rng, shadow)
+        edge = np.abs(signed) <= 3.0 if signed is not None else np.zeros(truth.shape, bool)
+        name = f"{len(_PLAN) + index:02d}-{source}-{how.paper}-{_scene_tag(scene)}"
+        out.append(StagedSketch(name, truth, photo, sheet, corners, edge, ruler))
     return out
 
 
