@@ -130,6 +130,15 @@ class Service:
         """The frontend has told its person how this job ended; it is not replayed again."""
         await self.history.mark_delivered(job.id)
 
+    async def sending(self, job_id: int) -> int:
+        """A send of the job's result starts; returns how many sends are in doubt, this one included (a send
+        whose answer was lost may have arrived)."""
+        return await self.history.mark_sending(job_id)
+
+    async def answered(self, job_id: int) -> None:
+        """The platform answered a send of the job's result: that send is no longer in doubt."""
+        await self.history.mark_answered(job_id)
+
     def pending(self, platform: str) -> list[JobRecord]:
         """This platform's unfinished jobs, running first."""
         jobs = [job for job, _, _ in self.queue.running_jobs()] + self.queue.waiting()

@@ -26,7 +26,7 @@ from storage.records import (
     params_to_json,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
 # a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
@@ -56,6 +56,7 @@ CREATE TABLE {name} (
     error TEXT,
     crashes INTEGER NOT NULL DEFAULT 0,
     delivered INTEGER NOT NULL DEFAULT 0,
+    unsure_sends INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT
@@ -134,6 +135,23 @@ def _migrate_v1(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
 
 
+# Columns later versions added, each with what an older row gets.
+_ADDED_COLUMNS = (
+    ("controlnet", "TEXT"),  # version 4: sketch jobs
+    # Version 5: sends of a job's result that started and never got an answer (a kill mid-send, a timeout):
+    # the result may have arrived that many times, so it is sent again at most once.
+    ("unsure_sends", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Versions 2–4 → now: the columns added since, each only where it is missing."""
+    present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
+
 def _prepare(path: Path) -> None:
     """Create or upgrade the schema; every problem with the file becomes one StorageError line."""
     if path.exists() and not path.is_file():
@@ -181,8 +199,8 @@ def _create_or_upgrade(path: Path) -> None:
                 db.execute(_JOBS_TABLE.format(name="jobs"))
             elif version < 2:
                 _migrate_v1(db)  # builds the current table, controlnet column included
-            elif version < 4:
-                db.execute("ALTER TABLE jobs ADD COLUMN controlnet TEXT")  # version 4: sketch jobs
+            elif version < SCHEMA_VERSION:
+                _add_columns(db)
             for statement in _INDEXES_AND_IMAGES:
                 db.execute(statement)
             problems = db.execute("PRAGMA foreign_key_check").fetchall()
@@ -323,11 +341,28 @@ class History:
         async with self._transaction() as db:
             await db.execute("UPDATE jobs SET delivered=1 WHERE id=?", (job_id,))
 
+    async def mark_sending(self, job_id: int) -> int:
+        """A send of the job's result starts; it stays counted until mark_answered, so a send that a kill or a
+        lost answer cut short counts as maybe arrived. Returns the count, this send included."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET unsure_sends=unsure_sends+1 WHERE id=? RETURNING unsure_sends", (job_id,)
+            )
+            row = await cursor.fetchone()
+        return row[0] if row else 0
+
+    async def mark_answered(self, job_id: int) -> None:
+        """The platform answered a send of the job's result (done, or refused): it is no longer in doubt."""
+        async with self._transaction() as db:
+            await db.execute("UPDATE jobs SET unsure_sends=MAX(unsure_sends-1, 0) WHERE id=?", (job_id,))
+
     async def undelivered(self, platform: str) -> list[JobRecord]:
-        """Finished jobs of a platform whose end it has not been sent yet, oldest first."""
+        """Finished jobs of a platform whose end it has not been sent yet, oldest first; a result that may
+        have arrived twice already (two sends without an answer) is not among them."""
         finished = tuple(status.value for status in JobStatus if status.finished)
         return await self._select(
-            f"WHERE platform=? AND delivered=0 AND status IN ({','.join('?' * len(finished))}) ORDER BY id",
+            f"WHERE platform=? AND delivered=0 AND unsure_sends < 2 AND status IN ({','.join('?' * len(finished))}) "
+            "ORDER BY id",
             (platform, *finished),
         )
 
@@ -419,4 +454,5 @@ def _record(row: aiosqlite.Row, images: tuple[ImageRecord, ...]) -> JobRecord:
         images=images,
         crashes=row["crashes"],
         delivered=bool(row["delivered"]),
+        unsure_sends=row["unsure_sends"],
     )

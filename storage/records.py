@@ -225,3 +225,4 @@ class JobRecord:
     images: tuple[ImageRecord, ...] = ()
     crashes: int = 0  # times the process died while this job ran
     delivered: bool = False  # whether its platform has been sent how it ended
+    unsure_sends: int = 0  # sends of its result that never got an answer: it may have arrived that often

@@ -18,7 +18,10 @@ answers a relative ``file_path``; PTB prefixes it with ``base_file_url + token +
 Everything the client sends is recorded (``fake.requests``: method, decoded params, uploaded files,
 perf_counter time, status, response); every message the bot makes lives in ``fake.messages`` with the
 history of its edits; ``fake.commands`` is the last default-scope ``setMyCommands``. Waiting helpers are
-bounded and raise ``TimeoutError`` naming the last requests. Errors look like the real API's:
+bounded and raise ``TimeoutError`` naming the last requests. Faults on demand: ``fail_next`` (an error
+answer), ``delay_next`` (a slow answer; the call is still carried out), ``drop_next`` (the connection closed
+without an answer, before or after the call is carried out) and files whose declared ``file_size`` lies
+(served chunked, so only counting the bytes tells). Errors look like the real API's:
 ``{"ok": false, "error_code": 400, "description": "Bad Request: ..."}`` (429 adds
 ``"parameters": {"retry_after": s}``), with ``Content-Type: application/json``.
 
@@ -45,6 +48,10 @@ What python-telegram-bot 22.8 sends and needs, learnt from its source (the traps
   re-posts the same data (upload bytes included), and while it waits *every* rate-limited request of the
   bot waits too. Its default 20-per-minute group limiter slows a test that sends many messages to a
   group (``group_max_rate=0`` turns it off).
+- Transport failures keep the httpx exception as ``__cause__``: a dropped connection is NetworkError
+  ("httpx.RemoteProtocolError: Server disconnected without sending a response."), a slow answer TimedOut
+  (cause ``httpx.ReadTimeout``, after the request's read timeout, 5 s by default). Only the cause tells
+  "the call may have been done" (read) from "it never arrived" (connect, pool).
 - ``concurrent_updates(True)`` runs each update in its own task; ``Application.stop()`` waits for every
   running handler (``update_queue.join()``), so a handler that awaits something endless blocks shutdown.
 - The HTTPX client trusts proxy environment variables: set ``NO_PROXY=127.0.0.1`` where a proxy is set.
@@ -200,21 +207,33 @@ class FakeFile:
     filename: str | None = None
     width: int | None = None
     height: int | None = None
+    # What updates and getFile say its size is: True = the real size, False = nothing (the field is optional),
+    # a number = that number (a lying server: the download then comes chunked, without Content-Length).
+    declared: int | bool = True
 
     @property
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def declared_size(self) -> int | None:
+        return self.size if self.declared is True else None if self.declared is False else int(self.declared)
+
+    def with_size(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self.declared_size is not None:
+            out["file_size"] = self.declared_size
+        return out
+
     def photo_size(self) -> dict[str, Any]:
-        return {"file_id": self.file_id, "file_unique_id": self.file_unique_id, "width": self.width or 0,
-                "height": self.height or 0, "file_size": self.size}
+        return self.with_size({"file_id": self.file_id, "file_unique_id": self.file_unique_id,
+                            "width": self.width or 0, "height": self.height or 0})
 
     def document(self) -> dict[str, Any]:
         out: dict[str, Any] = {"file_id": self.file_id, "file_unique_id": self.file_unique_id,
-                               "mime_type": self.mime_type, "file_size": self.size}
+                               "mime_type": self.mime_type}
         if self.filename:
             out["file_name"] = self.filename
-        return out
+        return self.with_size(out)
 
 
 @dataclass
@@ -418,6 +437,13 @@ class _Failure:
 class _Delay:
     method: str
     seconds: float
+    times: int
+
+
+@dataclass
+class _Drop:
+    method: str
+    after: bool  # the call is carried out first (its answer is lost), else never (nothing was done)
     times: int
 
 
@@ -745,6 +771,7 @@ class FakeTelegram:
         self._callback_queries: dict[str, dict[str, Any]] = {}
         self._failures: list[_Failure] = []
         self._delays: list[_Delay] = []
+        self._drops: list[_Drop] = []
         self._flood: list[tuple[float, int, bool]] = []  # (time, chat id, is group) of counted calls
         self._allowed_updates: set[str] | None = None
         self._poll_generation = 0
@@ -897,6 +924,13 @@ class FakeTelegram:
         """
         self._delays.append(_Delay(method.lower(), seconds, times))
 
+    def drop_next(self, method: str, *, after: bool = False, times: int = 1) -> None:
+        """Close the connection of the next ``times`` calls of ``method`` without answering (a reset; httpx
+        raises RemoteProtocolError, PTB NetworkError). ``after=False``: before doing the call (nothing was
+        sent); ``after=True``: once it is done (it was sent; only the answer is lost). Recorded with status 0.
+        """
+        self._drops.append(_Drop(method.lower(), after, times))
+
     def requests_for(self, method: str) -> list[FakeRequest]:
         return [r for r in self.requests if r.method.lower() == method.lower()]
 
@@ -910,8 +944,11 @@ class FakeTelegram:
         return [m for m in self.messages if m.chat.id == chat_id]
 
     def register_file(self, data: bytes, *, kind: str = "document", filename: str | None = None,
-                      mime_type: str | None = None, size: tuple[int, int] | None = None) -> FakeFile:
-        """Store bytes under a new file_id (served at its file_path), as if someone had sent them."""
+                      mime_type: str | None = None, size: tuple[int, int] | None = None,
+                      file_size: int | bool = True) -> FakeFile:
+        """Store bytes under a new file_id (served at its file_path), as if someone had sent them.
+
+        ``file_size`` is the size updates and getFile declare (FakeFile.declared): True for the real one."""
         number = next(self._file_counter)
         if kind == "photo":
             path, mime_type = f"photos/file_{number}.jpg", mime_type or "image/jpeg"
@@ -925,7 +962,7 @@ class FakeTelegram:
             mime_type = mime_type or (mimetypes.guess_type(filename or "")[0]) or "application/octet-stream"
         unique = secrets.token_urlsafe(9)
         file_id = f"{'AgAC' if kind == 'photo' else 'BQAC'}{unique}{number:06d}"
-        file = FakeFile(file_id, unique, bytes(data), path, mime_type, filename, *(size or (None, None)))
+        file = FakeFile(file_id, unique, bytes(data), path, mime_type, filename, *(size or (None, None)), file_size)
         self.files[file_id] = file
         self._files_by_path[path] = file
         return file
@@ -992,12 +1029,13 @@ class FakeTelegram:
     def photo(self, data: bytes | Sequence[bytes], *, caption: str | None = None, user: FakeUser | None = None,
               chat: FakeChat | FakeUser | int | None = None,
               reply_to: FakeMessage | int | Mapping[str, Any] | None = None,
-              size: tuple[int, int] | None = None) -> dict[str, Any]:
+              size: tuple[int, int] | None = None, file_size: int | bool = True) -> dict[str, Any]:
         """A photo message update: ``photo`` is a list of PhotoSizes of increasing size, each a stored file.
 
         ``data`` is the image (every size serves those bytes) or one bytes per size, smallest first. The
         size comes from the image header (``size`` overrides it). A caption starting with "/cmd" gets a
         bot_command caption entity, as on Telegram (PTB's CommandHandler still ignores captions).
+        ``file_size``: the size declared for each (see ``register_file``).
         """
         sizes = [data] if isinstance(data, (bytes, bytearray)) else list(data)
         width, height = size or _image_size(bytes(sizes[-1])) or (1280, 960)
@@ -1009,25 +1047,28 @@ class FakeTelegram:
         files = []
         for chunk, side in zip(sizes, steps):
             scale = side / max(width, height)
-            files.append(self.register_file(bytes(chunk), kind="photo",
+            files.append(self.register_file(bytes(chunk), kind="photo", file_size=file_size,
                                             size=(max(1, round(width * scale)), max(1, round(height * scale)))))
         return self._user_message(user, chat, reply_to, photo_sizes=files, caption=caption,
                                   caption_entities=_command_entities(caption or ""))
 
     def document(self, data: bytes, filename: str, mime_type: str | None = None, *, caption: str | None = None,
                  user: FakeUser | None = None, chat: FakeChat | FakeUser | int | None = None,
-                 reply_to: FakeMessage | int | Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A document (file) message update; the file is stored and downloadable through getFile."""
-        file = self.register_file(data, kind="document", filename=filename,
+                 reply_to: FakeMessage | int | Mapping[str, Any] | None = None,
+                 file_size: int | bool = True) -> dict[str, Any]:
+        """A document (file) message update; the file is stored and downloadable through getFile.
+        ``file_size``: the size declared for it (see ``register_file``)."""
+        file = self.register_file(data, kind="document", filename=filename, file_size=file_size,
                                   mime_type=mime_type or mimetypes.guess_type(filename)[0])
         return self._user_message(user, chat, reply_to, document_file=file, caption=caption,
                                   caption_entities=_command_entities(caption or ""))
 
     def callback(self, data: str, message: FakeMessage | tuple[FakeChat | int, int], *,
-                 user: FakeUser | None = None) -> dict[str, Any]:
+                 user: FakeUser | None = None, forged: bool = False) -> dict[str, Any]:
         """A callback_query update: ``user`` presses the inline button carrying ``data`` on a bot message.
 
-        The button must really be on the message (Telegram sends only what is there).
+        The button must really be on the message (Telegram sends only what is there), unless ``forged``:
+        then ``data`` is sent as it is (a modified client, or a button from another bot version).
         """
         if not isinstance(message, FakeMessage):
             chat, message_id = message
@@ -1035,7 +1076,7 @@ class FakeTelegram:
             if found is None:
                 raise ValueError(f"no message {message_id} in chat {self._chat_id(chat)}")
             message = found
-        if data not in message.callback_data:
+        if data not in message.callback_data and not forged:
             raise ValueError(f"message {message.message_id} has no button with callback_data {data!r} "
                              f"(it has {message.callback_data})")
         user = user or (message.chat.user if message.chat.type == "private" and message.chat.user else self.alice)
@@ -1137,28 +1178,22 @@ class FakeTelegram:
         return web.Response(status=status, body=json.dumps(body).encode(),
                             headers={"Content-Type": "application/json"})
 
-    def _injected(self, method: str) -> _ApiError | None:
-        for failure in self._failures:
-            if failure.method in ("*", method):
-                failure.times -= 1
-                if failure.times <= 0:
-                    self._failures.remove(failure)
-                return failure.error
+    @staticmethod
+    def _take(entries: list[Any], method: str) -> Any:
+        """The first entry (a failure, delay or drop) for ``method`` (or "*"), used up once; None if none."""
+        for entry in entries:
+            if entry.method in ("*", method):
+                entry.times -= 1
+                if entry.times <= 0:
+                    entries.remove(entry)
+                return entry
         return None
-
-    def _delay_for(self, method: str) -> float:
-        for delay in self._delays:
-            if delay.method in ("*", method):
-                delay.times -= 1
-                if delay.times <= 0:
-                    self._delays.remove(delay)
-                return delay.seconds
-        return 0.0
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         arrived = time.perf_counter()
         method = request.match_info["method"]
         record = FakeRequest(method, {}, [], arrived, request.method, request.content_type, web_request=request)
+        drop = None
         try:
             try:
                 record.params, record.files = await self._read(request)
@@ -1169,12 +1204,15 @@ class FakeTelegram:
             handler = self._methods.get(method.lower())
             if handler is None:
                 raise _ApiError(404, "Not Found")
-            injected = self._injected(method.lower())
-            if injected is not None:
-                raise injected
-            delay = self._delay_for(method.lower())
-            if delay:
-                await asyncio.sleep(delay)
+            failure = self._take(self._failures, method.lower())
+            if failure is not None:
+                raise failure.error
+            drop = self._take(self._drops, method.lower())
+            if drop is not None and not drop.after:
+                return self._dropped(request, record)
+            delay = self._take(self._delays, method.lower())
+            if delay is not None:
+                await asyncio.sleep(delay.seconds)
             self._check_flood(method.lower(), record.params)
             result = handler(record)
             if asyncio.iscoroutine(result):
@@ -1182,11 +1220,24 @@ class FakeTelegram:
             status, body = 200, {"ok": True, "result": result}
         except _ApiError as error:
             status, body = error.code, error.body()
-        record.status, record.response, record.answered = status, body, time.perf_counter()
+        record.response = body
+        if drop is not None:  # done, and its answer lost
+            return self._dropped(request, record)
+        record.status, record.answered = status, time.perf_counter()
         record.web_request = None
         self.requests.append(record)
         self._changed()
         return self._json(status, body)
+
+    def _dropped(self, request: web.Request, record: FakeRequest) -> web.StreamResponse:
+        """Close the connection without an answer; recorded with status 0 (``response`` holds what a call
+        that was carried out would have answered)."""
+        record.status, record.answered, record.web_request = 0, time.perf_counter(), None
+        self.requests.append(record)
+        self._changed()
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response()  # never written: the connection is gone
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
@@ -1195,12 +1246,34 @@ class FakeTelegram:
         if file is None:
             record.status, record.response = 404, {"ok": False, "error_code": 404, "description": "Not Found"}
             response = self._json(404, record.response)
+        elif file.declared is not True:
+            return await self._download_chunked(request, record, file)
         else:
             record.status, record.response = 200, file.data
             response = web.Response(body=file.data, content_type=file.mime_type)
         record.answered = time.perf_counter()
         self.requests.append(record)
         self._changed()
+        return response
+
+    async def _download_chunked(self, request: web.Request, record: FakeRequest, file: FakeFile) -> web.StreamResponse:
+        """A file whose declared size is not its size, as a lying server sends it: chunked, no Content-Length.
+        ``params["sent"]`` records how many bytes went out before the client stopped reading."""
+        response = web.StreamResponse(headers={"Content-Type": file.mime_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        record.status, record.params["sent"] = 200, 0
+        try:
+            for start in range(0, file.size, 256 * 1024):
+                await response.write(file.data[start:start + 256 * 1024])
+                record.params["sent"] = min(file.size, start + 256 * 1024)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up
+        finally:
+            record.answered = time.perf_counter()
+            self.requests.append(record)
+            self._changed()
         return response
 
     def _check_flood(self, method: str, params: Mapping[str, Any]) -> None:
@@ -1627,10 +1700,10 @@ class FakeTelegram:
         file = self.files.get(str(record.params.get("file_id") or ""))
         if file is None:
             raise _bad("invalid file_id")
-        if file.size > DOWNLOAD_LIMIT:
+        if (file.declared_size or 0) > DOWNLOAD_LIMIT:
             raise _bad("file is too big")
-        return {"file_id": file.file_id, "file_unique_id": file.file_unique_id, "file_size": file.size,
-                "file_path": file.file_path}
+        return file.with_size({"file_id": file.file_id, "file_unique_id": file.file_unique_id,
+                            "file_path": file.file_path})
 
 
 # --------------------------------------------------------------------------------------------- helpers

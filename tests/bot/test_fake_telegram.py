@@ -281,3 +281,35 @@ async def test_raw_protocol_long_poll_offsets_and_conflicts(fake_telegram: FakeT
                                   reply_markup={"inline_keyboard": [[{"text": "a", "callback_data": "a"}]]})
         assert status == 200 and body["result"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "a"
         assert fake.requests[-1].params["reply_markup"] == {"inline_keyboard": [[{"text": "a", "callback_data": "a"}]]}
+
+
+async def test_dropped_connections_and_files_that_lie_about_their_size(fake_telegram: FakeTelegram) -> None:
+    import httpx
+
+    fake = fake_telegram
+    app = fake.builder().build()
+    async with app:
+        bot = app.bot
+        # Dropped before the call: nothing sent. Dropped after it: sent, only the answer is lost. Either way
+        # PTB sees a NetworkError whose cause is httpx's RemoteProtocolError.
+        for after in (False, True):
+            fake.drop_next("sendMessage", after=after)
+            with pytest.raises(NetworkError, match="RemoteProtocolError") as raised:
+                await bot.send_message(fake.alice.id, f"dropped after={after}")
+            assert isinstance(raised.value.__cause__, httpx.RemoteProtocolError)
+        assert [m.text for m in fake.messages] == ["dropped after=True"]
+        assert [r.status for r in fake.requests_for("sendMessage")] == [0, 0]
+        assert (await bot.send_message(fake.alice.id, "fine")).text == "fine"  # the next call works
+
+        # A file declared as 1 KB (or with no size) that is really 2 MB: getFile repeats the lie and the
+        # download comes chunked, so only counting the bytes tells.
+        for declared in (1024, False):
+            update = fake.document(bytes(2 * 1024 * 1024), "big.png", file_size=declared)
+            document = update["message"]["document"]
+            assert document.get("file_size") == (declared or None)
+            file = await bot.get_file(document["file_id"])
+            assert file.file_size == (declared or None)
+            async with httpx.AsyncClient() as client, client.stream("GET", file.file_path) as response:
+                assert "content-length" not in response.headers
+                assert len(await response.aread()) == 2 * 1024 * 1024
+        assert [r.params["sent"] for r in fake.requests_for("file")] == [2 * 1024 * 1024] * 2

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import io
 import os
+import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -18,15 +20,16 @@ from PIL import Image
 
 from bot.app import build_engines
 from bot.config import Config, DefaultsConfig, QueueConfig, StorageConfig, TelegramConfig
+from bot import telegram_app
 from bot.service import Service
-from bot.telegram_app import TelegramFrontend
+from bot.telegram_app import SENT_AGAIN, TelegramFrontend
 from generation.config import GenerationConfig, SketchConfig
 from generation.tiny import make_tiny_controlnet
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus
-from tests.bot.fake_telegram import FakeMessage, FakeTelegram
+from tests.bot.fake_telegram import TELEGRAM_FLOOD_LIMITS, FakeMessage, FakeTelegram
 from tests.conftest import delivered
 
 WAIT = 60  # generous bounds for a busy 2-core runner, never a measurement
@@ -236,3 +239,171 @@ async def test_face_is_a_command_with_its_own_buttons(fake: FakeTelegram, tmp_pa
         await fake.push(fake.callback("seed:1", photo))
         await fake.wait_for_message(lambda m: result(m) and "job #2" in m.caption, WAIT)
         assert (await bot.history.get(2)).parent_id == 1
+
+
+async def test_a_flood_in_one_group_slows_only_that_group_and_a_stop_does_not_wait_for_it(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # Telegram's pace: 30 messages a second in all, 20 a minute per group (its "about one a second per chat"
+    # is left out: short bursts pass on Telegram, and easel does not hold a chat to it).
+    pace = [limit for limit in TELEGRAM_FLOOD_LIMITS if limit.scope != "chat"]
+    async with FakeTelegram(flood_limits=pace) as fake:
+        carol = fake.user("Carol", "carol")
+        config = make_config(tmp_path, tiny_model, fake)
+        async with easel(fake, config):
+            await fake.push(fake.text("/imagine a lighthouse --steps 2", chat=fake.group))
+            first = await fake.wait_for_message(lambda m: result(m) and m.chat is fake.group, WAIT)
+            # Alice: 200 presses of New seed and 300 commands (every other one a new one) in the group.
+            presses = [await fake.push(fake.callback("seed:1", first)) for _ in range(200)]
+            for n in range(300):
+                await fake.push(fake.text("/help" if n % 2 else f"/cancel {1000 + n}", chat=fake.group))
+            await fake.push(fake.text("/imagine a quiet harbour --steps 2", user=fake.bob, chat=fake.group))
+            asked = time.perf_counter()
+            await fake.push(fake.text("/help", user=carol, chat=carol))  # someone else, elsewhere
+            answer = await fake.wait_for_message(lambda m: m.chat.id == carol.id, WAIT)
+            assert answer.content.startswith("/imagine") and answer.created - asked < 2
+            bobs = await fake.wait_for_message(lambda m: result(m) and "quiet harbour" in m.caption, WAIT)
+            assert bobs.chat is fake.group
+
+            # Presses are answered by the press itself, one person's answers one at a time (in a flood, those
+            # that only say "already on it" may be dropped): the first queued a job (its status message and
+            # result follow). No press makes a chat message of its own.
+            await fake._wait_until(lambda: len(fake.callback_answers) >= telegram_app.ANSWER_ROOM, WAIT, "answers")
+            texts = [answer["text"] for answer in fake.callback_answers]
+            queued = [text for text in texts if text.startswith("queued #2 (position 1), rerun of #1")]
+            assert len(texts) <= len(presses) and len(queued) == 1 and set(texts) - set(queued) <= {
+                "already on it", "too many presses at once; try again in a few seconds"}
+            await fake.wait_for_message(lambda m: result(m) and "job #2" in m.caption, WAIT)
+            # Alice's commands: a few answered, then one notice (after them: replies go in order), the rest ignored.
+            await fake.wait_for_message(lambda m: "in a group easel takes 5 commands at once" in m.content, WAIT)
+            said = [m.content for m in fake.messages_in(fake.group) if not m.photo and not m.content.startswith(
+                ("queued #", "#"))]
+            assert len(said) <= 6 and len([text for text in said if "5 commands at once" in text]) == 1, said
+            assert len(fake.messages_in(fake.group)) <= 14  # 3 jobs (status and result each), ≤ 6 answers, a notice
+            assert not [r for r in fake.requests if r.status == 429]  # and never over Telegram's pace
+
+            for n in range(300):  # a second flood, and easel is stopped in the middle of it
+                await fake.push(fake.text(f"/cancel {2000 + n}", user=fake.user(f"member {n}"), chat=fake.group))
+            await fake.wait_for_request(lambda r: str(r.params.get("text")).startswith("there is no job #2"), WAIT)
+            stopping = time.perf_counter()
+        assert time.perf_counter() - stopping < 10
+
+
+async def test_a_stop_leaves_a_waiting_result_for_the_next_start(fake: FakeTelegram, tmp_path: Path,
+                                                                tiny_model: Path) -> None:
+    config = make_config(tmp_path, tiny_model, fake)
+    async with easel(fake, config):
+        fake.fail_next("sendPhoto", 429, retry_after=60)  # the group's flood control holds its result a minute
+        await fake.push(fake.text("/imagine held back --steps 2", chat=fake.group))
+        await fake.wait_for_request(lambda r: r.method == "sendPhoto" and r.status == 429, WAIT)
+        stopping = time.perf_counter()
+    assert time.perf_counter() - stopping < 10  # SIGTERM does the same: the signal cancels start(), then this
+    async with easel(fake, config) as again:
+        photo = await fake.wait_for_message(lambda m: result(m) and "held back" in m.caption, WAIT)
+        assert photo.chat is fake.group and SENT_AGAIN not in photo.caption  # a 429 is an answer: nothing in doubt
+        assert await delivered(again.history, 1)
+
+
+@pytest.mark.parametrize("fault, photos, documents", [
+    ("500", 1, 0), ("reset before sending", 1, 0), ("reset after sending", 2, 0), ("refused as a photo", 0, 1),
+])
+async def test_a_failed_result_send_heals_without_a_restart(bot: Easel, fault: str, photos: int,
+                                                            documents: int) -> None:
+    fake = bot.fake
+    if fault == "500":
+        fake.fail_next("sendPhoto", 500)
+    elif fault == "refused as a photo":
+        fake.fail_next("sendPhoto", 400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+    else:
+        fake.drop_next("sendPhoto", after=fault == "reset after sending")
+    await fake.push(fake.text("/imagine a stubborn kite --seed 4 --steps 2"))
+    await fake.wait_for_message(lambda m: m.from_bot and (m.photo or m.document) is not None, WAIT)
+    assert await delivered(bot.history, 1)
+    sent = [m for m in fake.messages if m.photo or m.document]
+    assert (sum(1 for m in sent if m.photo), sum(1 for m in sent if m.document)) == (photos, documents)
+    assert all("seed 4" in m.caption and m.callback_data == ["more:1", "seed:1", "png:1"] for m in sent)
+    status = next(m for m in fake.messages if m.content.startswith("#1 "))
+    assert status.content == "#1 done"
+
+
+async def test_a_result_that_cannot_be_sent_says_so_and_history_sends_it(bot: Easel, monkeypatch) -> None:
+    monkeypatch.setattr(telegram_app, "RETRY_DELAYS", (0.1, 0.1))
+    fake = bot.fake
+    fake.fail_next("sendPhoto", 502, times=3)
+    fake.fail_next("sendDocument", 502, times=3)
+    await fake.push(fake.text("/imagine unlucky --steps 2"))
+    status = await fake.wait_for_message(lambda m: "could not be sent" in m.content, WAIT)
+    assert status.content.startswith("#1 done, but its result could not be sent (Bad Gateway") \
+        and status.content.endswith("/history #1 tries again")
+    assert not (await bot.history.get(1)).delivered and not [m for m in fake.messages if m.photo or m.document]
+    await fake.push(fake.text("/history #1"))
+    await fake.wait_for_message(lambda m: result(m) and "job #1" in m.caption, WAIT)
+    assert await delivered(bot.history, 1)
+
+
+async def test_a_result_whose_arrival_is_in_doubt_comes_at_most_twice(fake: FakeTelegram, tmp_path: Path,
+                                                                      tiny_model: Path) -> None:
+    config = make_config(tmp_path, tiny_model, fake)
+    async with easel(fake, config) as first:
+        fake.drop_next("sendPhoto", after=True, times=2)  # sent, twice, and both answers lost
+        await fake.push(fake.text("/imagine in doubt --steps 2"))
+        await fake.wait_for_message(lambda m: "did not confirm" in m.content, WAIT)
+        assert len([m for m in fake.messages if result(m)]) == 2 and (await first.history.get(1)).unsure_sends == 2
+        # A send cut short by a stop (as by a kill): the next start sends it once more, saying so.
+        fake.delay_next("sendPhoto", 3)
+        await fake.push(fake.text("/imagine cut short --steps 2"))
+        for _ in range(WAIT * 50):  # until its send has started
+            if getattr(await first.history.get(2), "unsure_sends", 0):
+                break
+            await asyncio.sleep(0.02)
+    async with easel(fake, config) as again:
+        await fake.wait_for_message(lambda m: result(m) and SENT_AGAIN in m.caption, WAIT)
+        assert await delivered(again.history, 2)
+        assert not (await again.history.get(1)).delivered  # in doubt already: not sent a third time
+        assert len([m for m in fake.messages if result(m) and "in doubt" in m.caption]) == 2
+        assert len([m for m in fake.messages if result(m) and "cut short" in m.caption]) <= 2
+
+
+async def test_forged_buttons_are_answered_in_the_press_itself(bot: Easel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    fake = bot.fake
+    await fake.push(fake.text("/imagine a harbour --steps 2"))
+    photo = await fake.wait_for_message(result, WAIT)
+    forged = {"more:999999999999999999999": ("there is no job #999999999999999999999", True),
+              "png:4242": ("there is no job #4242", True), "seed:0": ("there is no job #0", True),
+              "seed:-1": ("this button no longer does anything", False),
+              "seed:²": ("this button no longer does anything", False),
+              "zoom:1": ("this button no longer does anything", False)}
+    queries = {}
+    for data in forged:
+        update = await fake.push(fake.callback(data, photo, forged=True))
+        queries[update["callback_query"]["id"]] = data
+    await fake._wait_until(lambda: len(fake.callback_answers) == len(forged), WAIT, "every press answered")
+    answers = {queries[a["callback_query_id"]]: (a["text"], a.get("show_alert", False)) for a in fake.callback_answers}
+    assert answers == forged
+    assert len(fake.messages) == 2  # the status message and the result: nothing more in the chat
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_a_file_that_lies_about_its_size_is_cut_off_at_the_limit(bot: Easel) -> None:
+    fake = bot.fake
+    size = 30 * 1024 * 1024
+    for declared in (1024, False):  # 1 KB, or no size at all; really 30 MB
+        await fake.push(fake.document(bytes(size), "sketch.png", "image/png", caption="a cat", file_size=declared))
+    refusal = "sketch.png is over the 10.0 MB limit; send a smaller image"
+    await fake._wait_until(lambda: len([m for m in fake.messages if m.content == refusal]) == 2, WAIT, "two refusals")
+    downloads = fake.requests_for("file")
+    assert len(downloads) == 2 and all(r.params["sent"] < size for r in downloads)  # not read to the end
+    assert await bot.history.get(1) is None
+
+
+async def test_history_of_a_job_answers_in_the_chat_where_it_was_asked(bot: Easel) -> None:
+    fake = bot.fake
+    await fake.push(fake.text("/imagine a group picture --steps 2", chat=fake.group))
+    await fake.wait_for_message(lambda m: result(m) and m.chat is fake.group, WAIT)
+    await fake.push(fake.text("/history #1"))  # Alice, privately, about her job in the group
+    again = await fake.wait_for_message(lambda m: result(m) and m.chat is fake.alice_chat, WAIT)
+    assert "job #1" in again.caption and len([m for m in fake.messages_in(fake.group) if result(m)]) == 1
+    await fake.push(fake.text("/history #1", user=fake.bob, chat=fake.bob_chat))  # not Bob's, not his chat
+    no = await fake.wait_for_message(lambda m: m.chat is fake.bob_chat, WAIT)
+    assert no.content == "there is no job #1"

@@ -367,15 +367,36 @@ async def test_chat_messages_find_their_job_after_a_reopen(history: History, db_
         assert (await again.job_for_message("discord", "chan-1", "900")).id == second.id
 
 
-async def test_a_version_3_database_gains_the_controlnet_column(db_path: Path) -> None:
+@pytest.mark.parametrize("version, missing", [(3, ("controlnet", "unsure_sends")), (4, ("unsure_sends",))])
+async def test_an_older_database_gains_the_columns_added_since(db_path: Path, version: int, missing: tuple) -> None:
     async with await History.open(db_path) as history:
         job = await history.add_job(ALICE, params())
         await history.finish(job.id, JobStatus.DONE, run=RUN)
-    with sqlite3.connect(db_path) as db:  # as version 3 left it: no controlnet column yet
-        db.execute("ALTER TABLE jobs DROP COLUMN controlnet")
-        db.execute("PRAGMA user_version=3")
+    with sqlite3.connect(db_path) as db:  # as that version left it
+        for column in missing:
+            db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        db.execute(f"PRAGMA user_version={version}")
     async with await History.open(db_path) as history:
         kept = await history.get(job.id)
-        assert kept.run.model == RUN.model and kept.run.controlnet is None
+        assert kept.run.model == RUN.model and kept.run.controlnet is None and kept.unsure_sends == 0
+        assert [j.id for j in await history.undelivered("discord")] == [job.id]
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert "controlnet" in [row[1] for row in raw(db_path, "PRAGMA table_info(jobs)")]
+    assert set(missing) <= {row[1] for row in raw(db_path, "PRAGMA table_info(jobs)")}
+
+
+async def test_sends_in_doubt_are_counted_and_a_result_maybe_sent_twice_is_not_replayed(
+    history: History, db_path: Path
+) -> None:
+    job = await history.add_job(ALICE_ON_TELEGRAM, params())
+    await history.finish(job.id, JobStatus.DONE)
+    assert await history.mark_sending(job.id) == 1
+    await history.mark_answered(job.id)  # Telegram answered: nothing in doubt
+    assert (await history.get(job.id)).unsure_sends == 0
+    await history.mark_answered(job.id)  # never below zero
+    assert await history.mark_sending(job.id) == 1  # and no answer came (a timeout, or the process died)
+    assert raw(db_path, "SELECT unsure_sends FROM jobs") == [(1,)]  # on disk before the send starts
+    assert [j.unsure_sends for j in await history.undelivered("telegram")] == [1]  # sent once more on a start
+    assert await history.mark_sending(job.id) == 2
+    assert await history.undelivered("telegram") == []  # it may be in the chat twice already
+    assert not (await history.get(job.id)).delivered
+    assert await history.mark_sending(job.id + 1) == 0  # no such job
