@@ -138,7 +138,9 @@ class DiscordConfig(_FrontendConfig):
     allowed_guilds: tuple[int, ...] = ()
     allowed_channels: tuple[int, ...] = ()
     allowed_roles: tuple[int, ...] = ()  # a member needs one of these roles
-    dms: bool = True  # whether people may use the bot in direct messages
+    # Whether people may use the bot in direct messages. A DM obeys the same rule as a server: with
+    # allowed_guilds or allowed_roles set, only a member of an allowed server holding an allowed role there.
+    dms: bool = True
     admin_roles: tuple[int, ...] = ()  # members with one of these may cancel anyone's jobs
     # Another address for Discord's API and gateway: a rate-limit proxy, or a test server. Empty = Discord.
     api_base: str = ""  # e.g. "http://127.0.0.1:8080/api/v10"

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import itertools
 import json
@@ -70,6 +71,7 @@ __all__ = [
     "FakeRequest",
     "FakeUser",
     "Heartbeat",
+    "RESET",
     "Upload",
     "fake_discord",
     "running",
@@ -81,6 +83,7 @@ MISSING: Any = object()
 
 # Interaction callback types (InteractionResponseType).
 PONG, MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE, AUTOCOMPLETE, MODAL = 1, 4, 5, 6, 7, 8, 9
+RESET = 0  # the "status" of a request the fake hung up on without answering (see reset_next)
 # Message flags.
 EPHEMERAL, LOADING = 1 << 6, 1 << 7
 # What the bot may do in a channel (sent as app_permissions): view, send, embed, attach, history, app commands.
@@ -121,10 +124,10 @@ class FakeUser:
         return {"id": str(self.id), "username": self.name, "global_name": None if self.bot else self.name,
                 "discriminator": "0", "avatar": None, "bot": self.bot, "public_flags": 0, "flags": 0}
 
-    def member_payload(self, permissions: int | None = MEMBER_PERMISSIONS) -> dict[str, Any]:
-        member = {"user": self.payload(), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
-                  "mute": False, "flags": 0, "pending": False, "nick": None, "avatar": None, "premium_since": None,
-                  "communication_disabled_until": None}
+    def member_payload(self, permissions: int | None = MEMBER_PERMISSIONS, roles: Sequence[int] = ()) -> dict[str, Any]:
+        member = {"user": self.payload(), "roles": [str(r) for r in roles], "joined_at": "2024-01-01T00:00:00+00:00",
+                  "deaf": False, "mute": False, "flags": 0, "pending": False, "nick": None, "avatar": None,
+                  "premium_since": None, "communication_disabled_until": None}
         if permissions is not None:
             member["permissions"] = str(permissions)
         return member
@@ -152,23 +155,46 @@ class FakeChannel:
 
 @dataclass(eq=False)
 class FakeGuild:
-    """A guild with text channels and members; the bot is added as a member by FakeDiscord."""
+    """A guild with text channels, members and roles; the bot is added as a member by FakeDiscord.
+
+    ``roles`` maps role ids to names (besides @everyone); ``member_roles`` maps user ids to the role ids
+    they hold here. ``add_role`` makes both at once.
+    """
 
     name: str
     channels: list[FakeChannel] = field(default_factory=lambda: [FakeChannel("general")])
     members: list[FakeUser] = field(default_factory=list)
     id: int = field(default_factory=snowflake)
+    roles: dict[int, str] = field(default_factory=dict)
+    member_roles: dict[int, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for position, channel in enumerate(self.channels):
             channel.guild_id, channel.position = self.id, position
 
+    def add_role(self, name: str, *holders: FakeUser) -> int:
+        """A new role held by ``holders``; returns its id. (Holders must be members to be seen as such.)"""
+        role_id = snowflake()
+        self.roles[role_id] = name
+        for user in holders:
+            self.member_roles.setdefault(user.id, []).append(role_id)
+        return role_id
+
+    def member(self, user: FakeUser, permissions: int | None = MEMBER_PERMISSIONS) -> dict[str, Any]:
+        """``user``'s member object here, with the roles they hold."""
+        return user.member_payload(permissions, self.member_roles.get(user.id, ()))
+
+    @staticmethod
+    def _role(role_id: int, name: str, position: int) -> dict[str, Any]:
+        return {"id": str(role_id), "name": name, "permissions": str(MEMBER_PERMISSIONS), "position": position,
+                "color": 0, "colors": {"primary_color": 0}, "hoist": False, "managed": False,
+                "mentionable": False, "icon": None, "unicode_emoji": None, "flags": 0}
+
     def payload(self) -> dict[str, Any]:
         """The GUILD_CREATE payload: minimal but everything Guild._from_data and its channels/members read."""
         owner = next((m for m in self.members if not m.bot), self.members[0] if self.members else None)
-        everyone = {"id": str(self.id), "name": "@everyone", "permissions": str(MEMBER_PERMISSIONS), "position": 0,
-                    "color": 0, "colors": {"primary_color": 0}, "hoist": False, "managed": False,
-                    "mentionable": False, "icon": None, "unicode_emoji": None, "flags": 0}
+        roles = [self._role(self.id, "@everyone", 0)]
+        roles += [self._role(role_id, name, position) for position, (role_id, name) in enumerate(self.roles.items(), 1)]
         return {
             "id": str(self.id), "name": self.name, "icon": None, "splash": None, "discovery_splash": None,
             "banner": None, "description": None, "owner_id": str(owner.id) if owner else None,
@@ -177,11 +203,11 @@ class FakeGuild:
             "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US",
             "system_channel_id": str(self.channels[0].id) if self.channels else None, "system_channel_flags": 0,
             "rules_channel_id": None, "public_updates_channel_id": None, "safety_alerts_channel_id": None,
-            "vanity_url_code": None, "features": [], "roles": [everyone], "emojis": [], "stickers": [],
+            "vanity_url_code": None, "features": [], "roles": roles, "emojis": [], "stickers": [],
             "application_id": None, "joined_at": "2024-01-01T00:00:00+00:00", "large": False,
             "unavailable": False, "member_count": len(self.members),
             "channels": [{k: v for k, v in c.payload().items() if k != "guild_id"} for c in self.channels],
-            "members": [m.member_payload(permissions=None) for m in self.members],
+            "members": [self.member(m, permissions=None) for m in self.members],
             "threads": [], "presences": [], "voice_states": [], "stage_instances": [],
             "guild_scheduled_events": [], "soundboard_sounds": [], "premium_progress_bar_enabled": False,
         }
@@ -212,13 +238,16 @@ class FakeFile:
     description: str | None = None
     width: int | None = None
     height: int | None = None
+    declared_size: int | None = None  # what the attachment object says, when it lies
+    chunked: bool = False  # served without a Content-Length, in chunks, like a stream of unknown length
 
     @property
     def size(self) -> int:
         return len(self.data)
 
     def payload(self) -> dict[str, Any]:
-        out = {"id": str(self.id), "filename": self.filename, "size": self.size, "url": self.url,
+        size = self.size if self.declared_size is None else self.declared_size
+        out = {"id": str(self.id), "filename": self.filename, "size": size, "url": self.url,
                "proxy_url": self.url, "content_type": self.content_type}
         if self.description is not None:
             out["description"] = self.description
@@ -404,6 +433,7 @@ class _Failure:
     body: Any
     headers: dict[str, str]
     times: int
+    matching: Callable[[FakeRequest], bool] | None = None
 
 
 @dataclass
@@ -523,6 +553,7 @@ class FakeDiscord:
 
         self._messages: dict[int, FakeMessage] = {}
         self._files: dict[str, FakeFile] = {}  # URL path -> file
+        self.served: dict[int, int] = {}  # chunked file id -> bytes written before it ended or the client left
         self._dm_channels: dict[int, FakeChannel] = {}
         self._expired: dict[str, tuple[int, dict[str, Any]]] = {}
         self._forbidden: set[int] = set()
@@ -632,10 +663,26 @@ class FakeDiscord:
         self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, body,
                                        {**extra, **(headers or {})}, times))
 
+    def reset_next(self, method: str, path_regex: str, *, times: int = 1,
+                   matching: Callable[[FakeRequest], bool] | None = None) -> None:
+        """Hang up on the next ``times`` matching requests without answering, as a dropped connection does
+        (aiohttp raises ``ServerDisconnectedError``, which is no ``discord.HTTPException``); recorded with
+        status ``RESET`` (0). ``matching`` narrows it further, e.g. to requests that carry files."""
+        self._failures.append(_Failure(method.upper(), re.compile(path_regex), RESET, None, {}, times, matching))
+
     def attachment(self, filename: str, data: bytes, content_type: str | None = None, *,
-                   description: str | None = None) -> FakeFile:
-        """Register bytes served at a /attachments/ URL; pass the result as a slash option value."""
-        return self._store_file(filename, data, content_type, channel_id=0, description=description)
+                   description: str | None = None, declared_size: int | None = None,
+                   chunked: bool = False) -> FakeFile:
+        """Register bytes served at a /attachments/ URL; pass the result as a slash option value.
+
+        ``declared_size`` makes the attachment object claim another size than the bytes served;
+        ``chunked`` serves them without a Content-Length, 64 KiB at a time (``fake.served`` counts
+        what went out before the client hung up).
+        """
+        file = self._store_file(filename, data, content_type, channel_id=0, description=description)
+        file = dataclasses.replace(file, declared_size=declared_size, chunked=chunked)
+        self._files[yarl.URL(file.url).path] = file
+        return file
 
     def dm_channel(self, user: FakeUser) -> FakeChannel:
         if user.id not in self._dm_channels:
@@ -817,7 +864,7 @@ class FakeDiscord:
             self._changed()
         elif op == 8 and connection.session is not None:
             guild = next((g for g in self.guilds if str(g.id) == str(d.get("guild_id"))), None)
-            members = [m.member_payload(permissions=None) for m in guild.members] if guild else []
+            members = [guild.member(m, permissions=None) for m in guild.members] if guild else []
             chunk = {"guild_id": d.get("guild_id"), "members": members, "chunk_index": 0, "chunk_count": 1,
                      "not_found": [], "presences": []}
             if d.get("nonce") is not None:
@@ -858,7 +905,7 @@ class FakeDiscord:
         if guild is not None:
             payload.update(guild_id=str(guild.id), guild_locale="en-US", context=0,
                            guild={"id": str(guild.id), "locale": "en-US", "features": []},
-                           member=user.member_payload(), authorizing_integration_owners={"0": str(guild.id)})
+                           member=guild.member(user), authorizing_integration_owners={"0": str(guild.id)})
         else:
             payload.update(user=user.payload(), context=1, authorizing_integration_owners={"0": "0"})
         return payload
@@ -971,9 +1018,10 @@ class FakeDiscord:
         return web.Response(status=status, body=json.dumps(body).encode(),
                             headers={"Content-Type": "application/json", **(headers or {})})
 
-    def _injected(self, method: str, path: str) -> _Reply | None:
+    def _injected(self, record: FakeRequest) -> _Reply | None:
         for failure in self._failures:
-            if failure.method in ("*", method) and failure.path.search(path):
+            if failure.method in ("*", record.method) and failure.path.search(record.path) \
+                    and (failure.matching is None or failure.matching(record)):
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
@@ -989,7 +1037,15 @@ class FakeDiscord:
                              arrived, raw=raw)
         headers: dict[str, str] = {}
         try:
-            injected = self._injected(request.method, path)
+            injected = self._injected(record)
+            if injected is not None and injected.status == RESET:
+                # Hang up without an answer: the client sees its connection reset (ServerDisconnectedError).
+                record.status = RESET
+                self.requests.append(record)
+                self._changed()
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=204)
             if injected is not None:
                 raise injected
             if route is None or match is None:
@@ -1020,8 +1076,10 @@ class FakeDiscord:
             route = _raising(_error(401, 0, "401: Unauthorized"))
         return await self._record(request, path, route, match)
 
-    async def _attachment(self, request: web.Request) -> web.Response:
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
         file = self._files.get(request.path)
+        if file is not None and file.chunked and request.method == "GET":
+            return await self._stream(request, file)
 
         def serve(record: FakeRequest, match: re.Match[str]) -> Any:
             if file is None:
@@ -1030,10 +1088,30 @@ class FakeDiscord:
 
         return await self._record(request, request.path, serve, re.match(".*", request.path))
 
+    async def _stream(self, request: web.Request, file: FakeFile) -> web.StreamResponse:
+        """Serve a file in 64 KiB chunks without a Content-Length; stop when the client hangs up.
+        (fail_next and reset_next do not reach these.)"""
+        self.requests.append(FakeRequest(request.method, request.path, dict(request.query), dict(request.headers),
+                                         None, [], time.perf_counter(), status=200))
+        self._changed()
+        response = web.StreamResponse(headers={"Content-Type": file.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        self.served[file.id] = 0
+        with contextlib.suppress(ConnectionError):
+            for start in range(0, len(file.data), 1 << 16):
+                chunk = file.data[start:start + (1 << 16)]
+                await response.write(chunk)
+                self.served[file.id] += len(chunk)
+            await response.write_eof()
+        return response
+
     def _routes(self) -> list[tuple[tuple[str, ...], re.Pattern[str], Callable[[FakeRequest, re.Match[str]], Any]]]:
         table = [
             (("GET",), r"/users/@me", lambda r, m: {**self.bot.payload(), "verified": True, "mfa_enabled": False}),
             (("GET",), r"/users/(?P<user_id>\d+)", self._get_user),
+            (("POST",), r"/users/@me/channels", self._open_dm),
+            (("GET",), r"/guilds/(?P<guild>\d+)/members/(?P<user_id>\d+)", self._get_member),
             (("GET",), r"/(?:oauth2/)?applications/@me", self._get_application),
             (("GET",), r"/gateway(?P<bot>/bot)?", self._get_gateway),
             (("GET", "PUT", "POST"), r"/applications/(?P<app>\d+)(?:/guilds/(?P<guild>\d+))?/commands",
@@ -1060,6 +1138,22 @@ class FakeDiscord:
             if user.id == user_id:
                 return user.payload()
         raise _error(404, 10013, "Unknown User")
+
+    def _open_dm(self, record: FakeRequest, match: re.Match[str]) -> Any:
+        recipient = str((record.json or {}).get("recipient_id"))
+        user = next((u for g in self.guilds for u in g.members if str(u.id) == recipient and not u.bot), None)
+        if user is None:
+            raise _error(400, 50007, "Cannot send messages to this user")
+        return self.dm_channel(user).payload()
+
+    def _get_member(self, record: FakeRequest, match: re.Match[str]) -> Any:
+        guild = next((g for g in self.guilds if g.id == int(match["guild"])), None)
+        if guild is None:
+            raise _error(404, 10004, "Unknown Guild")
+        user = next((u for u in guild.members if u.id == int(match["user_id"])), None)
+        if user is None:
+            raise _error(404, 10007, "Unknown Member")
+        return guild.member(user, permissions=None)
 
     def _get_application(self, record: FakeRequest, match: re.Match[str]) -> Any:
         return {"id": str(self.application_id), "name": self.bot.name, "icon": None, "description": "",

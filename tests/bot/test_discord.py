@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import re
 import signal
@@ -17,16 +18,18 @@ from typing import AsyncIterator
 import pytest
 from PIL import Image
 
+from bot import discord_app
 from bot.app import build_engines
 from bot.config import Config, DefaultsConfig, DiscordConfig, QueueConfig, StorageConfig
 from bot.discord_app import DiscordFrontend
+from bot.limits import LimitsConfig
 from bot.service import Service
 from generation.config import GenerationConfig, SketchConfig
 from generation.queue import JobQueue, QueueLimits
 from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus, Owner
-from tests.bot.fake_discord import FakeDiscord, FakeMessage
+from tests.bot.fake_discord import RESET, FakeDiscord, FakeMessage, FakeRequest, snowflake
 from tests.conftest import delivered
 
 WAIT = 60  # seconds: generous bounds for a busy 2-core runner, never a measurement
@@ -48,8 +51,9 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 def make_config(tmp_path: Path, tiny_model: Path, fake: FakeDiscord, controlnet: Path | None = None,
-                **discord: object) -> Config:
+                limits: LimitsConfig = LimitsConfig(), **discord: object) -> Config:
     return Config(
+        limits=limits,
         sketch=SketchConfig(controlnet=str(controlnet)) if controlnet else SketchConfig(),
         storage=StorageConfig(data_dir=tmp_path / "data"),
         generation=GenerationConfig(device="cpu", model=str(tiny_model), preview_every=1),
@@ -95,6 +99,11 @@ def finished(message: FakeMessage) -> bool:
 
 async def result_of(fake: FakeDiscord, exchange, seconds: float = WAIT) -> FakeMessage:
     return await exchange.message(finished, timeout=seconds)
+
+
+def carries_result(request: FakeRequest) -> bool:
+    """A request that sends a job's result (its PNGs), not a progress edit."""
+    return any(u.filename.endswith(".png") and u.filename != "preview.png" for u in request.files)
 
 
 def ephemeral_text(exchange) -> str:
@@ -145,18 +154,22 @@ async def test_a_batch_arrives_in_one_message_with_every_seed(bot: Easel) -> Non
     assert "seeds 7, 8, 9" in result.content
 
 
-async def test_buttons_work_after_a_restart(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> None:
+async def test_buttons_work_after_a_restart(fake: FakeDiscord, tmp_path: Path, tiny_model: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     config = make_config(tmp_path, tiny_model, fake)
     async with easel(fake, config) as first:
         exchange = await fake.interact(fake.slash("imagine", {"prompt": "a harbour", "seed": 3, "steps": 2}))
         result = await result_of(fake, exchange)
     async with easel(fake, config) as second:  # a new process, the same data folder
         click = await fake.interact(fake.click("easel:more:1", result.id, user=fake.bob))
+        assert (await click.callback(WAIT)).json["type"] == 4  # the press's own answer is the new job's message
         child_message = await click.message(lambda m: finished(m) and "job #2" in m.content, timeout=WAIT)
         assert "Steps: 10," in parameters(child_message)  # five times the 2 steps
         child = await second.history.get(2)
         assert child.parent_id == 1 and child.owner.user_id == str(fake.bob.id)
+        monkeypatch.setattr(discord_app, "ANSWER_WITHIN", 0)  # as if queueing were slow: deferred first
         seeded = await fake.interact(fake.click("easel:seed:1", result.id))
+        assert (await seeded.callback(WAIT)).json["type"] == 5
         assert "Seed: 3," not in parameters(await seeded.message(lambda m: finished(m) and "job #3" in m.content,
                                                                  timeout=WAIT))
         assert (await second.history.get(3)).parent_id == 1
@@ -232,6 +245,9 @@ async def test_a_result_that_cannot_be_posted_stays_undelivered_and_history_send
     await fake.wait_for_request(lambda r: r.method == "POST" and r.status == 403, WAIT)
     job = await bot.history.get(1)
     assert job.status is JobStatus.DONE and not job.delivered  # kept for a later try
+    note = await fake.wait_for_message(lambda m: m.channel_id == fake.dm_channel(fake.alice).id, WAIT)
+    assert note.content == (f"easel could not post the result of job #1 in <#{fake.channel.id}>; "
+                            "/history job:1 sends it again")  # told, in a DM
     again = await fake.interact(fake.slash("history", {"job": 1}))
     assert "Seed: " in parameters(await result_of(fake, again))
     assert await delivered(bot.history, 1)
@@ -334,3 +350,109 @@ async def test_face_is_a_slash_command_too(bot: Easel) -> None:
     await truncated.callback(WAIT)
     await truncated.message(lambda m: m.ephemeral, timeout=WAIT)
     assert ephemeral_text(truncated).startswith("--psi needs a StyleGAN2 checkpoint")
+
+
+async def test_direct_messages_obey_the_same_rule_as_the_server(fake: FakeDiscord, tmp_path: Path,
+                                                               tiny_model: Path) -> None:
+    artists = fake.guild.add_role("artists", fake.bob)
+    async with easel(fake, make_config(tmp_path, tiny_model, fake, allowed_roles=(artists,))) as bot:
+        # Alice lacks the role: refused in the server, in a DM, and on a button in a DM.
+        refusals = []
+        for payload in (fake.slash("imagine", {"prompt": "a cat"}),
+                        fake.slash("imagine", {"prompt": "a cat"}, guild_id=None),
+                        fake.click("easel:seed:1", snowflake(), channel_id=fake.dm_channel(fake.alice).id)):
+            refused = await fake.interact(payload)
+            assert (await refused.callback(WAIT)).json["type"] == 4  # answered at once, only to her
+            refusals.append(ephemeral_text(refused))
+        assert refusals[0] == f"you need one of these roles to use easel here: <@&{artists}>"
+        assert refusals[1] == refusals[2] == ("easel takes direct messages only from people who may use it in its "
+                                              "server; use it there")
+        assert await bot.history.recent(Owner("discord", str(fake.alice.id)), 5) == []
+        # Bob holds it in the server: his DM is drawn and answered in the DM.
+        mine = await fake.interact(fake.slash("imagine", {"prompt": "a boat", "steps": 2}, user=fake.bob,
+                                              guild_id=None))
+        assert (await result_of(fake, mine)).channel_id == fake.dm_channel(fake.bob).id
+        assert (await bot.history.get(1)).owner.user_id == str(fake.bob.id)
+        looked_up = {r.path for r in fake.requests if "/members/" in r.path}
+        assert looked_up == {f"/guilds/{fake.guild.id}/members/{user.id}" for user in (fake.alice, fake.bob)}
+
+    async with easel(fake, make_config(tmp_path, tiny_model, fake, dms=False)):
+        closed = await fake.interact(fake.slash("queue", user=fake.bob, guild_id=None))
+        await closed.callback(WAIT)
+        assert ephemeral_text(closed) == "easel does not take commands in direct messages; use it in a server"
+
+
+async def test_a_connection_reset_on_the_final_send_is_tried_again_then_posted_in_the_channel(
+    bot: Easel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = bot.fake
+    caplog.set_level(logging.WARNING, logger="bot.discord_app")
+    monkeypatch.setattr(discord_app, "SEND_RETRIES", (0.05, 0.05))
+    bot.frontend._failures.every = 0  # log every failure, however close together
+    # Reset once: the edit is tried again and lands in the job's own message.
+    fake.reset_next("PATCH", r"/messages/@original$", matching=carries_result)
+    once = await fake.interact(fake.slash("imagine", {"prompt": "once", "steps": 2}))
+    assert "job #1" in (await result_of(fake, once)).content
+    # Reset on every try: the result is posted in the channel instead, mentioning its owner.
+    fake.reset_next("PATCH", r"/messages/@original$", times=3, matching=carries_result)
+    await fake.interact(fake.slash("imagine", {"prompt": "always", "steps": 2}))
+    posted = await fake.wait_for_message(lambda m: m.via == "channel" and finished(m), WAIT)
+    assert posted.content.startswith(f"<@{fake.alice.id}> ") and "job #2" in posted.content
+    assert await delivered(bot.history, 2)
+    assert len([r for r in fake.requests if r.status == RESET]) == 4
+    lines = [r.getMessage() for r in caplog.records if "could not post job" in r.getMessage()]
+    assert len(lines) == 4 and all("ServerDisconnectedError" in line for line in lines), lines
+    assert lines[0].startswith(f"could not post job #1's result in Discord channel {fake.channel.id}")
+
+
+async def test_a_forged_button_number_is_no_job_and_no_traceback(bot: Easel, caplog: pytest.LogCaptureFixture) -> None:
+    fake = bot.fake
+    for number in ("999999999999999999999", str(2**63)):
+        click = await fake.interact(fake.click(f"easel:more:{number}", snowflake()))
+        assert (await click.callback(WAIT)).json["type"] == 4
+        assert ephemeral_text(click) == f"there is no job #{number}"
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_an_attachment_is_cut_off_at_the_upload_limit_whatever_size_it_declared(
+    fake: FakeDiscord, tmp_path: Path, tiny_model: Path
+) -> None:
+    data = b"\x89PNG\r\n\x1a\n" + bytes(20_000_000)  # says 1 kB
+    config = make_config(tmp_path, tiny_model, fake, limits=LimitsConfig(max_upload_bytes=1_000_000))
+    async with easel(fake, config) as bot:
+        for chunked in (True, False):  # streamed without a length, or with a Content-Length that tells
+            liar = fake.attachment(f"liar-{chunked}.png", data, "image/png", declared_size=1000, chunked=chunked)
+            exchange = await fake.interact(fake.slash("imagine", {"prompt": "a cat", "image": liar}))
+            await exchange.message(lambda m: m.ephemeral and bool(m.content), WAIT)
+            assert ephemeral_text(exchange) == f"{liar.filename} is over the 1.0 MB limit; send a smaller image"
+            assert exchange.original.deleted  # the public "thinking…" is gone
+            if chunked:
+                assert fake.served[liar.id] < len(data)  # easel hung up rather than read it all
+        assert await bot.history.recent(Owner("discord", str(fake.alice.id)), 5) == []
+
+
+async def test_history_job_answers_where_it_was_asked_and_private_answers_are_asked_as_private(
+    bot: Easel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, other = bot.fake, bot.fake.guild.channels[1]
+    await result_of(fake, await fake.interact(fake.slash("imagine", {"prompt": "a mill", "steps": 2})))
+    again = await fake.interact(fake.slash("history", {"job": 1}, channel_id=other.id))
+    shown = await result_of(fake, again)
+    assert shown.channel_id == other.id and "job #1" in shown.content
+    assert not [m for m in fake.messages if m.via == "channel"]  # nothing went to the job's own channel
+    nosy = await fake.interact(fake.slash("history", {"job": 1}, channel_id=other.id, user=fake.bob))
+    await nosy.message(lambda m: m.ephemeral and bool(m.content), WAIT)
+    assert ephemeral_text(nosy) == "there is no job #1"  # not his, not asked here
+
+    asked = []
+    execute = bot.service.execute
+
+    async def spy(owner: Owner, command: object, attachments: object = ()) -> object:
+        asked.append((type(command).__name__, owner.private))
+        return await execute(owner, command, attachments)
+
+    monkeypatch.setattr(bot.service, "execute", spy)
+    for name in ("queue", "history"):
+        answer = await fake.interact(fake.slash(name))
+        await answer.message(lambda m: m.ephemeral and bool(m.content), WAIT)
+    assert asked == [("ShowQueue", True), ("ShowHistory", True)]

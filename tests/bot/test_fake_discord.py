@@ -241,3 +241,40 @@ async def test_edits_updates_dms_retries_and_a_resumed_gateway(fake_discord: Fak
         assert (await resumed.message()).content == "with a button"
         assert [op for _, op, _ in fake.gateway_frames if op in (2, 6)] == [2, 6]
         assert len(fake.gateway_connections) == 2
+
+
+async def test_roles_members_dms_resets_and_lying_attachments(fake_discord: FakeDiscord) -> None:
+    fake = fake_discord
+    artists = fake.guild.add_role("artists", fake.bob)
+    client = discord.Client(intents=discord.Intents(guilds=True), guild_ready_timeout=0.05)
+    async with running(client):
+        # Roles come with the guild (no privileged intent) and with each member fetched over REST.
+        guild = client.get_guild(fake.guild.id)
+        assert guild is not None and guild.get_role(artists).name == "artists"
+        assert [role.id for role in (await guild.fetch_member(fake.bob.id)).roles] == [guild.id, artists]
+        assert (await guild.fetch_member(fake.alice.id)).roles == [guild.default_role]
+        with pytest.raises(discord.NotFound):
+            await guild.fetch_member(12345)
+        assert fake.slash("ping", user=fake.bob)["member"]["roles"] == [str(artists)]
+
+        # A DM opened by the bot lands in the person's DM channel.
+        dm = await client.create_dm(discord.Object(fake.alice.id))
+        await dm.send("hello")
+        hello = await fake.wait_for_message(lambda m: m.content == "hello")
+        assert hello.channel_id == fake.dm_channel(fake.alice).id
+
+        # A hang-up is no HTTPException: aiohttp says the server disconnected; the next request works.
+        channel = client.get_channel(fake.channel.id)
+        fake.reset_next("POST", r"/messages$")
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await channel.send("lost")
+        assert [r.status for r in fake.requests if r.path.endswith("/messages")][-1] == 0
+        await channel.send("found")
+
+        # An attachment that says 1 kB, served as a stream of unknown length.
+        big = fake.attachment("big.png", b"\0" * 4_000_000, "image/png", declared_size=1000, chunked=True)
+        assert big.payload()["size"] == 1000
+        async with aiohttp.ClientSession() as session, session.get(big.url) as response:
+            assert "Content-Length" not in response.headers
+            assert len(await response.content.readexactly(100_000)) == 100_000
+        assert fake.served[big.id] >= 100_000  # counted as it goes out
