@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
@@ -110,6 +111,8 @@ class Service:
         def forward(event: JobEvent) -> None:
             if event.job.owner.platform != platform:
                 return
+            if platform != "console":
+                event = _for_chat(event)
             if event.finished:  # a job that ends while the replay is read must not be sent twice
                 if event.job.id in ended:
                     return
@@ -396,7 +399,7 @@ class Service:
         lines = [f"#{job.id} {job.status}: {title(job.params)} — {describe(job.params)}"]
         lines += [f"    {_file(image, owner)}  seed {image.seed}" for image in job.images]
         if job.error:
-            lines.append(f"    {job.error}")
+            lines.append(f"    {job.error if owner.platform == 'console' else without_paths(job.error)}")
         return Reply("\n".join(lines), shows=job)
 
     async def remember_message(self, platform: str, chat_id: str, message_id: str, job_id: int) -> None:
@@ -496,6 +499,24 @@ def _file(image: ImageRecord, owner: Owner) -> str:
     """Where an image is, for a message: the path at the terminal, only the file name in a chat (a
     server's folders are nobody else's business)."""
     return image.path if owner.platform == "console" else Path(image.path).name
+
+
+# An absolute path (POSIX or Windows) that is not part of a URL: "/srv/easel/models/x", "C:\\models\\x".
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])(?:/|[A-Za-z]:\\)(?:[^\s'\"/\\<>|]+[/\\])+([^\s'\"/\\<>|:,;)]*)")
+
+
+def without_paths(text: str) -> str:
+    """A message for a chat: every absolute server path shortened to its last part (an error naming a
+    model folder, say), so the server's layout stays its owner's business."""
+    return _ABSOLUTE_PATH.sub(lambda match: match[1] or "…", text)
+
+
+def _for_chat(event: JobEvent) -> JobEvent:
+    """The event as a chat may show it: failure texts without server paths."""
+    if not (event.error or event.job.error):
+        return event
+    job = dataclasses.replace(event.job, error=event.job.error and without_paths(event.job.error))
+    return dataclasses.replace(event, job=job, error=event.error and without_paths(event.error))
 
 
 def _who(job: JobRecord) -> str:

@@ -869,3 +869,32 @@ async def test_bidi_overrides_and_zero_width_characters_are_stripped_from_prompt
     spoof = "a cat\u202e god a\u202c\u200b\u200d\u2066x\u2069\ufeff\u061c\u200e"
     reply = await rig.ok(ALICE, f"/imagine {spoof} --no dark\u200bness")
     assert reply.job.params.prompt == "a cat god ax" and reply.job.params.negative_prompt == "darkness"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("model folder '/srv/easel/models/sd15' does not exist", "model folder 'sd15' does not exist"),
+    ("cannot write /data/images/: disk full", "cannot write …: disk full"),
+    ("at /tmp/x.png.", "at x.png."),
+    ("checkpoint C:\\Users\\me\\sd.ckpt is damaged", "checkpoint sd.ckpt is damaged"),
+    # Not paths: URLs, ratios, relative and home-relative names stay as they are.
+    ("see https://huggingface.co/a/b or http://127.0.0.1:80/x/y", "see https://huggingface.co/a/b or http://127.0.0.1:80/x/y"),
+    ("--ar 16/9 and a/b/c and ~/models/x", "--ar 16/9 and a/b/c and ~/models/x"),
+])
+def test_chat_messages_lose_absolute_server_paths(text, shown):
+    from bot.service import without_paths
+
+    assert without_paths(text) == shown
+
+
+async def test_a_failed_jobs_error_reaches_a_chat_without_the_server_path(make_rig, tmp_path: Path):
+    from generation.config import GenerationConfig
+
+    rig = await make_rig(generation=GenerationConfig(model=str(tmp_path / "models" / "nowhere"), device="cpu"))
+    seen: list[JobEvent] = []
+    await rig.service.subscribe("telegram", seen.append)
+    await rig.queue.start()
+    job = (await rig.ok(CAROL, f"/imagine a boat {FAST}")).job
+    await rig.finished(job.id)
+    failed = next(event for event in seen if event.kind is EventKind.FAILED)
+    assert "nowhere" in failed.job.error and str(tmp_path) not in failed.job.error
+    assert str(tmp_path) in (await rig.history.get(job.id)).error  # the record keeps it for the owner's log
