@@ -133,7 +133,7 @@ def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
     except asyncio.CancelledError:  # the first Ctrl-C or SIGTERM: a clean stop, the running job requeued
         print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
         return 130
-    except Exception as exc:  # start-up problems the person can fix: one line, no traceback
+    except Exception as exc:  # one line; a traceback only in easel.log
         return _fail(exc)
 
 def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:

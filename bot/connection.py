@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
+from bot.logs import one_line
 from storage.errors import EaselError
 
 log = logging.getLogger(__name__)
@@ -65,5 +66,4 @@ def _reason(exc: BaseException) -> str:
     """The innermost cause in one line: "ConnectionRefusedError: [Errno 111] Connect call failed"."""
     while exc.__cause__ is not None and str(exc.__cause__):
         exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return one_line(exc)

@@ -24,8 +24,9 @@ from bot.commands import Cancel, Command, Help, ShowHistory, ShowQueue
 from bot.config import Config
 from bot.connection import TokenRefused, reach
 from bot.limits import MAX_SEED, PSI_RANGE, CommandError
+from bot.logs import one_line
 from bot.pacing import Paced, Pending, Throttled, clip, retried, status_line
-from bot.results import fitted
+from bot.results import fitted, read_capped
 from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import JobEvent
 from generation.schedulers import SCHEDULERS
@@ -73,7 +74,7 @@ def _reason(exc: BaseException) -> str:
     """A failure in a few words for a log line: Discord's status and text, or the exception's type."""
     if isinstance(exc, discord.HTTPException):
         return f"{exc.status} {exc.text}".strip()
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return one_line(exc)
 
 
 def _help(name: str) -> str:
@@ -499,22 +500,17 @@ class DiscordFrontend:
         too_big = CommandError(f"{image.filename} is over the {limit / 1e6:.1f} MB limit; send a smaller image")
         if self._downloads is None:
             self._downloads = aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT)
-        data = bytearray()
         try:
             async with self._downloads.get(image.url) as response:
                 response.raise_for_status()
-                if (response.content_length or 0) > limit:
-                    response.close()
+                data = await read_capped(response.content.iter_chunked(1 << 16), response.content_length, limit)
+                if data is None:
+                    response.close()  # hang up: the rest is never read
                     raise too_big
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    data += chunk
-                    if len(data) > limit:
-                        response.close()  # hang up: the rest is never read
-                        raise too_big
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             why = exc.status if isinstance(exc, aiohttp.ClientResponseError) else type(exc).__name__
             raise CommandError(f"could not download {image.filename} ({why})") from None
-        return bytes(data)
+        return data
 
     # ---- buttons ----------------------------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction, action: str, job_id: int) -> None:

@@ -42,7 +42,7 @@ class SecretFilter(logging.Filter):
         record.args = None
         error = record.exc_info[1] if record.exc_info else None
         if error is not None:
-            record.error_line = self.scrub(_one_line(error))  # what the terminal shows instead of a traceback
+            record.error_line = self.scrub(one_line(error))  # what the terminal shows instead of a traceback
             if not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -108,11 +108,8 @@ def secrets_of(config) -> list[str]:
     """The secrets a config holds: bot tokens and the password in redis_url."""
     found = [frontend.token.get_secret_value() for frontend in (config.discord, config.telegram)
              if frontend.token is not None]
-    with contextlib.suppress(ValueError):
-        password = urlsplit(config.queue.redis_url.get_secret_value()).password
-        if password:
-            found.append(password)
-    return found
+    password = urlsplit(config.queue.redis_url.get_secret_value()).password  # the port was checked at load
+    return found + [password] if password else found
 
 
 def configure_logging(data_dir: Path, verbose: bool, hidden: Iterable[str] = (), name: str = "easel.log") -> None:
@@ -150,6 +147,7 @@ def _file_log() -> str | None:
     return None
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """An error in one line for a log or a message: "ConnectError: All connection attempts failed"."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -1,9 +1,10 @@
-"""Result images as chat platforms take them: the PNG with its parameters where it fits, else a JPEG."""
+"""Images to and from chat platforms: uploads read under a hard cap, results fitted to the platform's limits."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import AsyncIterable
 
 from PIL import Image
 
@@ -23,3 +24,16 @@ def fitted(path: Path, limit: int) -> tuple[str, bytes]:
             if buffer.tell() <= limit:
                 break
     return path.with_suffix(".jpg").name, buffer.getvalue()
+
+
+async def read_capped(chunks: AsyncIterable[bytes], declared: int | None, limit: int) -> bytes | None:
+    """A download's bytes, or None as soon as it is known to pass `limit`: by the length it declared, before
+    anything is read, else while it is read, whatever it declared. Past the limit nothing more is read."""
+    if (declared or 0) > limit:
+        return None
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)

@@ -45,7 +45,7 @@ from bot.config import Config
 from bot.connection import TokenRefused, reach
 from bot.limits import CommandError
 from bot.pacing import Gate, Outbox, Paced, Throttled, Verdict, clip, settle, status_line
-from bot.results import fitted
+from bot.results import fitted, read_capped
 from bot.service import Attachment, Reply, Service, describe, title
 from generation.queue import JobEvent
 from storage.records import JobRecord, JobStatus, Owner
@@ -391,17 +391,13 @@ class TelegramFrontend:
             raise too_big
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT)
-        data = bytearray()
         # identity: a compressed answer could unpack to far more than the limit before it is counted
         async with self._http.stream("GET", file.file_path, headers={"Accept-Encoding": "identity"}) as response:
             response.raise_for_status()
-            if int(response.headers.get("content-length") or 0) > limit:
-                raise too_big
-            async for chunk in response.aiter_raw():
-                data += chunk
-                if len(data) > limit:
-                    raise too_big
-        return bytes(data)
+            data = await read_capped(response.aiter_raw(), int(response.headers.get("content-length") or 0), limit)
+            if data is None:
+                raise too_big  # leaving the stream hangs up: the rest is never read
+        return data
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press is answered with Telegram's own answer to it (a toast, an alert for a problem), never with
