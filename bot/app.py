@@ -14,28 +14,14 @@ from bot.config import Config, require_redis
 from bot.console import ConsoleFrontend
 from bot.logs import shown_elsewhere
 from bot.service import Service
-from generation.diffusion import DiffusionEngine, pick_device
-from generation.engine import Engine
-from generation.faces.engine import FaceEngine
+from generation.engines import build_engines
 from generation.queue import JobQueue
 from storage.errors import EaselError
 from storage.history import History, requeue_running
 from storage.images import ImageStore
 from storage.lock import DataDirLock
-from storage.records import JobKind
 
 log = logging.getLogger(__name__)
-
-
-def build_engines(config: Config) -> dict[JobKind, Engine]:
-    """The engine for each kind of job; the weights load on the first job that needs them."""
-    pick_device(config.generation.device)  # device = "cuda" without a GPU: say so at start, not at the first job
-    if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
-    diffusion = DiffusionEngine(config.generation, config.sketch)
-    engines: dict[JobKind, Engine] = {kind: diffusion for kind in DiffusionEngine.KINDS}
-    engines[JobKind.FACE] = FaceEngine(config.faces, config.generation.device)
-    return engines
 
 
 async def serve(config: Config, console_only: bool = False) -> int:
@@ -45,6 +31,8 @@ async def serve(config: Config, console_only: bool = False) -> int:
     to the queue; a second one quits at once, after putting the running job back too. Neither counts
     as a crash. Returns the exit status.
     """
+    if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
     with DataDirLock(config.storage.data_dir):
         stopping = _StopOnSignal(asyncio.current_task(), config.database)
         try:

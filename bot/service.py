@@ -16,7 +16,7 @@ from PIL import Image
 from bot import commands
 from bot.commands import Cancel, Command, Face, Help, Imagine, Rerun, Settings, ShowHistory, ShowQueue, Sketch
 from bot.config import Config
-from bot.limits import MAX_SEED, CommandError, check_params
+from bot.limits import MAX_SEED, CommandError, LimitsConfig, check_params
 from generation.queue import JobEvent, JobQueue
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
@@ -141,6 +141,27 @@ class Service:
     async def answered(self, job_id: int) -> None:
         """The platform answered a send of the job's result: that send is no longer in doubt."""
         await self.history.mark_answered(job_id)
+
+    @property
+    def limits(self) -> LimitsConfig:
+        """The configured limits (upload bytes, prompt length…), for a frontend's own checks and help."""
+        return self.config.limits
+
+    def parse(self, text: str) -> Command:
+        """A command line as typed; raises CommandError with what to change."""
+        return commands.parse(text, self.config.defaults)
+
+    def waiting(self) -> list[JobRecord]:
+        """Queued jobs in the order they will run."""
+        return self.queue.waiting()
+
+    def position(self, job_id: int) -> int | None:
+        """A job's place in the line: 0 while it runs, None once it ended."""
+        return self.queue.position(job_id)
+
+    def shown_inputs(self, job: JobRecord) -> list[tuple[str, Path]]:
+        """Kept input images worth naming beside a result at the terminal: (label, file)."""
+        return [(label, self.images.input_path(sha256)) for label, sha256 in job.params.shown_inputs]
 
     def pending(self, platform: str) -> list[JobRecord]:
         """This platform's unfinished jobs, running first."""

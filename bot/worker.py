@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from bot.app import build_engines
 from bot.config import Config, require_redis_backend
 from generation.diffusion import device_name
+from generation.engines import build_engines
 from generation.engine import JobCancelled
 from generation.redis_queue import REDIS_DOWN, RedisSettings, live_workers, retried, safe_url, run_to_json
 from storage.errors import EaselError
@@ -81,8 +81,7 @@ class Worker:
         self.config, self.kinds, self.name = config, kinds, name
         self.settings = settings_of(config)
         self.pool = self.settings.pool(kinds)
-        engines = build_engines(config)
-        self.engines = {kind: engines[kind] for kind in kinds}
+        self.engines = build_engines(config, kinds)
         self.gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self.device = device_name(config.generation.device)
         self.done = 0

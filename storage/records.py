@@ -84,6 +84,16 @@ class _CommonParams:
         """sha256 of each kept input image the job needs, in the order its engine takes them."""
         return ()
 
+    @property
+    def shown_inputs(self) -> tuple[tuple[str, str], ...]:
+        """(label, sha256) of kept images worth showing beside the result (what a sketch's model saw)."""
+        return ()
+
+    @property
+    def has_steps(self) -> bool:
+        """Whether the job has denoising steps a rerun can add to."""
+        return False
+
 
 @dataclass(frozen=True, kw_only=True)
 class DiffusionParams(_CommonParams):
@@ -103,6 +113,10 @@ class DiffusionParams(_CommonParams):
     @property
     def effective_steps(self) -> int:
         return self.steps
+
+    @property
+    def has_steps(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +167,10 @@ class SketchParams(DiffusionParams):
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.control_sha256,)
+
+    @property
+    def shown_inputs(self) -> tuple[tuple[str, str], ...]:
+        return (("control image", self.control_sha256),)
 
 
 @dataclass(frozen=True, kw_only=True)

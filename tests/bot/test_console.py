@@ -29,7 +29,7 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from bot.app import build_engines
+from generation.engines import build_engines
 from bot.cli import main
 from bot.config import Config
 from bot.console import ConsoleFrontend, extract_image, local_user, visible

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from bot import discord_app
-from bot.app import build_engines
+from generation.engines import build_engines
 from bot.config import Config, DefaultsConfig, DiscordConfig, QueueConfig, StorageConfig
 from bot.discord_app import DiscordFrontend
 from bot.limits import LimitsConfig

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.commands import Imagine, Settings, ShowQueue, help_text
 from bot.limits import MAX_SEED
-from bot.app import build_engines
+from generation.engines import build_engines
 from bot.config import AccessConfig, Config, DefaultsConfig, LimitsConfig, QueueConfig, StorageConfig
 from bot import service as service_module
 from bot.service import Attachment, Reply, Service, describe

@@ -18,7 +18,7 @@ from typing import AsyncIterator
 import pytest
 from PIL import Image
 
-from bot.app import build_engines
+from generation.engines import build_engines
 from bot.config import Config, DefaultsConfig, QueueConfig, StorageConfig, TelegramConfig
 from bot import telegram_app
 from bot.service import Service

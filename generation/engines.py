@@ -1,0 +1,54 @@
+"""The engine for each kind of job: a new kind's engine is one module and one line in ENGINES."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Protocol
+
+from generation.config import FacesConfig, GenerationConfig, SketchConfig
+from generation.engine import Engine
+
+
+class EngineConfig(Protocol):
+    """The sections of the config that engines read (the bot's Config is one)."""
+
+    generation: GenerationConfig
+    sketch: SketchConfig
+    faces: FacesConfig
+
+
+def _diffusion(config: EngineConfig) -> Engine:
+    from generation.diffusion import DiffusionEngine  # torch and diffusers: imported when an engine is built
+
+    return DiffusionEngine(config.generation, config.sketch)
+
+
+def _faces(config: EngineConfig) -> Engine:
+    from generation.faces.engine import FaceEngine
+
+    return FaceEngine(config.faces, config.generation.device)
+
+
+# Kind → the factory of its engine. Kinds whose factory is the same function share one engine (and
+# its weights): text→image, image→image and sketches all run on the one Stable Diffusion pipeline.
+ENGINES: dict[str, Callable[[EngineConfig], Engine]] = {
+    "txt2img": _diffusion,
+    "img2img": _diffusion,
+    "sketch": _diffusion,
+    "face": _faces,
+}
+
+
+def build_engines(config: EngineConfig, kinds: Iterable[str] | None = None) -> dict[str, Engine]:
+    """The engine for each kind (every kind, or the given ones); the weights load on the first job that needs them."""
+    from generation.diffusion import pick_device
+
+    pick_device(config.generation.device)  # device = "cuda" without a GPU: say so at start, not at the first job
+    wanted = list(ENGINES) if kinds is None else list(kinds)
+    built: dict[Callable, Engine] = {}
+    engines = {}
+    for kind in wanted:
+        factory = ENGINES[kind]
+        if factory not in built:
+            built[factory] = factory(config)
+        engines[kind] = built[factory]
+    return engines
