@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import build_engines  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.discord_app import DiscordFrontend  # noqa: E402
+from bot.frontends.discord import DiscordFrontend  # noqa: E402
 from bot.service import Service  # noqa: E402
 from generation.queue import JobQueue, QueueLimits  # noqa: E402
 from storage.history import History  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
-from tests.bot.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeUser  # noqa: E402
+from tests.bot.frontends.fake_discord import FakeChannel, FakeDiscord, FakeGuild, FakeUser  # noqa: E402
 
 HEARTBEAT_MS = 1000
 
@@ -63,7 +63,7 @@ async def main(args: argparse.Namespace, model: Path, data: Path) -> None:
                         "imagine", {"prompt": f"load test {k}", "seed": k}, user=people[k % len(people)])))
                     await asyncio.sleep(0.05)
                 # While they generate, people keep talking to the bot.
-                while queue.running is not None or queue.waiting():
+                while queue.running_jobs() or queue.waiting():
                     person = people[len(exchanges) % len(people)]
                     exchanges.append(await fake.interact(fake.slash("queue", {}, user=person)))
                     await asyncio.sleep(0.25)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generation.config import GenerationConfig, SketchConfig  # noqa: E402
 from generation.diffusion import DiffusionEngine, pick_device  # noqa: E402
-from generation.memory import plan_memory  # noqa: E402
+from generation.diffusion.memory import plan_memory  # noqa: E402
 from generation.schedulers import SCHEDULERS  # noqa: E402
 from generation.tiny import make_tiny_controlnet, make_tiny_model, write_tokenizer_files  # noqa: E402
-from storage.records import Img2ImgParams, SketchParams, Txt2ImgParams  # noqa: E402
+from storage.params import Img2ImgParams, SketchParams, Txt2ImgParams
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
@@ -299,7 +300,7 @@ async def queue_idle(args, model: Path, data: Path, device: torch.device, jobs: 
     from generation.queue import JobQueue, QueueLimits
     from storage.history import History
     from storage.images import ImageStore
-    from storage.records import JobKind, Owner
+    from storage.records import Owner
 
     engine = DiffusionEngine(GenerationConfig(model=str(model), device=device.type, memory=args.profiles[0].split("+")[0]))
     spans: list[tuple[float, float]] = []
@@ -322,7 +323,7 @@ async def queue_idle(args, model: Path, data: Path, device: torch.device, jobs: 
             return result
 
     async with await History.open(data / "easel.db") as history:
-        queue = JobQueue(history, ImageStore(data), {JobKind.TXT2IMG: Clocked()}, QueueLimits(99, 99))
+        queue = JobQueue(history, ImageStore(data), {"txt2img": Clocked()}, QueueLimits(99, 99))
         async with queue:
             await queue.run_on_gpu(engine.run, job("txt2img", args, 1), (), Timer())  # load and warm up
             done = asyncio.Event()
@@ -387,6 +388,13 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         asyncio.run(queue_idle(args, model, folder / "data", device, args.queue_jobs))
+    # The upscaler /upscale and --hires run on the card beside the model: its speed and peak, RealESRGAN_x4plus-
+    # shaped (random weights), fp16 on a GPU as the engine runs it. Its own process: its peak is its own.
+    shape = ["--net", "tiny", "--size", "64"] if args.tiny else ["--net", "esrgan", "--size", "512"]
+    half = ["--half"] if device.type == "cuda" else []
+    print("upscaler:", flush=True)
+    subprocess.run([sys.executable, str(Path(__file__).with_name("upscale.py")), *shape, "--device", str(device), *half],
+                   check=False)
 
 
 if __name__ == "__main__":

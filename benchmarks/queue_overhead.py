@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import build_engines
 from bot.config import Config  # noqa: E402
-from bot.console import ConsoleFrontend  # noqa: E402
+from bot.frontends.console import ConsoleFrontend  # noqa: E402
 from bot.service import Service  # noqa: E402
 from generation.config import GenerationConfig  # noqa: E402
 from generation.diffusion import pick_device  # noqa: E402

@@ -3,7 +3,7 @@
     python benchmarks/redis_scale.py [--jobs 24] [--steps 20] [--size 64]
 
 Starts its own redis-server on 127.0.0.1 (from the system packages), builds the tiny model, and runs
-the bot's RedisQueue over real SQLite and image files against 1, then 2 CPU workers (one torch
+the bot's JobQueue with a RedisRunner over real SQLite and image files against 1, then 2 CPU workers (one torch
 thread each). Dispatch overhead is the time from the bot sending a job (its STARTED event), or from the worker
 finishing its previous job if that is later (a prefetched job waits for it), to the worker's own
 "started" entry in the events stream (the entry's timestamp), median per job.
@@ -27,12 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from generation.queue import EventKind, QueueLimits  # noqa: E402
-from generation.redis_queue import RedisQueue, RedisSettings  # noqa: E402
+from generation.queue import EventKind, JobQueue, QueueLimits  # noqa: E402
+from generation.redis_runner import RedisRunner  # noqa: E402
 from generation.tiny import make_tiny_model  # noqa: E402
+from generation.wire import RedisSettings  # noqa: E402
 from storage.history import History  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
-from storage.records import Owner, Txt2ImgParams  # noqa: E402
+from storage.records import Owner  # noqa: E402
+from storage.params import Txt2ImgParams
 
 
 def free_port() -> int:
@@ -54,14 +56,16 @@ async def run(folder: Path, url: str, model: Path, workers: int, args) -> tuple[
     data = folder / f"data-{workers}"
     try:
         async with await History.open(data / "easel.db") as history:
-            queue = RedisQueue(history, ImageStore(data), QueueLimits(999, 999), settings, poll_seconds=0.2)
+            store = ImageStore(data)
+            runner = RedisRunner(settings, store, poll_seconds=0.2)
+            queue = JobQueue(history, store, runner, QueueLimits(999, 999))
             sent: dict[int, float] = {}
             ended: list[int] = []
             queue.subscribe(lambda e: sent.setdefault(e.job.id, time.time()) if e.kind is EventKind.STARTED
                             else ended.append(e.job.id) if e.finished else None)
             await queue.start()
             try:
-                while len(queue.workers) < workers:
+                while len(runner.workers) < workers:
                     await asyncio.sleep(0.1)
                 warm = [await queue.submit(Owner(platform="bench", user_id="warm"), job(args, 0)) for _ in range(workers)]
                 while len(ended) < len(warm):  # models load on each worker's first job

@@ -73,7 +73,7 @@ def measure(model: Path, controlnet: Path, device: str) -> None:
 
     from generation.config import GenerationConfig, SketchConfig
     from generation.diffusion import DiffusionEngine
-    from storage.records import SketchParams, Txt2ImgParams
+    from storage.params import SketchParams, Txt2ImgParams
 
     class Quiet:
         cancelled = False

@@ -8,10 +8,11 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from bot.config import Config, require_redis
-from bot.console import ConsoleFrontend
+from bot.config import Config, redis_settings, require_redis
+from bot.frontends.console import ConsoleFrontend
 from bot.logs import shown_elsewhere
 from bot.service import Service
 from generation.engines import build_engines
@@ -36,7 +37,7 @@ async def serve(config: Config, console_only: bool = False) -> int:
     with DataDirLock(config.storage.data_dir):
         stopping = _StopOnSignal(asyncio.current_task(), config.database)
         try:
-            return await _serve(config, console_only)
+            return await _serve(config, console_only, stopping)
         except asyncio.CancelledError:
             if not stopping.received:
                 raise
@@ -54,6 +55,7 @@ class _StopOnSignal:
         self._database = database
         self._loop = asyncio.get_running_loop()
         self.received: list[int] = []
+        self.busy: Callable[[], bool] = lambda: False  # whether a job is drawing (set once the queue exists)
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; not the main thread
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
@@ -61,8 +63,9 @@ class _StopOnSignal:
     def _on_signal(self, signum: int) -> None:
         self.received.append(signum)
         if len(self.received) == 1:
-            print("easel: stopping after the current step; Ctrl-C again to quit at once "
-                  "(unfinished jobs run on the next start)", file=sys.stderr, flush=True)
+            if self.busy():  # otherwise the stop is immediate and its one line says all
+                print("easel: stopping after the current step; Ctrl-C again to quit at once "
+                      "(unfinished jobs run on the next start)", file=sys.stderr, flush=True)
             self._task.cancel()
             return
         # The torch thread may be deep in a model load or a download, and a normal exit would wait for
@@ -80,19 +83,19 @@ class _StopOnSignal:
                 self._loop.remove_signal_handler(signum)
 
 
-async def _serve(config: Config, console_only: bool) -> int:
+async def _serve(config: Config, console_only: bool, stopping: _StopOnSignal) -> int:
     async with await History.open(config.database) as history:
         images = ImageStore(config.storage.data_dir)
         limits = config.queue.limits()
         if config.queue.backend == "redis":
             require_redis()
-            from bot.worker import settings_of
-            from generation.redis_queue import RedisQueue
+            from generation.redis_runner import RedisRunner
 
-            queue = RedisQueue(history, images, limits, settings_of(config))
+            queue = JobQueue(history, images, RedisRunner(redis_settings(config.queue), images), limits)
         else:
             queue = JobQueue(history, images, build_engines(config), limits)
         service = Service(config, history, images, queue)
+        stopping.busy = lambda: bool(queue.running_jobs())
         await queue.start()
         try:
             chats = [] if console_only else _chat_frontends(config, service)
@@ -129,11 +132,11 @@ def _chat_frontends(config: Config, service: Service) -> list:
     """The chat frontends with a token set; each imports its platform's library only when used."""
     frontends = []
     if config.discord.token is not None:
-        from bot.discord_app import DiscordFrontend
+        from bot.frontends.discord import DiscordFrontend
 
         frontends.append(DiscordFrontend(service, config))
     if config.telegram.token is not None:
-        from bot.telegram_app import TelegramFrontend
+        from bot.frontends.telegram import TelegramFrontend
 
         frontends.append(TelegramFrontend(service, config))
     return frontends

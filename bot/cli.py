@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from storage.errors import EaselError
+
+if TYPE_CHECKING:
+    from generation.wire import RedisSettings
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -43,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("path", nargs="?", type=Path, default=Path("config.toml"), help="where (default: ./config.toml)")
     worker = command("worker", "draw jobs from Redis on this machine's GPU ([queue] backend = \"redis\")",
                      parents=[common])
-    worker.add_argument("--kinds", default="txt2img,img2img,sketch,face",
-                        help="the job kinds this worker takes, comma-separated (default: all)")
+    worker.add_argument("--kinds", help="the job kinds this worker takes, comma-separated (default: every kind)")
     worker.add_argument("--name", help="how /queue and `easel workers` name it (default: host-pid)")
     command("workers", "list the workers connected to Redis", parents=[common])
     tiny = command("make-tiny-model", "write a tiny random-weight SD model (draws noise) for tests and offline tries")
@@ -122,7 +125,7 @@ def _fail(exc: BaseException) -> int:
 
 
 def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
-    from bot.app import serve  # imports torch: seconds, so after the argument check
+    from bot.app import serve  # the whole bot (and pydantic, PIL…): after the argument check
     from bot.config import load_config
     from bot.logs import configure_logging, secrets_of
 
@@ -136,10 +139,11 @@ def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
     except Exception as exc:  # one line; a traceback only in easel.log
         return _fail(exc)
 
+
 def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:
-    from bot.config import load_config, require_redis, require_redis_backend
+    from bot.config import load_config, redis_settings, require_redis, require_redis_backend
     from bot.logs import configure_logging, secrets_of
-    from storage.records import JobKind
+    from generation.engines import ENGINES
 
     try:
         config = load_config(_config_path(config_file))
@@ -148,25 +152,46 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
         require_redis_backend(config.queue)  # backend = "local" is the first thing to say, before a missing extra
         if args.command == "workers":
             require_redis()
-            from bot.worker import list_workers
-
-            print(asyncio.run(list_workers(config)))
+            print(asyncio.run(_list_workers(redis_settings(config.queue))))
             return 0
-        names = [name.strip() for name in args.kinds.split(",") if name.strip()]
-        known = [str(kind) for kind in JobKind]
-        unknown = [name for name in names if name not in known]
+        names = list(ENGINES) if args.kinds is None else [name.strip() for name in args.kinds.split(",") if name.strip()]
+        unknown = [name for name in names if name not in ENGINES]
         if unknown or not names:
-            print(f"easel: --kinds takes {', '.join(known)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
+            print(f"easel: --kinds takes {', '.join(ENGINES)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
             return 2
         require_redis()
-        from bot.worker import Worker, default_name  # imports torch
+        from generation.worker import Worker, default_name  # imports torch
 
-        kinds = tuple(JobKind(name) for name in dict.fromkeys(names))
-        return asyncio.run(Worker(config, kinds, args.name or default_name()).run())
+        if config.generation.compile:  # as `easel run` does: compiled kernels survive restarts in the data folder
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
+        worker = Worker(redis_settings(config.queue), config, tuple(dict.fromkeys(names)), args.name or default_name())
+        return asyncio.run(worker.run())
     except KeyboardInterrupt:
         _exit_interrupted()
     except Exception as exc:
         return _fail(exc)
+
+
+async def _list_workers(settings: RedisSettings) -> str:
+    """`easel workers`: one line per live worker."""
+    import time
+
+    from generation.redis_link import connect, live_workers
+
+    client = await connect(settings)
+    try:
+        workers = await live_workers(client, settings)
+    finally:
+        await client.aclose()
+    if not workers:
+        return "no easel workers are connected"
+    now = time.time()
+    lines = [f"{'worker':24} {'gpu':28} {'kinds':28} {'done':>5}  running  heartbeat"]
+    for worker in workers:
+        running = f"#{worker.running}" if worker.running else "-"
+        lines.append(f"{worker.name:24} {worker.gpu[:28]:28} {','.join(worker.kinds)[:28]:28} {worker.done:5d}  "
+                     f"{running:7}  {now - worker.seen:.0f} s ago")
+    return "\n".join(lines)
 
 
 def _exit_interrupted() -> None:

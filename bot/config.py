@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.limits import LimitsConfig, limit_problems
-from generation.config import FacesConfig, GenerationConfig, SketchConfig
+from storage.params.base import CFG, STEPS
+from storage.params.img2img import STRENGTH
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, SketchConfig, UpscaleConfig
 from generation.queue import QueueLimits
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from generation.wire import RedisSettings
 from storage.errors import EaselError
-from storage.records import Img2ImgParams
+from storage.params import Img2ImgParams
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -36,13 +39,13 @@ class DefaultsConfig(BaseModel):
     """What a job gets when the command does not say."""
 
     model_config = _FROZEN
-    steps: int = Field(30, ge=1)
-    cfg: float = Field(7.0, ge=0)
+    steps: int = Field(30, ge=STEPS.low)
+    cfg: float = Field(7.0, ge=CFG.low)
     width: int = Field(512, ge=64)
     height: int = Field(512, ge=64)
     scheduler: str = DEFAULT_SCHEDULER
     negative_prompt: str = ""
-    strength: float = Field(0.75, gt=0, le=1)
+    strength: float = Field(0.75, gt=STRENGTH.low, le=STRENGTH.high)
 
     # Field validators (not one model validator) so the error location names the exact key.
     @field_validator("scheduler")
@@ -106,6 +109,13 @@ def require_redis_backend(queue: QueueConfig) -> None:
     if queue.backend != "redis":
         raise EaselError('[queue] backend is "local", so the bot draws jobs itself and sends none to workers; '
                          'set backend = "redis" (and redis_url) in the config of the bot and of every worker')
+
+
+def redis_settings(queue: QueueConfig) -> RedisSettings:
+    """Where the Redis queue is, for the bot and its workers; refuses a config that does not use it."""
+    require_redis_backend(queue)
+    return RedisSettings(url=queue.redis_url.get_secret_value(), prefix=queue.redis_prefix,
+                         lease_seconds=queue.lease_seconds, sweep_seconds=queue.sweep_seconds)
 
 
 class AccessConfig(BaseModel):
@@ -174,6 +184,8 @@ class Config(BaseModel):
     generation: GenerationConfig = GenerationConfig()
     sketch: SketchConfig = SketchConfig()
     faces: FacesConfig = FacesConfig()
+    upscale: UpscaleConfig = UpscaleConfig()
+    actions: ActionsConfig = ActionsConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     limits: LimitsConfig = LimitsConfig()
     queue: QueueConfig = QueueConfig()
@@ -200,6 +212,8 @@ class Config(BaseModel):
 
 def _defaults_over_limits(defaults: DefaultsConfig, limits: LimitsConfig) -> list[tuple[str, str]]:
     """(key in [defaults], what is wrong) for each default the limits would refuse in every command."""
+    import bot.commands  # noqa: F401 - registers each kind's rules (a prompt's length, a size) with the limits
+
     # As an image→image job, so the strength rule is checked too; prompt, n and seed have no default.
     job = Img2ImgParams(
         prompt="", negative_prompt=defaults.negative_prompt, seed=0, steps=defaults.steps, cfg=defaults.cfg,

@@ -1,20 +1,18 @@
-"""Every limit in one place: the [limits] config section and the rules a job is checked against before it is queued."""
+"""Every limit in one place: the [limits] config section, and the checks a job passes before it is queued."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generation.prompts import PromptError, parse_attention
-from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.errors import EaselError
-from storage.images import MAX_UPLOAD_PIXELS, plain_number
-from storage.records import FaceParams, Img2ImgParams, JobParams, SketchParams
+from storage.infotext import plain_number
+from storage.params import MAX_SEED, JobParams
+from storage.uploads import MAX_UPLOAD_PIXELS
 
-MAX_SEED = 2**32 - 1
-PSI_RANGE = (-1, 2)  # /face --psi: one range for the check and for /help
+__all__ = ["MAX_SEED", "CommandError", "LimitProblem", "LimitsConfig", "check_params", "limit_problems", "register_rules"]
 
 
 class CommandError(EaselError):
@@ -47,75 +45,29 @@ class LimitProblem:
     limit: str = ""
 
 
+Rules = Callable[[JobParams, LimitsConfig], list[LimitProblem]]
+_RULES: dict[str, Rules] = {}
+
+
+def register_rules(kind: str, rules: Rules) -> None:
+    """A kind's own checks, beyond the ranges its params class declares (a prompt's length, a size)."""
+    _RULES[kind] = rules
+
+
 def limit_problems(params: JobParams, limits: LimitsConfig) -> list[LimitProblem]:
     """Every configured limit the params break, in the order people should fix them; [] if none."""
-    if isinstance(params, FaceParams):
-        return _face_problems(params, limits)
-    problems: list[LimitProblem] = []
-    for setting, label, text in (("prompt", "prompt", params.prompt),
-                                 ("negative_prompt", "negative prompt", params.negative_prompt)):
-        if len(text) > limits.max_prompt_chars:
-            problems.append(LimitProblem(
-                setting, f"the {label} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
-                "max_prompt_chars",
-            ))
-        try:
-            parse_attention(text)  # a weight like (word:1.2.3) is refused now, not when the job runs
-        except PromptError as exc:
-            problems.append(LimitProblem(setting, str(exc)))
-    problems += _out_of_range((
-        ("steps", "steps", params.steps, 1, limits.max_steps, "max_steps"),
-        ("cfg", "cfg", params.cfg, 0, limits.max_cfg, "max_cfg"),
-        ("count", "n", params.count, 1, limits.max_count, "max_count"),
-        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
-    ))
-    if isinstance(params, Img2ImgParams) and not 0 < params.strength <= 1:
-        problems.append(LimitProblem("strength", f"strength must be above 0 and at most 1, got {plain_number(params.strength)}"))
-    elif isinstance(params, Img2ImgParams) and int(params.steps * params.strength) < 1:
-        problems.append(LimitProblem("strength", _too_few_img2img_steps(params.steps, params.strength, limits.max_steps)))
-    if isinstance(params, SketchParams) and not 0 <= params.control_scale <= 2:
-        problems.append(LimitProblem("control_scale", f"control must be 0–2, got {plain_number(params.control_scale)}"))
-    for side, value in (("width", params.width), ("height", params.height)):
-        if value % 8 or not 64 <= value <= limits.max_side:
-            problems.append(LimitProblem(
-                side, f"{side} must be a multiple of 8 from 64 to {limits.max_side}, got {value}", "max_side",
-            ))
-    if params.width * params.height > limits.max_pixels:
-        problems.append(LimitProblem(
-            "size",
-            f"{params.width}x{params.height} is {params.width * params.height:,} pixels; "
-            f"the limit is {limits.max_pixels:,} (e.g. {math.isqrt(limits.max_pixels) // 8 * 8} square)",
-            "max_pixels",
-        ))
-    if params.scheduler not in SCHEDULERS:
-        problems.append(LimitProblem(
-            "scheduler", f"unknown scheduler {params.scheduler!r}; choose one of: {scheduler_help()}",
-        ))
-    return problems
-
-
-def _out_of_range(checks: tuple[tuple[str, str, float, float, float, str], ...]) -> list[LimitProblem]:
-    """(setting, name shown, value, lowest, highest, [limits] key) → a problem for each value outside its range."""
-    return [
-        LimitProblem(setting, f"{name} must be {plain_number(low)}–{plain_number(high)}, got {plain_number(value)}",
-                     limit)
-        for setting, name, value, low, high, limit in checks
-        if not low <= value <= high
-    ]
-
-
-def _face_problems(params: FaceParams, limits: LimitsConfig) -> list[LimitProblem]:
-    problems = _out_of_range((
-        ("count", "n", params.count, 1, limits.max_count, "max_count"),
-        ("seed", "seed", params.seed, 0, MAX_SEED - params.count + 1, ""),
-        ("psi", "psi", params.psi, *PSI_RANGE, ""),
-    ))
-    if len(params.edits) > 16:
-        problems.append(LimitProblem("edits", f"at most 16 moves at once, got {len(params.edits)}"))
-    for direction, amount in params.edits:
-        if not -20 <= amount <= 20:
-            problems.append(LimitProblem("edits", f"a move must be -20–20, got {direction}={plain_number(amount)}"))
-    return problems
+    problems = []
+    for setting, allowed in type(params).RANGES.items():
+        value = getattr(params, setting)
+        if value is None:  # a setting that is off (no hires fix)
+            continue
+        if setting == "seed":  # seeds s … s+n-1 must all fit, so the top of the range shrinks with the count
+            allowed = type(allowed)(allowed.name, allowed.low, MAX_SEED - max(params.count, 1) + 1)
+        if not allowed.holds(value, limits):
+            problems.append(LimitProblem(setting, f"{allowed.name} must be {allowed.text(limits)}, got {plain_number(value)}",
+                                         allowed.limit))
+    rules = _RULES.get(params.kind)
+    return problems + (rules(params, limits) if rules else [])
 
 
 def check_params(params: JobParams, limits: LimitsConfig) -> None:
@@ -123,13 +75,3 @@ def check_params(params: JobParams, limits: LimitsConfig) -> None:
     problems = limit_problems(params, limits)
     if problems:
         raise CommandError(problems[0].message)
-
-
-def _too_few_img2img_steps(steps: int, strength: float, max_steps: int) -> str:
-    message = f"image→image runs int(steps × strength) steps: {steps} × {plain_number(strength)} gives 0; "
-    enough = max(1, math.floor(1 / strength))
-    while int(enough * strength) < 1:  # counted as the pipeline counts, in floats
-        enough += 1
-    if enough <= max_steps:
-        return message + f"use at least {enough} steps or a higher strength"
-    return message + f"use a higher strength (at most {max_steps} steps are allowed)"

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.params.face import PSI
+from storage.params.sketch import CONTROL_SCALE
+
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
@@ -41,7 +44,7 @@ class SketchConfig(BaseModel):
     # softedge or canny ones work the same way (control_v11p_sd15_lineart, …).
     controlnet: str = Field(DEFAULT_CONTROLNET, min_length=1)
     pix2pix: str = ""  # a pix2pix edges→photo generator (.pth state dict) for --mode pix2pix; empty = off
-    control_scale: float = Field(1.0, ge=0, le=2)  # the default conditioning scale
+    control_scale: float = Field(1.0, ge=CONTROL_SCALE.low, le=CONTROL_SCALE.high)  # the default conditioning scale
 
 
 class FacesConfig(BaseModel):
@@ -51,4 +54,27 @@ class FacesConfig(BaseModel):
 
     checkpoint: str = ""  # an NVIDIA stylegan2-ada-pytorch network .pkl; empty = /face draws with Stable Diffusion
     directions: dict[str, str] = {}  # name → .npy file of a direction in w space (InterFaceGAN's format)
-    psi: float = Field(0.7, ge=-1, le=2)  # the default truncation
+    psi: float = Field(0.7, ge=PSI.low, le=PSI.high)  # the default truncation
+
+
+class UpscaleConfig(BaseModel):
+    """[upscale]: how /upscale and the hires fix enlarge a picture."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # An ESRGAN-family network (.pth or .safetensors: ESRGAN/RRDBNet such as 4x-UltraSharp or
+    # RealESRGAN_x4plus, or Real-ESRGAN's compact SRVGG); empty = Lanczos resampling.
+    model: str = ""
+    tile: int = Field(512, ge=64, le=4096)  # input pixels per tile side: smaller needs less memory
+
+
+class ActionsConfig(BaseModel):
+    """[actions]: the numbers behind the buttons under a result."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vary_subtle: float = Field(0.35, gt=0, le=1)  # image→image strength of /vary subtle (V buttons)
+    vary_strong: float = Field(0.75, gt=0, le=1)  # … and of /vary strong
+    # An SD 1.5 inpainting model (9-channel UNet) for /zoom and /pan, as a diffusers folder or hub id: only its
+    # UNet is loaded, beside the model's own VAE and text encoder. Empty: the model's own UNet outpaints.
+    inpaint_model: str = ""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
 from storage.errors import EaselError
-from storage.records import JobParams, RunInfo
+from storage.records import RunInfo
+from storage.params import JobParams
 
 
 class JobCancelled(EaselError):
@@ -42,6 +44,18 @@ class Progress(Protocol):
     wants_preview: bool
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None: ...
+
+
+def check_job(params: JobParams, inputs: tuple[Image.Image, ...], kinds: Collection[str]) -> None:
+    """Refuse, before any work, a job of a kind the engine does not draw or one with the wrong number of inputs.
+
+    Both are the caller's mistake (the queue routes by kind and loads params.inputs), so they raise ValueError
+    naming what was wrong; a user never causes them.
+    """
+    if params.kind not in kinds:
+        raise ValueError(f"a {params.kind} job was sent to an engine for {', '.join(map(str, kinds))} jobs")
+    if len(inputs) != len(params.inputs):
+        raise ValueError(f"{params.kind} job with {len(inputs)} input images instead of {len(params.inputs)}")
 
 
 class Engine(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Protocol
 
-from generation.config import FacesConfig, GenerationConfig, SketchConfig
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, SketchConfig, UpscaleConfig
 from generation.engine import Engine
 
 
@@ -14,12 +14,14 @@ class EngineConfig(Protocol):
     generation: GenerationConfig
     sketch: SketchConfig
     faces: FacesConfig
+    upscale: UpscaleConfig
+    actions: ActionsConfig
 
 
 def _diffusion(config: EngineConfig) -> Engine:
     from generation.diffusion import DiffusionEngine  # torch and diffusers: imported when an engine is built
 
-    return DiffusionEngine(config.generation, config.sketch)
+    return DiffusionEngine(config.generation, config.sketch, config.upscale, config.actions)
 
 
 def _faces(config: EngineConfig) -> Engine:
@@ -35,6 +37,10 @@ ENGINES: dict[str, Callable[[EngineConfig], Engine]] = {
     "img2img": _diffusion,
     "sketch": _diffusion,
     "face": _faces,
+    "upscale": _diffusion,  # the enlarging network sits beside the model its second pass may use
+    "vary": _diffusion,
+    "zoom": _diffusion,
+    "pan": _diffusion,
 }
 
 

@@ -125,7 +125,11 @@ def _parse(text: str) -> list[_Run]:
         scale(start, ROUND_FACTOR)
     for start in open_square:
         scale(start, SQUARE_FACTOR)
+    return _merged(runs)
 
+
+def _merged(runs: list[_Run]) -> list[_Run]:
+    """Neighbouring runs of the same weight as one (a BREAK stays on its own); one empty run for no runs."""
     merged: list[_Run] = []
     for run in runs:
         last = merged[-1] if merged else None

@@ -1,114 +1,59 @@
-"""One queue, one worker, one GPU thread: jobs persisted first, fair turns, progress, cancel, recovery."""
+"""The job queue: persisted first, one fair line, a runner that draws, events, cancel, saving, recovery."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
-import sqlite3
-import sys
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Awaitable, Callable, Mapping, TypeVar
+from typing import Callable, Mapping
 
 from PIL import Image
 
-from generation.engine import Engine, EngineResult, EngineUnavailable, JobCancelled
+from generation.engine import Engine, EngineResult, JobCancelled
+from generation.events import EventKind, JobEvent, Listener
+from generation.line import MAX_CRASHES, Line, QueueFull, QueueLimits, sort_out
+from generation.runners import LocalRunner, Runner
+from generation.saving import STORAGE_RETRY_SECONDS, remove_images, save_images, storage_trouble
 from storage.errors import EaselError
 from storage.history import History
-from storage.images import ImageStore, infotext
-from storage.records import ImageRecord, JobKind, JobParams, JobRecord, JobStatus, Owner
+from storage.images import ImageStore
+from storage.params import JobParams
+from storage.records import JobRecord, JobStatus, Owner
+
+# Also what the rest of easel imports from here (events, limits), though defined beside it.
+__all__ = ["MAX_CRASHES", "CancelError", "EventKind", "JobEvent", "JobQueue", "QueueFull", "QueueLimits"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class QueueFull(EaselError):
-    """A per-user or global queue limit would be exceeded."""
 
 
 class CancelError(EaselError):
     """A cancel that cannot be done: unknown job, not yours, already finished."""
 
 
-class EventKind(StrEnum):
-    QUEUED = "queued"
-    STARTED = "started"
-    PROGRESS = "progress"
-    STALLED = "stalled"  # back in the queue because its end could not be recorded (a full disk); error says why
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+class Stage(StrEnum):
+    WAITING = "waiting"  # back in the line after its end could not be recorded; its drawing may be kept
+    DRAWING = "drawing"
+    SAVING = "saving"  # drawn, images being saved: too late to cancel
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """Something that happened to a job; frontends turn these into messages."""
+@dataclass(eq=False)
+class _Job:
+    """One job out of the line (or put back after a full disk): the queue's one record of it. It is also
+    the engine's Progress: steps cross from the drawing thread to the event loop without blocking either."""
 
-    kind: EventKind
-    job: JobRecord
-    position: int | None = None
-    step: int = 0
-    total: int = 0
-    preview: Image.Image | None = None
-    error: str | None = None
-    recovered: bool = False
-    replayed: bool = False  # a finished job's end, sent again because its platform had not had it
-
-    @classmethod
-    def ending(cls, job: JobRecord, replayed: bool = False) -> JobEvent:
-        """The event that tells how a finished job ended."""
-        kind = {JobStatus.DONE: EventKind.DONE, JobStatus.FAILED: EventKind.FAILED,
-                JobStatus.CANCELLED: EventKind.CANCELLED}[job.status]
-        return cls(kind, job, error=job.error, replayed=replayed)
-
-    @property
-    def finished(self) -> bool:
-        return self.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
-
-
-@dataclass(frozen=True)
-class QueueLimits:
-    """How much may wait: per person (queued + running) and in total."""
-
-    max_per_user: int = 5
-    max_total: int = 50
-
-
-Listener = Callable[[JobEvent], None]
-
-MAX_CRASHES = 3  # a job the process died under this many times is failed, not retried
-STORAGE_RETRY_SECONDS = 30.0  # how long the worker waits for room on a full disk before trying again
-
-
-def storage_trouble(exc: BaseException) -> bool:
-    """Whether a job could not be recorded for reasons of the disk or database, not of the job itself."""
-    return isinstance(exc, (OSError, sqlite3.Error))
-
-
-def _next_turn(queues: dict[str, deque[JobRecord]], served: dict[str, int]) -> str:
-    """Whose turn it is: whoever was served least recently (never = first); ties go to the oldest job."""
-    return min(queues, key=lambda key: (served.get(key, 0), queues[key][0].id))
-
-
-class _Progress:
-    """Handed to the engine: crosses from the GPU thread to the event loop without blocking either."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, job: JobRecord, emit: Listener,
-                 wants_preview: bool = True) -> None:
-        self._loop = loop
-        self.wants_preview = wants_preview  # someone shows previews of this job: the engine makes them
-        self._job = job
-        self._emit = emit
-        self._cancel = threading.Event()
-        self.by_user = False  # a person asked to cancel (not a shutdown): the job must end cancelled
-        self.last: tuple[int, int] = (0, job.params.effective_steps)  # (done, total), for /queue
-        self.where: str | None = None  # where it runs, when not in this process ("on gpu-box-1")
-        self.on_cancel: Callable[[], None] | None = None  # called on the loop when a cancel is asked
+    record: JobRecord
+    loop: asyncio.AbstractEventLoop
+    emit: Listener
+    wants_preview: bool  # someone shows previews of this job: the engine makes them
+    stage: Stage = Stage.DRAWING
+    steps: tuple[int, int] = (0, 0)  # (done, total), for /queue: one tuple swap, so readers see a whole pair
+    where: str | None = None  # where it is drawn, when not in this process ("on gpu-box-1")
+    by_user: bool = False  # a person asked to cancel (not a shutdown): the job must end cancelled
+    result: EngineResult | None = None  # drawn; kept until it is on disk, so a retry saves rather than redraws
+    _cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
     def cancelled(self) -> bool:
@@ -117,94 +62,80 @@ class _Progress:
     def cancel(self, by_user: bool) -> None:
         self.by_user = self.by_user or by_user
         self._cancel.set()
-        if self.on_cancel is not None:
-            self.on_cancel()
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
-        self.last = (done, total)  # one tuple swap: readers on the loop see the old or the new pair
-        event = JobEvent(EventKind.PROGRESS, self._job, step=done, total=total, preview=preview)
-        self._loop.call_soon_threadsafe(self._emit, event)
+        self.steps = (done, total)
+        event = JobEvent(EventKind.PROGRESS, self.record, step=done, total=total, preview=preview)
+        self.loop.call_soon_threadsafe(self.emit, event)
 
 
 class JobQueue:
-    """Runs jobs one at a time on a single owned thread, taking turns between people."""
+    """One fair line of jobs, each persisted before it is acknowledged, drawn by a runner: this process's
+    GPU thread (give the engine for each kind) or `easel worker` processes (give a RedisRunner)."""
 
     def __init__(
-        self, history: History, images: ImageStore, engines: Mapping[JobKind, Engine], limits: QueueLimits,
+        self, history: History, images: ImageStore, engines: Mapping[str, Engine] | Runner, limits: QueueLimits,
         storage_retry_seconds: float = STORAGE_RETRY_SECONDS,
     ) -> None:
-        self.storage_retry_seconds = storage_retry_seconds
         self.history = history
         self.images = images
-        self.engines = dict(engines)  # the engine for each kind; one engine may serve several kinds
-        self.limits = limits
-        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
-        self._waiting: dict[str, deque[JobRecord]] = {}  # each person's waiting jobs, oldest first
-        self._served: dict[str, int] = {}  # person → when they last had a turn, since the queue was idle
-        self._turns_taken = 0
+        self.runner: Runner = LocalRunner(images, engines) if isinstance(engines, Mapping) else engines
+        self.storage_retry_seconds = storage_retry_seconds
+        self._line = Line(limits)
+        self._jobs: dict[int, _Job] = {}  # out of the line: drawing, saving; or put back, its drawing kept
         self._submit_lock = asyncio.Lock()
-        self._running: dict[int, JobRecord] = {}  # drawing now, oldest first (one locally, one per remote slot)
-        self._progress: dict[int, _Progress] = {}
-        self._saving: dict[int, JobRecord] = {}  # drawn, images being saved: too late to cancel
         self._listeners: list[Listener] = []
         self._preview_watchers: dict[str, int] = {}  # platform → frontends that show its jobs' previews
         self._wake = asyncio.Event()
-        self._worker: asyncio.Task | None = None
+        self._held_until = 0.0  # loop time before which nothing new goes out (an end could not be recorded)
+        self._dispatcher: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+
+    @property
+    def limits(self) -> QueueLimits:
+        return self._line.limits
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> list[JobRecord]:
-        """Requeue what was queued or running when the process last died, then start the worker."""
-        if self._worker is not None:
+        """Requeue what was queued or running when the process last stopped, then start handing jobs out."""
+        if self._dispatcher is not None:
             raise RuntimeError("JobQueue.start() called twice")
-        # The torch thread runs long stretches of Python (schedulers, module calls) holding the GIL;
-        # the default 5 ms switch interval let the event loop wait 10–20 ms behind it, 1 ms keeps
-        # it under 10 (benchmarks/queue_overhead.py).
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        await self.runner.start(self._wake.set, self._wants_end)
         # Jobs submitted before start() are unfinished in history too, but already waiting here.
-        known = {job.id for queue in self._waiting.values() for job in queue}
-        unfinished = [job for job in await self.history.unfinished() if job.id not in known]
-        recovered = await self._recover_unfinished(unfinished)
-        for job in recovered:
-            self._waiting.setdefault(job.owner.key, deque()).append(job)
-        for job in recovered:
-            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id), recovered=True))
-        if recovered:
-            log.info("recovered %d unfinished job(s): %s", len(recovered), ", ".join(f"#{j.id}" for j in recovered))
-        self._worker = asyncio.create_task(self._work(), name="easel-queue-worker")
-        self._wake.set()
-        return recovered
-
-    async def _recover_unfinished(self, unfinished: list[JobRecord]) -> list[JobRecord]:
-        """What to queue again of the jobs history left unfinished; here the process died under the running one."""
-        # A job still marked running means the process died under it; one that keeps doing so must
-        # not take easel down on every start, so after MAX_CRASHES it fails instead.
-        crashed = [job for job in unfinished if job.status is JobStatus.RUNNING]
-        await self.history.mark_crashed(job.id for job in crashed)
-        recovered = []
-        for job in unfinished:
-            crashes = job.crashes + (job.status is JobStatus.RUNNING)
-            if crashes >= MAX_CRASHES:
-                error = (f"easel stopped {crashes} times while job #{job.id} ran, so it is not retried; "
-                         "the log (data/easel.log) may say why")
-                await self.history.finish(job.id, JobStatus.FAILED, error=error)
-                self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
-                continue
-            recovered.append(replace(job, status=JobStatus.QUEUED, started_at=None, crashes=crashes))
-        return recovered
+        unfinished = [job for job in await self.history.unfinished() if self._line.find(job.id) is None]
+        again, failed = sort_out(unfinished, died_here=self.runner.counts_crashes)
+        running = [job.id for job in unfinished if job.status is JobStatus.RUNNING]
+        if self.runner.counts_crashes:
+            await self.history.mark_crashed(running)
+        else:  # still drawing on a worker, or its end waits in Redis: it comes back under the same key
+            await self.history.mark_requeued(running)
+        for job in failed:
+            await self.history.finish(job.id, JobStatus.FAILED, error=job.error)
+            self._emit(JobEvent.ending(job))
+        for job in again:
+            self._line.add(job)
+        for job in again:
+            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id)))
+        if again:
+            log.info("recovered %d unfinished job(s): %s", len(again), ", ".join(f"#{j.id}" for j in again))
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="easel-queue")
+        return again
 
     async def stop(self) -> None:
-        """Stop after interrupting the running job; it stays unfinished in history and runs on next start."""
+        """Interrupt what is drawing and wait for what is saving; unfinished jobs run on the next start."""
         self._stopping = True
-        for progress in list(self._progress.values()):
-            progress.cancel(by_user=False)
-        if self._worker is not None:
-            self._wake.set()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-        await asyncio.to_thread(self._gpu.shutdown, wait=True)
+        for state in self._jobs.values():
+            if state.stage is Stage.DRAWING:
+                state.cancel(by_user=False)
+        self.runner.interrupt()
+        self._wake.set()
+        if self._dispatcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        await self.runner.close()
 
     async def __aenter__(self) -> JobQueue:
         await self.start()
@@ -215,7 +146,9 @@ class JobQueue:
 
     async def run_on_gpu(self, function: Callable, *args: object) -> object:
         """Run function on the queue's one torch thread, after any job in progress (tools, benchmarks)."""
-        return await asyncio.get_running_loop().run_in_executor(self._gpu, function, *args)
+        if not isinstance(self.runner, LocalRunner):
+            raise RuntimeError("this queue's jobs are drawn by easel worker processes, not on a GPU here")
+        return await self.runner.run_on_gpu(function, *args)
 
     def watch_previews(self, platform: str) -> Callable[[], None]:
         """Have the engine draw previews for this platform's jobs (nobody else shows them, and each costs
@@ -239,37 +172,26 @@ class JobQueue:
         # The check and the append straddle a database write; without the lock, commands arriving
         # together (a Discord burst) would all pass the check before any of them was counted.
         async with self._submit_lock:
-            return await self._submit(owner, params, parent_id, per_user_limit)
+            self.check_available(params.kind)
+            self._line.check_room(owner, self._out_for(owner), per_user_limit)
+            job = await self.history.add_job(owner, params, parent_id)
+            if not self._jobs and not len(self._line):
+                self._line.new_round()
+            self._line.add(job)
+            self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id)))
+            self._held_until = 0.0  # a new job: perhaps there is room on the disk again
+            self._wake.set()
+            return job
 
-    def check_available(self, kind: JobKind) -> None:
+    def check_available(self, kind: str) -> None:
         """Raise EngineUnavailable, with what to configure, when jobs of this kind cannot run."""
-        engine = self.engines.get(kind)
-        if engine is None:
-            raise EngineUnavailable(f"{kind} jobs are not set up on this easel")
-        reason = engine.unavailable()
-        if reason:
-            raise EngineUnavailable(reason)
-
-    async def _submit(self, owner: Owner, params: JobParams, parent_id: int | None, per_user_limit: bool) -> JobRecord:
-        self.check_available(params.kind)
-        mine = self.count_for(owner)
-        if per_user_limit and mine >= self.limits.max_per_user:
-            raise QueueFull(
-                f"you already have {mine} job(s) waiting or running (limit {self.limits.max_per_user}); "
-                "wait for one to finish or /cancel one"
-            )
-        total = sum(len(q) for q in self._waiting.values())
-        if total >= self.limits.max_total:
-            raise QueueFull(f"the queue is full ({total} jobs waiting); try again in a few minutes")
-        job = await self.history.add_job(owner, params, parent_id)
-        self._waiting.setdefault(owner.key, deque()).append(job)
-        self._emit(JobEvent(EventKind.QUEUED, job, position=self.position(job.id)))
-        self._wake.set()
-        return job
+        self.runner.check_available(kind)
 
     async def cancel(self, job_id: int, by: Owner, admin: bool = False) -> JobRecord:
         """Cancel a waiting job at once, or ask the running one to stop at its next step."""
-        job = self._find(job_id)
+        state = self._jobs.get(job_id)
+        out = state is not None and state.stage is not Stage.WAITING
+        job = state.record if out else self._line.find(job_id)
         if job is None:
             stored = await self.history.get(job_id)
             if stored is None:
@@ -277,15 +199,15 @@ class JobQueue:
             raise CancelError(f"job #{job_id} has already finished ({stored.status})")
         if job.owner.key != by.key and not admin:
             raise CancelError(f"job #{job_id} is not yours; only its owner or an admin can cancel it")
-        if job_id in self._saving:  # its images exist and are being saved: say so rather than "cancelling…"
+        if out and state.stage is Stage.SAVING:  # its images exist: say so rather than "cancelling…"
             raise CancelError(f"job #{job_id} has already finished; its images are being saved")
-        if job_id in self._running:
-            self._progress[job_id].cancel(by_user=True)
+        if out:
+            state.cancel(by_user=True)
+            self.runner.cancel(job_id)
             return job
-        queue = self._waiting[job.owner.key]
-        queue.remove(job)
-        if not queue:
-            del self._waiting[job.owner.key]
+        self._line.remove(job)
+        if state is not None:  # put back after a full disk, its drawing kept: nothing will save it now
+            await self._forget(job_id)
         await self.history.finish(job_id, JobStatus.CANCELLED)
         self._emit(JobEvent.ending(replace(job, status=JobStatus.CANCELLED)))
         return job
@@ -293,53 +215,35 @@ class JobQueue:
     # ---- looking --------------------------------------------------------------------------
     def waiting(self) -> list[JobRecord]:
         """Queued jobs in the order they will run, if nobody else arrives."""
-        queues = {key: deque(jobs) for key, jobs in self._waiting.items()}
-        served, turn = dict(self._served), self._turns_taken
-        order: list[JobRecord] = []
-        while queues:
-            key = _next_turn(queues, served)
-            order.append(queues[key].popleft())
-            if not queues[key]:
-                del queues[key]
-            turn += 1
-            served[key] = turn
-        return order
-
-    @property
-    def running(self) -> JobRecord | None:
-        """The oldest job in progress (drawing, or its images being saved), or None when idle."""
-        jobs = self.running_jobs()
-        return jobs[0][0] if jobs else None
+        return self._line.order()
 
     def running_jobs(self) -> list[tuple[JobRecord, tuple[int, int], str | None]]:
         """Every job in progress, oldest first: (job, (steps done, steps in all), where it runs).
         A job whose images are being saved is still in progress: its end is not on disk yet."""
-        saving = [(job, (job.params.effective_steps,) * 2, None) for job in self._saving.values()]
-        drawing = [(job, self._progress[job.id].last, self._progress[job.id].where) for job in self._running.values()]
-        return sorted(saving + drawing, key=lambda entry: entry[0].id)
+        jobs = []
+        for job_id in sorted(self._jobs):
+            state = self._jobs[job_id]
+            if state.stage is Stage.DRAWING:
+                jobs.append((state.record, state.steps, state.where))
+            elif state.stage is Stage.SAVING:
+                jobs.append((state.record, (state.record.params.effective_steps,) * 2, None))
+        return jobs
 
     def position(self, job_id: int) -> int | None:
         """1 = runs next; 0 = running now; None = not in the queue."""
-        if job_id in self._running:
+        state = self._jobs.get(job_id)
+        if state is not None and state.stage is not Stage.WAITING:
             return 0
-        for index, job in enumerate(self.waiting(), start=1):
-            if job.id == job_id:
-                return index
-        return None
+        return self._line.position(job_id)
 
     def count_for(self, owner: Owner) -> int:
-        running = sum(job.owner.key == owner.key for job in self._running.values())
-        saving = sum(job.owner.key == owner.key for job in self._saving.values())
-        return len(self._waiting.get(owner.key, ())) + running + saving
+        """The owner's jobs waiting or in progress, as the per-user limit counts them."""
+        return self._line.count_for(owner) + self._out_for(owner)
 
-    def _find(self, job_id: int) -> JobRecord | None:
-        if job_id in self._running:
-            return self._running[job_id]
-        if job_id in self._saving:
-            return self._saving[job_id]
-        return next((job for q in self._waiting.values() for job in q if job.id == job_id), None)
+    def _out_for(self, owner: Owner) -> int:
+        return sum(s.record.owner.key == owner.key and s.stage is not Stage.WAITING for s in self._jobs.values())
 
-    # ---- the worker -----------------------------------------------------------------------
+    # ---- handing jobs out -----------------------------------------------------------------
     def _emit(self, event: JobEvent) -> None:
         for listener in list(self._listeners):
             try:
@@ -347,170 +251,153 @@ class JobQueue:
             except Exception:
                 log.exception("a job event listener failed on %s of job #%d", event.kind, event.job.id)
 
-    def _take_next(self, fits: Callable[[JobRecord], bool] | None = None) -> JobRecord | None:
-        """The next job by fair turns; with `fits`, among the people whose next job fits somewhere now."""
-        if not self._waiting:
-            self._served.clear()  # idle: everyone starts the next round equal
-            return None
-        candidates = self._waiting if fits is None else {k: q for k, q in self._waiting.items() if fits(q[0])}
-        if not candidates:
-            return None
-        key = _next_turn(candidates, self._served)
-        job = self._waiting[key].popleft()
-        if not self._waiting[key]:
-            del self._waiting[key]
-        self._turns_taken += 1
-        self._served[key] = self._turns_taken
-        return job
-
-    async def _work(self) -> None:
-        # The images of one job are saved and recorded while the next one draws: the GPU does not
-        # wait for PNG encoding, fsync and SQLite between queued jobs (benchmarks/gpu.py, "idle").
-        saving: tuple[JobRecord, asyncio.Task] | None = None
-        try:
-            while not self._stopping:
-                job = self._take_next()
-                if job is None:
-                    if saving is not None:  # nothing else to draw: let the last save end first
-                        await self._settle(*saving)
-                        saving = None
-                        continue
-                    await self._wait_for_wake()
-                    continue
-                drawn = await self._settle(job, self._draw(job))
-                if saving is not None:
-                    await self._settle(*saving)
-                    saving = None
-                if drawn is not None:
-                    saving = (drawn[0], asyncio.create_task(self._complete(*drawn)))
-        finally:
-            if saving is not None:
-                await self._settle(*saving)
-
-    async def _settle(self, job: JobRecord, step: Awaitable[T]) -> T | None:
-        """Await one step of a job (drawing, saving); a failure goes to _recover and gives None."""
-        try:
-            return await step
-        except Exception as exc:
-            await self._recover(job, exc)
-            return None
-
-    async def _wait_for_wake(self, timeout: float | None = None) -> None:
-        """Sleep until something changes (a job submitted, a slot or a stop) or timeout seconds pass."""
+    async def _sleep(self, timeout: float | None = None) -> None:
+        """Until something changes (a job submitted, room freed, a stop) or timeout seconds pass."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _recover(self, job: JobRecord, exc: Exception) -> None:
-        """A job whose end could not be recorded: wait for room on a storage problem, else fail it."""
-        if storage_trouble(exc):  # a full disk, a database that cannot be written
-            await self._wait_for_storage(job, exc)
-            return
-        log.error("could not record the end of job #%d", job.id, exc_info=exc)
-        error = f"something went wrong with job #{job.id}"
-        with contextlib.suppress(Exception):
-            await self.history.finish(job.id, JobStatus.FAILED, error=error)
-        self._emit(JobEvent.ending(replace(job, status=JobStatus.FAILED, error=error)))
+    def _fits(self, job: JobRecord) -> bool:
+        state = self._jobs.get(job.id)
+        return (state is not None and state.result is not None) or self.runner.has_room(job.params.kind)
 
-    async def _wait_for_storage(self, job: JobRecord, exc: Exception) -> None:
-        """Put a job whose end could not be recorded back at the head of the line, then wait for room."""
-        reason = getattr(exc, "strerror", None) or str(exc)
-        message = (f"job #{job.id} could not be saved ({reason}); it waits in the queue and runs again "
-                   f"in {self.storage_retry_seconds:g} s — free some space in {self.images.root}")
-        log.error(message)  # once per attempt, not per line of a traceback
-        with contextlib.suppress(Exception):  # may fail too on a full disk; the job is safe in memory
-            await self.history.mark_requeued([job.id])
-        job = replace(job, status=JobStatus.QUEUED, started_at=None)
-        self._waiting.setdefault(job.owner.key, deque()).appendleft(job)
-        self._emit(JobEvent(EventKind.STALLED, job, position=self.position(job.id), error=message))
-        await self._wait_for_wake(self.storage_retry_seconds)  # a stop, or a new job (room again?), ends it early
-
-    async def _draw(self, job: JobRecord) -> tuple[JobRecord, Engine, EngineResult] | None:
-        """Run one job on the GPU; returns what to save, or None when it already ended (failed, cancelled)."""
+    async def _dispatch(self) -> None:
+        """Hand jobs out in fair turns while the runner has room; each goes on in a task of its own."""
         loop = asyncio.get_running_loop()
-        job = replace(job, status=JobStatus.RUNNING)
-        engine = self.engines[job.params.kind]
-        # Running (for position, limits and cancel) from the moment it leaves the line, not only
-        # once the database write below returns: in between it would be nowhere.
-        self._running[job.id] = job
-        self._progress[job.id] = progress = _Progress(
-            loop, job, self._emit, wants_preview=self._preview_watchers.get(job.owner.platform, 0) > 0)
+        while not self._stopping:
+            held = self._held_until - loop.time()
+            if held > 0:  # an end could not be recorded (a full disk): what comes next could not be either
+                await self._sleep(held)
+                continue
+            job = self._line.take(self._fits)
+            if job is None:
+                await self._sleep()
+                continue
+            # Out of the line and in progress (for position, limits and cancel) from this moment on.
+            state = self._jobs.get(job.id)
+            if state is None:
+                wants_preview = self._preview_watchers.get(job.owner.platform, 0) > 0
+                state = self._jobs[job.id] = _Job(job, loop, self._emit, wants_preview,
+                                                  steps=(0, job.params.effective_steps))
+            state.record, state.stage = job, Stage.DRAWING
+            reserved = state.result is None
+            if reserved:
+                self.runner.reserve(job)
+            task = asyncio.create_task(self._run(state, reserved), name=f"easel-job-{job.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, state: _Job, reserved: bool) -> None:
+        """One job out of the line: drawn (unless its drawing was kept), saved and recorded."""
         try:
-            job = self._running[job.id] = replace(job, started_at=await self.history.mark_running(job.id))
+            try:
+                drawn = await self._draw(state)
+            finally:
+                if reserved:
+                    self.runner.release(state.record.id)
+                self._wake.set()  # room for the next one; its drawing overlaps this one's saving
+            if drawn:
+                await self._save(state)
+        except Exception as exc:
+            await self._recover(state, exc)
+
+    async def _draw(self, state: _Job) -> bool:
+        """Record the job running and have the runner draw it; False when it ended (failed, cancelled) or
+        went back for the next start."""
+        job = state.record
+        try:
+            job = state.record = replace(job, status=JobStatus.RUNNING,
+                                         started_at=await self.history.mark_running(job.id))
             self._emit(JobEvent(EventKind.STARTED, job, position=0))
-            result = await self._execute(engine, job, progress)
-            if progress.by_user:
+            if state.cancelled:  # while it was being recorded running
+                raise JobCancelled("cancelled before it started")
+            if state.result is None:
+                state.result = await self.runner.draw(job, state)
+            if state.by_user:
                 # The cancel came after the last step the engine could stop at; the person was told
                 # "cancelling…", so the job ends cancelled rather than delivering anyway.
                 raise JobCancelled("cancelled as it finished")
-            self._saving[job.id] = job  # from here a cancel is refused: the images are as good as delivered
-            return job, engine, result
+            state.stage = Stage.SAVING  # from here a cancel is refused: the images are as good as delivered
+            return True
         except JobCancelled:
-            if self._stopping and not progress.by_user:
+            if self._stopping and not state.by_user:
                 # Shutting down, not a person's cancel: leave it unfinished so the next start runs it.
+                self._jobs.pop(job.id, None)
                 await self.history.mark_requeued([job.id])  # a clean stop, not a crash
                 log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
-                return None
-            await self._finish(job, engine, JobStatus.CANCELLED)
+                return False
+            await self._end(state, JobStatus.CANCELLED)
         except EaselError as exc:
-            await self._finish(job, engine, JobStatus.FAILED, error=str(exc))
+            await self._end(state, JobStatus.FAILED, error=str(exc))
         except Exception:
             log.exception("job #%d failed", job.id)
-            await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
-        finally:
-            self._running.pop(job.id, None)
-            self._progress.pop(job.id, None)
-        return None
+            await self._end(state, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
+        return False
 
-    async def _execute(self, engine: Engine, job: JobRecord, progress: _Progress) -> EngineResult:
-        """Draw a job: here on the one GPU thread; the Redis queue sends it to a worker instead."""
-        inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
-        return await self.run_on_gpu(engine.run, job.params, inputs, progress)
-
-    async def _complete(self, job: JobRecord, engine: Engine, result: EngineResult) -> None:
+    async def _save(self, state: _Job) -> None:
         """Save a drawn job's images and record it done; a storage problem is raised for _recover."""
+        job, result = state.record, state.result
         try:
-            try:
-                images = await asyncio.to_thread(self._save, job, result)
-            except Exception as exc:
-                if storage_trouble(exc):  # drawn, but not saved: it waits for room, not fails
-                    raise
-                log.exception("job #%d could not be saved", job.id)
-                await self._finish(job, engine, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
-                return
-            try:
-                await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
-            except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
-                _remove(images)
+            images = await asyncio.to_thread(save_images, self.images, job, result)
+        except Exception as exc:
+            if storage_trouble(exc):  # drawn, but not saved: it waits for room, not fails
                 raise
-            await self._ended(job.id)
-            self._emit(JobEvent.ending(await self.history.get(job.id)))
-        finally:
-            self._saving.pop(job.id, None)
+            log.exception("job #%d could not be saved", job.id)
+            await self._end(state, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
+            return
+        try:
+            await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
+        except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
+            remove_images(images)
+            raise
+        await self._forget(job.id)
+        self._emit(JobEvent.ending(await self.history.get(job.id)))
 
-    async def _finish(self, job: JobRecord, engine: Engine, status: JobStatus, error: str | None = None) -> None:
-        # How the engine was set up matters most when a job fails (out of memory, say): keep it.
-        await self.history.finish(job.id, status, error=error, run=engine.run_info())
-        await self._ended(job.id)
+    async def _end(self, state: _Job, status: JobStatus, error: str | None = None) -> None:
+        """Record a job failed or cancelled, with how its engine was set up (what matters most when a job
+        fails: out of memory, say)."""
+        job = state.record
+        await self.history.finish(job.id, status, error=error, run=self.runner.run_info(job))
+        await self._forget(job.id)
         self._emit(JobEvent.ending(replace(job, status=status, error=error)))
 
-    async def _ended(self, job_id: int) -> None:
-        """A job's end is on disk (the Redis queue acknowledges its result message here)."""
+    async def _forget(self, job_id: int) -> None:
+        """The job's end is on disk: it is no longer in progress, and the runner may let go of it."""
+        self._jobs.pop(job_id, None)
+        await self.runner.ended(job_id)
 
-    def _save(self, job: JobRecord, result) -> list[ImageRecord]:
-        records = []
-        try:
-            for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-                path = self.images.save_output(job.id, index, image, infotext(job.params, seed, result.run))
-                records.append(ImageRecord(job_id=job.id, index=index, seed=seed, path=str(path)))
-        except BaseException:
-            _remove(records)  # all of a job's images or none: the rerun writes them all again
-            raise
-        return records
+    async def _wants_end(self, job_id: int) -> bool:
+        """Whether a drawing that came back for a job not out now is still to be saved; else it is a second
+        copy (at-least-once delivery) of one that is saved, or being saved."""
+        state = self._jobs.get(job_id)
+        if state is not None and state.result is not None:
+            return False
+        stored = await self.history.get(job_id)
+        return stored is not None and not stored.status.finished
 
-
-def _remove(images: list[ImageRecord]) -> None:
-    """Delete the files of images that will not be recorded; one already gone is fine."""
-    for image in images:
-        with contextlib.suppress(OSError):
-            os.unlink(image.path)
+    async def _recover(self, state: _Job, exc: Exception) -> None:
+        """A job whose end could not be recorded: back in line on a storage problem, else failed."""
+        job_id = state.record.id
+        if not storage_trouble(exc):
+            log.error("could not record the end of job #%d", job_id, exc_info=exc)
+            error = f"something went wrong with job #{job_id}"
+            with contextlib.suppress(Exception):
+                await self.history.finish(job_id, JobStatus.FAILED, error=error)
+            with contextlib.suppress(Exception):
+                await self._forget(job_id)
+            self._emit(JobEvent.ending(replace(state.record, status=JobStatus.FAILED, error=error)))
+            return
+        # A full disk, a database that cannot be written: it waits at the head of its owner's line, and
+        # nothing new goes out until the retry (a new job ends the wait early: room again?).
+        reason = getattr(exc, "strerror", None) or str(exc)
+        message = (f"job #{job_id} could not be saved ({reason}); it waits in the queue and runs again "
+                   f"in {self.storage_retry_seconds:g} s — free some space in {self.images.root}")
+        log.error(message)  # once per attempt, not per line of a traceback
+        with contextlib.suppress(Exception):  # may fail too on a full disk; the job is safe in memory
+            await self.history.mark_requeued([job_id])
+        state.record = replace(state.record, status=JobStatus.QUEUED, started_at=None)
+        state.stage, state.where = Stage.WAITING, None
+        self._line.put_back(state.record)
+        self._held_until = asyncio.get_running_loop().time() + self.storage_retry_seconds
+        self._wake.set()
+        self._emit(JobEvent(EventKind.STALLED, state.record, position=self.position(job_id), error=message))

@@ -36,8 +36,8 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Write the tiny pipeline to out_dir and return it."""
+def make_tiny_model(out_dir: Path, seed: int = 0, in_channels: int = 4) -> Path:
+    """Write the tiny pipeline to out_dir and return it; in_channels=9 makes it an inpainting model's shape."""
     import torch
     import transformers
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -47,7 +47,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=(8, 16),
         layers_per_block=1,

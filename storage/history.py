@@ -12,88 +12,9 @@ from typing import AsyncIterator, Iterable
 import aiosqlite
 
 from storage.errors import StorageError
-from storage.records import (
-    ImageRecord,
-    Img2ImgParams,
-    JobKind,
-    JobParams,
-    JobRecord,
-    JobStatus,
-    Owner,
-    RunInfo,
-    Txt2ImgParams,
-    params_from_json,
-    params_to_json,
-)
-
-SCHEMA_VERSION = 5
-
-# Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
-# a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
-_JOBS_TABLE = """
-CREATE TABLE {name} (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    platform TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    chat_id TEXT NOT NULL DEFAULT '',
-    user_name TEXT NOT NULL DEFAULT '',
-    kind TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    params TEXT NOT NULL,
-    model TEXT,
-    model_hash TEXT,
-    memory_profile TEXT,
-    attention TEXT,
-    dtype TEXT,
-    device TEXT,
-    diffusers_version TEXT,
-    torch_version TEXT,
-    vae_tiling INTEGER,
-    controlnet TEXT,
-    parent_id INTEGER REFERENCES jobs(id),
-    status TEXT NOT NULL,
-    error TEXT,
-    crashes INTEGER NOT NULL DEFAULT 0,
-    delivered INTEGER NOT NULL DEFAULT 0,
-    unsure_sends INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT
-)"""
-_INDEXES_AND_IMAGES = (
-    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(platform, user_id, id)",
-    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status)",
-    "CREATE INDEX IF NOT EXISTS jobs_undelivered ON jobs(platform, id) WHERE delivered = 0",
-    """CREATE TABLE IF NOT EXISTS images (
-        job_id INTEGER NOT NULL REFERENCES jobs(id),
-        idx INTEGER NOT NULL,
-        seed INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    )""",
-    "CREATE INDEX IF NOT EXISTS images_seed ON images(seed)",
-    # Version 3: which chat message shows which job, so buttons and replies find their job after a restart.
-    """CREATE TABLE IF NOT EXISTS messages (
-        platform TEXT NOT NULL,
-        chat_id TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        job_id INTEGER NOT NULL REFERENCES jobs(id),
-        PRIMARY KEY (platform, chat_id, message_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_job ON messages(job_id)",
-)
-
-_RUN_COLUMNS = (
-    "model", "model_hash", "memory_profile", "attention", "dtype", "device",
-    "diffusers_version", "torch_version", "vae_tiling", "controlnet",
-)
-# What versions 1 and 2 share, copied as it is by the migration.
-_KEPT_COLUMNS = (
-    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *_RUN_COLUMNS[:-2],
-    "parent_id", "status", "error", "crashes", "created_at", "started_at", "finished_at",
-)
-
+from storage.records import ImageRecord, JobRecord, JobStatus, Owner, RunInfo
+from storage.params import JobParams, params_from_json, params_to_json
+from storage.schema import RUN_COLUMNS, prepare
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -101,118 +22,6 @@ def _now() -> str:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _v1_params(row: sqlite3.Row) -> JobParams:
-    """A version-1 row's flat Stable Diffusion columns as typed params."""
-    common = dict(
-        seed=row["seed"], count=row["count"], prompt=row["prompt"], negative_prompt=row["negative_prompt"],
-        steps=row["steps"], cfg=row["cfg"], width=row["width"], height=row["height"], scheduler=row["scheduler"],
-        # Version 1 tiled the VAE whenever the profile allowed it; a rerun must tile too to match its pixels.
-        vae_tiling=row["memory_profile"] in ("balanced", "low", "minimal") if row["memory_profile"] else None,
-    )
-    if row["kind"] == JobKind.IMG2IMG:
-        return Img2ImgParams(strength=row["strength"], input_sha256=row["input_sha256"], **common)
-    return Txt2ImgParams(**common)
-
-
-def _migrate_v1(db: sqlite3.Connection) -> None:
-    """Version 1 → 2: the flat Stable Diffusion columns become the params JSON; every job stays rerunnable."""
-    # SQLite's recipe for a changed table: build the new one, copy, drop the old, rename (foreign keys off).
-    db.execute(_JOBS_TABLE.format(name="jobs_v2"))
-    rows = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-    marks = ", ".join("?" * (len(_KEPT_COLUMNS) + 3))
-    db.executemany(
-        f"INSERT INTO jobs_v2 ({', '.join(_KEPT_COLUMNS)}, vae_tiling, params, delivered) VALUES ({marks})",
-        [
-            (*(row[name] for name in _KEPT_COLUMNS), params.vae_tiling, params_to_json(params),
-             # Jobs that ended before the upgrade were shown when they ended: do not replay them all.
-             int(JobStatus(row["status"]).finished))
-            for row, params in ((row, _v1_params(row)) for row in rows)
-        ],
-    )
-    db.execute("DROP TABLE jobs")
-    db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
-
-
-# Columns later versions added, each with what an older row gets.
-_ADDED_COLUMNS = (
-    ("controlnet", "TEXT"),  # version 4: sketch jobs
-    # Version 5: sends of a job's result that started and never got an answer (a kill mid-send, a timeout):
-    # the result may have arrived that many times, so it is sent again at most once.
-    ("unsure_sends", "INTEGER NOT NULL DEFAULT 0"),
-)
-
-
-def _add_columns(db: sqlite3.Connection) -> None:
-    """Versions 2–4 → now: the columns added since, each only where it is missing."""
-    present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-    for name, kind in _ADDED_COLUMNS:
-        if name not in present:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-
-
-def _prepare(path: Path) -> None:
-    """Create or upgrade the schema; every problem with the file becomes one StorageError line."""
-    if path.exists() and not path.is_file():
-        raise StorageError(f"{path} is not a file; move it aside or set [storage] data_dir to another folder")
-    try:
-        _create_or_upgrade(path)
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(_database_problem(path, exc)) from None
-    except OSError as exc:
-        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from None
-
-
-def _database_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return (f"cannot write {path}: it (or its folder) is read-only; give easel write access to it, "
-                "or set [storage] data_dir to a folder it can write")
-    if "unable to open" in text:
-        return f"cannot open {path}: check that its folder exists and easel may write there"
-    if "disk is full" in text or "disk I/O" in text:
-        return f"cannot write {path}: {text}; free some space on that disk"
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return (f"{path} is damaged or not an easel database ({text}); move it aside to start a new "
-                "history (images on disk are kept), or restore a backup")
-    return f"cannot use {path}: {text}"
-
-
-def _create_or_upgrade(path: Path) -> None:
-    """Create or upgrade the schema, all in one transaction, on a connection of its own."""
-    db = sqlite3.connect(path, isolation_level=None, timeout=10)
-    db.row_factory = sqlite3.Row
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=OFF")  # the migration drops and renames a referenced table
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path} was written by a newer easel (schema {version}, this one knows {SCHEMA_VERSION}); "
-                    "upgrade easel, or move the file aside to start a new history"
-                )
-            has_jobs = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()
-            if not has_jobs:
-                db.execute(_JOBS_TABLE.format(name="jobs"))
-            elif version < 2:
-                _migrate_v1(db)  # builds the current table, controlnet column included
-            elif version < SCHEMA_VERSION:
-                _add_columns(db)
-            for statement in _INDEXES_AND_IMAGES:
-                db.execute(statement)
-            problems = db.execute("PRAGMA foreign_key_check").fetchall()
-            if problems:
-                raise StorageError(f"{path}: the upgrade would break {len(problems)} reference(s); left unchanged")
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    finally:
-        db.close()
 
 
 def requeue_running(path: Path) -> None:
@@ -239,7 +48,7 @@ class History:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the folder of {path}: {exc.strerror or exc}") from None
-        await asyncio.to_thread(_prepare, path)
+        await asyncio.to_thread(prepare, path)
         db = await aiosqlite.connect(path)
         try:
             db.row_factory = aiosqlite.Row
@@ -280,7 +89,7 @@ class History:
                 """INSERT INTO jobs (platform, user_id, chat_id, user_name, kind, seed, count, params,
                        parent_id, status, created_at)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
-                (owner.platform, owner.user_id, owner.chat_id, owner.name, params.kind.value, params.seed,
+                (owner.platform, owner.user_id, owner.chat_id, owner.name, params.kind, params.seed,
                  params.count, params_to_json(params), parent_id, JobStatus.QUEUED.value, created),
             )
         return JobRecord(
@@ -324,8 +133,8 @@ class History:
     ) -> None:
         """Record how a job ended, with its images and run info, in one transaction."""
         assert status.finished, status
-        run_values = tuple(getattr(run, name) for name in _RUN_COLUMNS) if run else (None,) * len(_RUN_COLUMNS)
-        assignments = ", ".join(f"{name}=COALESCE(?, {name})" for name in _RUN_COLUMNS)
+        run_values = tuple(getattr(run, name) for name in RUN_COLUMNS) if run else (None,) * len(RUN_COLUMNS)
+        assignments = ", ".join(f"{name}=COALESCE(?, {name})" for name in RUN_COLUMNS)
         async with self._transaction() as db:
             await db.execute(
                 f"UPDATE jobs SET status=?, error=?, finished_at=?, {assignments} WHERE id=?",
@@ -382,14 +191,6 @@ class History:
         )
         return rows[0] if rows else None
 
-    async def messages_of(self, job_id: int, platform: str) -> list[tuple[str, str]]:
-        """(chat_id, message_id) of every message on a platform that shows this job, oldest first."""
-        cursor = await self._db.execute(
-            "SELECT chat_id, message_id FROM messages WHERE job_id=? AND platform=? ORDER BY rowid",
-            (job_id, platform),
-        )
-        return [(row["chat_id"], row["message_id"]) for row in await cursor.fetchall()]
-
     async def get(self, job_id: int) -> JobRecord | None:
         rows = await self._select("WHERE id=?", (job_id,))
         return rows[0] if rows else None
@@ -437,7 +238,7 @@ class History:
 def _record(row: aiosqlite.Row, images: tuple[ImageRecord, ...]) -> JobRecord:
     run = None
     if row["model"] is not None:
-        values = {name: row[name] for name in _RUN_COLUMNS}
+        values = {name: row[name] for name in RUN_COLUMNS}
         values["vae_tiling"] = bool(values["vae_tiling"])
         run = RunInfo(**values)
     return JobRecord(

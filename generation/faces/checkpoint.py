@@ -224,6 +224,42 @@ def _stand_ins(shown: str) -> dict[tuple[str, str], Any]:
             raise refuse("a persistent object in it has no class name or no state")
         return _Persistent(class_name, state)
 
+    class EasyDict(dict):
+        """Stand-in for dnnlib.util.EasyDict: a plain dict that pickle fills with SETITEMS."""
+
+        def __setstate__(self, state: object) -> None:
+            if state:
+                raise refuse("an EasyDict in it carries attributes")
+
+    def make_set(items: object = ()) -> set:
+        if not isinstance(items, (list, tuple)):
+            raise refuse("a set in it is not built from a list")
+        return set(items)
+
+    def device(kind: object, index: object = None) -> torch.device:
+        if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
+            raise refuse("a torch device in it is malformed")
+        return torch.device(kind) if index is None else torch.device(kind, index)
+
+    def size(dims: object = ()) -> torch.Size:
+        if not _ints(dims):
+            raise refuse("a torch.Size in it is malformed")
+        return torch.Size(dims)
+
+    allowed: dict[tuple[str, str], Callable[..., Any] | type] = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): reconstruct_persistent_obj,
+        ("collections", "OrderedDict"): collections.OrderedDict,  # a built-in type: immutable, calling it runs nothing
+        ("dnnlib.util", "EasyDict"): EasyDict,
+        ("builtins", "set"): make_set,  # protocol 3 (NVIDIA's default then) has no set opcode
+        ("torch", "device"): device,
+        ("torch", "Size"): size,
+    }
+    return allowed | _tensor_stand_ins(shown, refuse) | _numpy_stand_ins(refuse)
+
+
+def _tensor_stand_ins(shown: str, refuse: Callable[[str], CheckpointError]) -> dict[tuple[str, str], Any]:
+    """The allow-list's part for tensors: storages read by torch's weights-only loader, tensors that fit them."""
+
     def load_from_bytes(blob: object) -> torch.storage.TypedStorage:
         if not isinstance(blob, bytes):
             raise refuse("a tensor storage in it is not a byte string")
@@ -274,17 +310,16 @@ def _stand_ins(shown: str) -> dict[tuple[str, str], Any]:
         check_hooks(hooks)
         return data  # Parameter-ness and any python attributes (state) do not matter for a state dict
 
-    class EasyDict(dict):
-        """Stand-in for dnnlib.util.EasyDict: a plain dict that pickle fills with SETITEMS."""
+    return {
+        ("torch.storage", "_load_from_bytes"): load_from_bytes,
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
+    }
 
-        def __setstate__(self, state: object) -> None:
-            if state:
-                raise refuse("an EasyDict in it carries attributes")
 
-    def make_set(items: object = ()) -> set:
-        if not isinstance(items, (list, tuple)):
-            raise refuse("a set in it is not built from a list")
-        return set(items)
+def _numpy_stand_ins(refuse: Callable[[str], CheckpointError]) -> dict[tuple[str, str], Any]:
+    """The allow-list's part for numpy values (in init kwargs): dtypes, scalars and arrays of plain numbers."""
 
     def numpy_dtype(spec: object, align: object = False, copy: object = True) -> np.dtype:
         # copy=True always: numpy's cached dtype singletons must never receive a BUILD from the file.
@@ -317,29 +352,9 @@ def _stand_ins(shown: str) -> dict[tuple[str, str], Any]:
             raise refuse("a numpy array in it is malformed")
         return np.frombuffer(buffer, dtype).reshape(shape, order=order)
 
-    def device(kind: object, index: object = None) -> torch.device:
-        if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
-            raise refuse("a torch device in it is malformed")
-        return torch.device(kind) if index is None else torch.device(kind, index)
-
-    def size(dims: object = ()) -> torch.Size:
-        if not _ints(dims):
-            raise refuse("a torch.Size in it is malformed")
-        return torch.Size(dims)
-
     allowed: dict[tuple[str, str], Callable[..., Any] | type] = {
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): reconstruct_persistent_obj,
-        ("torch.storage", "_load_from_bytes"): load_from_bytes,
-        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): rebuild_parameter,
-        ("collections", "OrderedDict"): collections.OrderedDict,  # a built-in type: immutable, calling it runs nothing
-        ("dnnlib.util", "EasyDict"): EasyDict,
-        ("builtins", "set"): make_set,  # protocol 3 (NVIDIA's default then) has no set opcode
         ("numpy", "dtype"): numpy_dtype,
         ("numpy", "ndarray"): NdArray,
-        ("torch", "device"): device,
-        ("torch", "Size"): size,
     }
     for core in _NUMPY_CORE:
         allowed[(f"{core}.multiarray", "scalar")] = numpy_scalar

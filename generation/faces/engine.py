@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from generation.config import FacesConfig
-from generation.engine import EngineResult, ModelLoadError, Progress
+from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress, check_job
 from storage.errors import EaselError
-from storage.records import FaceParams, RunInfo
+from storage.records import RunInfo
+from storage.params import FaceParams
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ def layer_range(layers: str, num_ws: int) -> range:
 
 class FaceEngine:
     """Draws FaceParams jobs with the StyleGAN2 generator in [faces] checkpoint."""
+
+    KINDS = ("face",)  # the job kinds this engine draws
 
     def __init__(self, config: FacesConfig, device: str = "cpu") -> None:
         self.config = config
@@ -75,13 +78,20 @@ class FaceEngine:
         return generator
 
     def run(self, params: FaceParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
-        """One face per seed (s, s+1, …), each as NVIDIA's generate.py would draw it."""
+        """One face per seed (s, s+1, …), each as NVIDIA's generate.py would draw it; raises JobCancelled if
+        cancelled before the last face is done."""
         from generation.faces.stylegan2 import edit, mix, to_uint8, z_for_seed
 
+        check_job(params, inputs, self.KINDS)
+        if progress.cancelled:
+            raise JobCancelled("cancelled before it started")
         generator = self._load()
         images = []
         with torch.inference_mode():
             for seed in params.seeds:
+                # Before each face (the first one waits for a load), and again before synthesis, the costly half.
+                if progress.cancelled:
+                    raise JobCancelled("cancelled while running")
                 ws = self._styles(generator, z_for_seed(seed, generator.z_dim), params.psi)
                 if params.mix_seed is not None:
                     other = self._styles(generator, z_for_seed(params.mix_seed, generator.z_dim), params.psi)
@@ -90,8 +100,11 @@ class FaceEngine:
                     if name not in self._directions:
                         raise EaselError(f"no direction {name!r}; this generator has {', '.join(self._directions)}")
                     ws = edit(ws, torch.from_numpy(self._directions[name]).to(ws), amount)
+                if progress.cancelled:
+                    raise JobCancelled("cancelled while running")
                 picture = generator.synthesis(ws, noise_mode="const")
                 images.append(Image.fromarray(to_uint8(picture), "RGB"))
+                # A cancel that arrives with the last face done is too late to save any work: keep the faces.
                 progress.step(len(images), len(params.seeds), None)
         return EngineResult(images=tuple(images), seeds=params.seeds, run=self.run_info())
 

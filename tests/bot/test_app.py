@@ -111,11 +111,21 @@ def test_a_second_ctrl_c_quits_at_once_and_the_job_is_not_a_crash(workdir: Path)
     assert job_row(workdir) == ("queued", 0)
 
 
+def mapped(pid: int, library: str) -> bool:
+    """Whether the process has loaded a shared library whose file name contains `library` (Linux)."""
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as maps:
+        return library in maps.read()
+
+
 def test_ctrl_c_during_start_up_is_one_line(workdir: Path) -> None:
     easel = Live(workdir)
-    # Python is up after a few milliseconds; easel then imports torch and opens storage for seconds.
-    # (Sooner, the OS itself ends the process, quietly; later, it is the clean stop above.)
-    time.sleep(0.5)
+    # Start-up: easel's imports (pydantic's compiled core among the first), then config and storage, then
+    # the event loop takes over signals. Signal as soon as that core is loaded: inside start-up on any
+    # machine, however fast. (Sooner, Python may not be up yet; later, it is the clean stop above.)
+    deadline = time.monotonic() + 60
+    while not mapped(easel.process.pid, "_pydantic_core"):
+        assert easel.process.poll() is None and time.monotonic() < deadline, "easel never began its imports"
+        time.sleep(0.002)
     code, err = easel.stop(signal.SIGINT)
     assert code == 130, err
     assert err.strip() == "easel: stopped; unfinished jobs run again on the next start"

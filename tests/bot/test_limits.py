@@ -6,7 +6,7 @@ import pytest
 
 from bot.config import LimitsConfig
 from bot.limits import MAX_SEED, CommandError, check_params
-from storage.records import JobKind
+
 from tests.conftest import params
 
 
@@ -29,7 +29,7 @@ def limit_error(limits: LimitsConfig = LIMITS, **changes: object) -> str:
 def test_params_within_limits_pass():
     check_params(BASE, LIMITS)
     edge = job(steps=500, cfg=30.0, count=4, seed=MAX_SEED - 3, width=1536, height=1536,
-               kind=JobKind.IMG2IMG, strength=1.0, prompt="x" * 1000, negative_prompt="y" * 1000)
+               kind="img2img", strength=1.0, prompt="x" * 1000, negative_prompt="y" * 1000)
     check_params(edge, LIMITS)
     check_params(job(width=2048, height=64, cfg=0.0, seed=0, steps=1), LIMITS)
 
@@ -49,8 +49,8 @@ def test_params_within_limits_pass():
         # seeds s … s+n-1 must all fit, so the top of the range shrinks with the count.
         (dict(seed=MAX_SEED, count=2), f"seed must be 0–{MAX_SEED - 1}, got {MAX_SEED}"),
         (dict(seed=MAX_SEED - 2, count=4), f"seed must be 0–{MAX_SEED - 3}, got {MAX_SEED - 2}"),
-        (dict(kind=JobKind.IMG2IMG, strength=0.0), "strength must be above 0 and at most 1, got 0"),
-        (dict(kind=JobKind.IMG2IMG, strength=1.5), "strength must be above 0 and at most 1, got 1.5"),
+        (dict(kind="img2img", strength=0.0), "strength must be above 0 and at most 1, got 0"),
+        (dict(kind="img2img", strength=1.5), "strength must be above 0 and at most 1, got 1.5"),
         (dict(width=99999, height=3), "width must be a multiple of 8 from 64 to 2048, got 99999"),
         (dict(height=3), "height must be a multiple of 8 from 64 to 2048, got 3"),
         (dict(width=516), "width must be a multiple of 8 from 64 to 2048, got 516"),
@@ -77,12 +77,12 @@ def test_limit_refusals_name_the_range(changes, message):
     ],
 )
 def test_img2img_that_would_run_no_steps_is_refused(steps, strength, message):
-    assert limit_error(kind=JobKind.IMG2IMG, steps=steps, strength=strength) == message
+    assert limit_error(kind="img2img", steps=steps, strength=strength) == message
 
 
 def test_img2img_with_one_step_to_run_passes():
     for steps, strength in ((2, 0.5), (4, 0.3), (10, 0.1), (1, 1.0)):
-        check_params(job(kind=JobKind.IMG2IMG, steps=steps, strength=strength), LIMITS)
+        check_params(job(kind="img2img", steps=steps, strength=strength), LIMITS)
     check_params(job(steps=1), LIMITS)  # text→image runs every step it is given
 
 

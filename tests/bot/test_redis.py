@@ -1,9 +1,8 @@
 """The Redis queue for real: a redis-server on 127.0.0.1, `easel worker` processes on the tiny model,
-the bot's RedisQueue with real SQLite history and image files. Nothing of Redis or SAQ is mocked."""
+the bot's JobQueue with a RedisRunner, real SQLite history and image files. Nothing of Redis or SAQ is mocked."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -20,12 +19,16 @@ from PIL import Image
 
 from generation.config import GenerationConfig
 from generation.diffusion import DiffusionEngine
-from generation.queue import EventKind, JobEvent, QueueLimits
-from generation.redis_queue import RedisQueue, RedisSettings
+from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
+from generation.redis_link import connect, live_workers
+from generation.redis_runner import RedisRunner
+from generation.wire import RedisSettings
 from storage.history import History
 from storage.images import ImageStore
-from storage.records import JobStatus, Owner, Txt2ImgParams
+from storage.records import JobStatus, Owner
+from storage.params import Txt2ImgParams
 from tests.conftest import free_port
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server")
@@ -100,11 +103,13 @@ class Workers:
         self.config_file, self.tmp_path = config_file, tmp_path
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, kinds: str = "txt2img,img2img,sketch,face") -> subprocess.Popen:
+    def start(self, name: str, kinds: str | None = None) -> subprocess.Popen:
+        """A worker taking these kinds (comma-separated), or every kind when none are named."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
         log = open(self.tmp_path / f"{name}.log", "w")
+        chosen = ["--kinds", kinds] if kinds is not None else []
         process = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--config", str(self.config_file),
-                                    "--name", name, "--kinds", kinds, "-v"],
+                                    "--name", name, *chosen, "-v"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
@@ -132,9 +137,11 @@ def workers(config_file: Path, tmp_path: Path):
 
 
 class Bot:
-    """The bot side in this process: RedisQueue over real SQLite and image files, events recorded."""
+    """The bot side in this process: a JobQueue drawing through a RedisRunner, over real SQLite and image
+    files, events recorded."""
 
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, started: bool = True) -> None:
+        self.started = started  # False: the test starts the queue (after submitting what it should find)
         self.data = tmp_path / "data"
         self.settings = RedisSettings(url=redis_url, lease_seconds=2, sweep_seconds=1)
         self.events: list[JobEvent] = []
@@ -143,27 +150,25 @@ class Bot:
     async def __aenter__(self) -> Bot:
         self.history = await History.open(self.data / "easel.db")
         self.store = ImageStore(self.data)
-        self.queue = RedisQueue(self.history, self.store, QueueLimits(50, 200), self.settings, poll_seconds=0.2,
-                                storage_retry_seconds=0.5)
+        self.runner = RedisRunner(self.settings, self.store, poll_seconds=0.2)
+        self.queue = JobQueue(self.history, self.store, self.runner, QueueLimits(50, 200), storage_retry_seconds=0.5)
         self.queue.subscribe(self.events.append)
-        await self.queue.start()
+        if self.started:
+            await self.queue.start()
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.queue.stop()
         await self.history.close()
 
-    async def until(self, condition, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.05)
+    async def until(self, condition, what: str = "") -> None:
+        await eventually(condition, timeout=TIMEOUT, what=what, every=0.05)
 
     def ended(self, job_id: int) -> list[JobEvent]:
         return [event for event in self.events if event.finished and event.job.id == job_id]
 
     async def wait_workers(self, count: int) -> None:
-        await self.until(lambda: len(self.queue.workers) >= count)
+        await self.until(lambda: len(self.runner.workers) >= count, what=f"{count} worker(s)")
 
 
 @contextlib.asynccontextmanager
@@ -181,6 +186,15 @@ def job(steps: int = 3, seed: int = 1, count: int = 1, size: int = 64) -> Txt2Im
                          height=size, scheduler="dpmpp_2m")
 
 
+async def live_count(bot: Bot, count: int) -> bool:
+    """Whether `count` workers are registered in Redis (asked directly: the bot's queue may not run yet)."""
+    client = await connect(bot.settings)
+    try:
+        return len(await live_workers(client, bot.settings)) == count
+    finally:
+        await client.aclose()
+
+
 async def stream_entries(bot: Bot, kind: str) -> list[dict]:
     import redis.asyncio as aioredis
 
@@ -195,13 +209,16 @@ async def stream_entries(bot: Bot, kind: str) -> list[dict]:
 async def test_twelve_jobs_of_three_people_on_two_workers_end_once_in_fair_turns(
     tmp_path: Path, redis_url: str, workers: Workers, tiny_model: Path,
 ) -> None:
-    async with Bot(tmp_path, redis_url) as bot:
+    workers.start("w1")
+    workers.start("w2")
+    async with Bot(tmp_path, redis_url, started=False) as bot:
+        # Both workers up before anything is handed out, however unevenly they start on a busy machine.
+        await bot.until(lambda: live_count(bot, 2), "two workers")
         submitted = []
-        for person in PEOPLE:  # each person queues four at once, before any worker is there
+        for person in PEOPLE:  # each person queues four at once, before the queue hands anything out
             for k in range(4):
                 submitted.append(await bot.queue.submit(person, job(seed=100 + len(submitted), count=1 + k % 2)))
-        workers.start("w1")
-        workers.start("w2")
+        await bot.queue.start()
         await bot.until(lambda: all(bot.ended(j.id) for j in submitted))
         started = [event.job for event in bot.events if event.kind is EventKind.STARTED]
         # Least recently served first: alice, bob, carol, alice, bob, carol…
@@ -319,7 +336,7 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
     async with Bot(tmp_path, redis_url) as bot:
         await bot.wait_workers(1)
         waiting = await bot.queue.submit(PEOPLE[0], job())
-        await asyncio.sleep(2)
+        assert not bot.runner.has_room("txt2img")  # the face worker's pool does not take it
         assert not bot.ended(waiting.id) and bot.queue.position(waiting.id) == 1  # nobody takes txt2img yet
         workers.start("pictures", kinds="txt2img")
         await bot.until(lambda: bot.ended(waiting.id))
@@ -334,11 +351,12 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
     assert rows["pictures"].split()[-5:-3] == ["1", "-"]  # one job done, none running
 
 
-async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisServer, workers: Workers) -> None:
+async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisServer, workers: Workers,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     async with serving(tmp_path, redis_server.url, workers, "w1") as bot:
         redis_server.stop()  # gone, and back empty: no persistence
         waiting = await bot.queue.submit(PEOPLE[0], job())
-        await asyncio.sleep(1.5)
+        await bot.until(lambda: f"job #{waiting.id} could not be sent" in caplog.text, what="a failed send")
         assert not bot.ended(waiting.id) and bot.queue.position(waiting.id) == 0  # held by the bot, retrying
         redis_server.start()
         await bot.until(lambda: bot.ended(waiting.id))
@@ -372,9 +390,9 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
 ) -> None:
     from generation.config import FacesConfig, SketchConfig
     from generation.faces.engine import FaceEngine
-    from storage.records import FaceParams, Img2ImgParams, SketchParams
+    from storage.params import FaceParams, Img2ImgParams, SketchParams, ZoomParams
     from tests.generation.nvidia_pickle import write_nvidia_pickle
-    from tests.generation.test_faces import TINY, tiny_generator
+    from tests.generation.nvidia_pickle import TINY, tiny_generator
 
     checkpoint = write_nvidia_pickle(tmp_path / "tiny-ffhq.pkl", tiny_generator(), TINY)
     config_file.write_text(config_file.read_text()
@@ -388,11 +406,12 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
         common = dict(prompt="a house", seed=3, steps=3, cfg=7.0, width=64, height=64, scheduler="dpmpp_2m")
         kinds = [Img2ImgParams(**common, strength=0.7, input_sha256=photo_sha),
                  SketchParams(**common, input_sha256=photo_sha, control_sha256=lines_sha),
-                 FaceParams(seed=5, psi=0.5)]
+                 FaceParams(seed=5, psi=0.5),
+                 ZoomParams(**common, source_job=1, input_sha256=photo_sha, factor=1.5)]
         sent = [await bot.queue.submit(PEOPLE[0], params) for params in kinds]
         await bot.until(lambda: all(bot.ended(j.id) for j in sent))
         stored = [await bot.history.get(j.id) for j in sent]
-    assert [j.status for j in stored] == [JobStatus.DONE] * 3, [j.error for j in stored]
+    assert [j.status for j in stored] == [JobStatus.DONE] * 4, [j.error for j in stored]
 
     class Quiet:
         cancelled = False
@@ -403,7 +422,8 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
     diffusion = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
                                 SketchConfig(controlnet=str(tiny_controlnet)))
     here = [diffusion.run(kinds[0], (photo,), Quiet()), diffusion.run(kinds[1], (lines,), Quiet()),
-            FaceEngine(FacesConfig(checkpoint=str(checkpoint)), "cpu").run(kinds[2], (), Quiet())]
+            FaceEngine(FacesConfig(checkpoint=str(checkpoint)), "cpu").run(kinds[2], (), Quiet()),
+            diffusion.run(kinds[3], (photo,), Quiet())]
     for record, local in zip(stored, here):
         remote = np.asarray(Image.open(record.images[0].path).convert("RGB"))
         assert np.array_equal(remote, np.asarray(local.images[0].convert("RGB"))), record.params.kind

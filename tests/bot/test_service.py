@@ -3,7 +3,6 @@ real DiffusionEngine on the tiny random-weight model. Tests that need jobs to wa
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import logging
@@ -15,112 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.commands import Imagine, Settings, ShowQueue, help_text
-from bot.limits import MAX_SEED
-from generation.engines import build_engines
-from bot.config import AccessConfig, Config, DefaultsConfig, LimitsConfig, QueueConfig, StorageConfig
 from bot import service as service_module
-from bot.service import Attachment, Reply, Service, describe
-from generation.config import GenerationConfig
-from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
-from storage.history import History
-from storage.images import ImageStore, open_upload, read_parameters
-from storage.records import JobKind, JobStatus, Owner, Txt2ImgParams
-from tests.storage.test_images import blank_png
-
-ALICE = Owner("discord", "111", chat_id="c1", name="alice")
-BOB = Owner("discord", "222", chat_id="c1", name="bob")
-CAROL = Owner("telegram", "333", name="carol")
-CONSOLE = Owner("console", "local")
-
-# Distinct from the built-in defaults, so a test can tell "the config's default" from "hard-coded".
-DEFAULTS = DefaultsConfig(steps=3, cfg=5.5, width=128, height=128, scheduler="euler",
-                          negative_prompt="blurry", strength=0.6)
-FAST = "--size 64x64 --steps 2"
-
-
-class Rig:
-    """One service over its own data folder, with every job event recorded."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.queue = service.queue
-        self.history = service.history
-        self.events: list[JobEvent] = []
-        self.queue.subscribe(self.events.append)
-
-    async def say(self, owner: Owner, text: str, *attachments: Attachment) -> Reply:
-        return await self.service.handle(owner, text, attachments)
-
-    async def ok(self, owner: Owner, text: str, *attachments: Attachment) -> Reply:
-        reply = await self.say(owner, text, *attachments)
-        assert not reply.error, reply.text
-        assert reply.job is not None
-        return reply
-
-    async def refused(self, owner: Owner, text: str, *attachments: Attachment) -> str:
-        jobs_before = await self.all_jobs()
-        reply = await self.say(owner, text, *attachments)
-        assert reply.error, reply.text
-        assert reply.job is None
-        assert await self.all_jobs() == jobs_before, "a refused command must not persist a job"
-        return reply.text
-
-    async def all_jobs(self) -> list[int]:
-        ids = []
-        for owner in (ALICE, BOB, CAROL, CONSOLE):
-            ids += [job.id for job in await self.history.recent(owner, 1000)]
-        return sorted(ids)
-
-    async def event(self, job_id: int, *kinds: EventKind, timeout: float = 60) -> JobEvent:
-        async def first() -> JobEvent:
-            while True:
-                for event in self.events:
-                    if event.job.id == job_id and event.kind in kinds:
-                        return event
-                await asyncio.sleep(0.01)
-        return await asyncio.wait_for(first(), timeout)
-
-    async def finished(self, job_id: int) -> JobEvent:
-        return await self.event(job_id, EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED)
-
-
-@pytest.fixture
-async def make_rig(tmp_path: Path, tiny_model: Path):
-    made: list[Rig] = []
-
-    async def make(**sections: object) -> Rig:
-        settings = dict(
-            storage=StorageConfig(data_dir=tmp_path / f"data{len(made)}"),
-            generation=GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
-            defaults=DEFAULTS,
-            queue=QueueConfig(max_per_user=10, max_total=50),
-        )
-        settings.update(sections)
-        config = Config(**settings)
-        history = await History.open(config.database)
-        images = ImageStore(config.storage.data_dir)
-        queue = JobQueue(history, images, build_engines(config), config.queue.limits())
-        rig = Rig(Service(config, history, images, queue))
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        await rig.queue.stop()
-        await rig.history.close()
-
-
-@pytest.fixture
-async def rig(make_rig) -> Rig:
-    return await make_rig()
-
-
-def png(width: int, height: int, seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+from bot.commands import Imagine, Settings, ShowQueue, help_text
+from bot.config import AccessConfig, LimitsConfig, QueueConfig
+from bot.formatting import describe
+from bot.limits import MAX_SEED
+from bot.replies import Attachment, Reply
+from generation.queue import EventKind, JobEvent
+from storage.infotext import read_parameters
+from storage.params import Txt2ImgParams
+from storage.records import JobStatus, Owner
+from storage.uploads import open_upload
+from tests.helpers import blank_png
+from tests.bot.rig import ALICE, BOB, CAROL, CONSOLE, DEFAULTS, FAST, Rig, png
 
 
 def photo(width: int, height: int) -> bytes:
@@ -198,7 +104,7 @@ async def test_img2img_from_an_attachment(rig):
     await rig.queue.start()
     reply = await rig.ok(ALICE, "/imagine a red barn --seed 5 --steps 4", Attachment("barn.png", upload))
     params = reply.job.params
-    assert params.kind is JobKind.IMG2IMG
+    assert params.kind == "img2img"
     assert params.strength == DEFAULTS.strength
     # 2:1 at the default 128x128 pixel count, in multiples of 64.
     assert (params.width, params.height) == (192, 64)
@@ -330,7 +236,8 @@ async def test_attachment_misuse(rig):
         "--strength is for image→image; attach an image to use it"
     )
     assert await rig.refused(ALICE, "/imagine a cat", image, image) == "attach one image at most"
-    assert await rig.refused(ALICE, "/history", image) == "only /imagine takes an image"
+    assert await rig.refused(ALICE, "/history", image) == "/history does not take an image (only /imagine and /sketch do)"
+    assert await rig.refused(ALICE, "/face --seed 3", image) == "/face does not take an image (only /imagine and /sketch do)"
     assert await rig.refused(ALICE, "/imagine a cat --strength 1.5", image) == (
         "strength must be above 0 and at most 1, got 1.5"
     )
@@ -426,7 +333,7 @@ async def test_limit_errors_are_replies_and_the_next_command_works(rig):
     )
     assert await rig.refused(ALICE, "/imagine " + "x" * 1001) == "the prompt is 1001 characters; the limit is 1000"
     assert await rig.refused(ALICE, "/imagine a cat --sed 4") == (
-        "unknown option --sed; options are --no, --seed, --steps, --cfg, --ar, --size, --n, --strength, --scheduler, --mode, --control, --psi, --layers"
+        "unknown option --sed; did you mean --seed?"
     )
     assert await rig.refused(ALICE, "imagine a cat") == "commands start with /, e.g. /imagine a cat (/help lists them)"
     assert (await rig.ok(ALICE, "/imagine a cat")).text == "queued #1 (position 1)"
@@ -532,7 +439,8 @@ async def test_rerun_checks_its_settings(rig):
     await rig.ok(ALICE, "/imagine a cat --seed 3")
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
-        "unknown setting 'cute'; settings are no, seed, steps, cfg, ar, size, n, strength, scheduler, mode, control, psi, layers"
+        "unknown setting 'cute'; settings are "
+        "no, seed, steps, cfg, ar, size, n, scheduler, strength, hires, hires-strength, mode, control, psi, layers, scale, denoise, variation, factor, direction"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 
@@ -641,7 +549,7 @@ async def test_a_typed_command_is_never_read_as_text_again(rig):
 
 async def test_a_kind_with_no_engine_is_refused_before_anything_is_kept(make_rig, tmp_path: Path):
     rig = await make_rig()
-    del rig.queue.engines[JobKind.IMG2IMG]  # as on an easel set up without that engine
+    del rig.queue.runner.engines["img2img"]  # as on an easel set up without that engine
     text = await rig.refused(ALICE, "/imagine me at the beach", Attachment("me.png", png(64, 64)))
     assert text == "img2img jobs are not set up on this easel"
     assert not list(rig.service.images.inputs.glob("*.png"))  # the upload was not kept for nothing
@@ -723,14 +631,14 @@ async def test_a_coloured_drawing_goes_to_image_to_image_and_says_so(make_rig, t
 
     rig = await make_rig(sketch=SketchConfig(controlnet=str(tiny_controlnet)))
     coloured = await rig.ok(ALICE, "/sketch a sunny meadow", Attachment("crayons.jpg", jpeg(crayon_drawing())))
-    assert coloured.job.params.kind is JobKind.IMG2IMG
+    assert coloured.job.params.kind == "img2img"
     assert coloured.text.endswith("a coloured drawing: drawn by image→image (--mode scribble to follow its lines)")
     forced = await rig.ok(ALICE, "/sketch a sunny meadow --mode scribble", Attachment("c.jpg", jpeg(crayon_drawing())))
-    assert forced.job.params.kind is JobKind.SKETCH and forced.text.endswith("· scribble")
+    assert forced.job.params.kind == "sketch" and forced.text.endswith("· scribble")
     _, _, pencil = degraded_sketches(0)[0]
     lines = await rig.ok(ALICE, "/sketch a portrait --control 0.6", Attachment("pencil.jpg", jpeg(pencil)))
     params = lines.job.params
-    assert params.kind is JobKind.SKETCH and params.control_scale == 0.6 and params.width % 64 == 0
+    assert params.kind == "sketch" and params.control_scale == 0.6 and params.width % 64 == 0
     assert rig.service.images.input_path(params.control_sha256).exists()
     assert rig.service.images.input_path(params.input_sha256).exists()
 
@@ -779,7 +687,7 @@ async def test_pix2pix_mode_draws_with_the_configured_generator(make_rig, tiny_c
 async def test_face_without_a_checkpoint_is_a_portrait_by_stable_diffusion_and_says_so(rig):
     reply = await rig.ok(ALICE, "/face --seed 12")
     assert reply.text.endswith("· no [faces] checkpoint: a portrait by Stable Diffusion")
-    assert reply.job.params.kind is JobKind.TXT2IMG and reply.job.params.seed == 12
+    assert reply.job.params.kind == "txt2img" and reply.job.params.seed == 12
     assert await rig.refused(ALICE, "/face mix 1 2") == (
         "mixing and editing faces need a StyleGAN2 checkpoint: set [faces] checkpoint")
 
@@ -802,7 +710,7 @@ async def test_face_without_a_checkpoint_refuses_psi_and_its_rerun_says_it_was_a
 async def test_faces_queue_record_and_rerun(make_rig, tmp_path: Path):
     from generation.config import FacesConfig
     from tests.generation.nvidia_pickle import write_nvidia_pickle
-    from tests.generation.test_faces import TINY, tiny_generator
+    from tests.generation.nvidia_pickle import TINY, tiny_generator
 
     path = write_nvidia_pickle(tmp_path / "tiny.pkl", tiny_generator(), TINY)
     rig = await make_rig(faces=FacesConfig(checkpoint=str(path)))
@@ -881,7 +789,7 @@ async def test_bidi_overrides_and_zero_width_characters_are_stripped_from_prompt
     ("--ar 16/9 and a/b/c and ~/models/x", "--ar 16/9 and a/b/c and ~/models/x"),
 ])
 def test_chat_messages_lose_absolute_server_paths(text, shown):
-    from bot.service import without_paths
+    from bot.formatting import without_paths
 
     assert without_paths(text) == shown
 

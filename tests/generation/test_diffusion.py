@@ -22,29 +22,9 @@ from generation.engine import JobCancelled, ModelLoadError
 from generation.prompts import encode_prompts
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from storage.errors import EaselError
-from storage.records import JobKind, JobParams
+from storage.params import JobParams
 from tests.conftest import params
-
-
-class Recorder:
-    """A real Progress: remembers every step, and asks to cancel after `cancel_after` steps."""
-
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.steps: list[tuple[int, int]] = []
-        self.previews: list[Image.Image | None] = []
-        self.cancel_after = cancel_after
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel_after is not None and len(self.steps) >= self.cancel_after
-
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
-        self.steps.append((done, total))
-        self.previews.append(preview)
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
+from tests.helpers import Recorder, pixels
 
 
 def differ(a: Image.Image, b: Image.Image) -> float:
@@ -124,7 +104,7 @@ def test_previews_every_n_steps_but_not_at_the_end(tiny_model: Path) -> None:
 
 def test_img2img_runs_steps_times_strength(engine: DiffusionEngine, init_image: Image.Image) -> None:
     progress = Recorder()
-    job = params(kind=JobKind.IMG2IMG, steps=10, strength=0.5)
+    job = params(kind="img2img", steps=10, strength=0.5)
     result = draw(engine, job, init_image, progress)
     assert progress.steps == [(k, 5) for k in range(1, 6)]
     assert len(progress.steps) == job.effective_steps
@@ -132,7 +112,7 @@ def test_img2img_runs_steps_times_strength(engine: DiffusionEngine, init_image: 
 
 
 def test_img2img_is_reproducible_and_follows_its_input(engine: DiffusionEngine, init_image: Image.Image) -> None:
-    job = params(kind=JobKind.IMG2IMG, steps=4, strength=0.5)
+    job = params(kind="img2img", steps=4, strength=0.5)
     first = draw(engine, job, init_image).images[0]
     assert np.array_equal(pixels(first), pixels(draw(engine, job, init_image).images[0]))
     # random VAE weights keep little of the input, but an input that is ignored would change nothing
@@ -142,12 +122,12 @@ def test_img2img_is_reproducible_and_follows_its_input(engine: DiffusionEngine, 
 
 def test_img2img_without_an_input_image_is_a_bug(engine: DiffusionEngine) -> None:
     with pytest.raises(ValueError, match="with 0 input images instead of 1"):
-        draw(engine, params(kind=JobKind.IMG2IMG, strength=0.5))
+        draw(engine, params(kind="img2img", strength=0.5))
 
 
 def test_txt2img_after_img2img_still_matches(engine: DiffusionEngine, init_image: Image.Image) -> None:
     before = draw(engine, params()).images[0]
-    draw(engine, params(kind=JobKind.IMG2IMG, strength=0.7), init_image)
+    draw(engine, params(kind="img2img", strength=0.7), init_image)
     assert np.array_equal(pixels(before), pixels(draw(engine, params()).images[0]))
 
 
@@ -589,7 +569,7 @@ def test_a_compiled_unet_draws_what_the_plain_one_draws_and_compiles_once_for_re
     first = draw(compiled, params(seed=5)).images[0]
     graphs = counters["stats"]["unique_graphs"]
     second = draw(compiled, params(seed=6)).images[0]  # another job of the same size: no new graph
-    draw(compiled, params(seed=7, kind=JobKind.IMG2IMG, strength=0.9, input_sha256="0" * 64),
+    draw(compiled, params(seed=7, kind="img2img", strength=0.9, input_sha256="0" * 64),
          Image.new("RGB", (64, 64), "gray"))  # image→image runs the same compiled UNet, not a new graph
     assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs
     unet = compiled._txt2img.unet

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import collections
-import contextlib
 import io
 import os
 import pickle
@@ -21,53 +20,12 @@ from torch import nn
 
 from generation.faces.checkpoint import CheckpointError, read_generator
 from storage.errors import EaselError
+from tests.generation.nvidia_pickle import Payload, nvidia_modules
 
 
 # --- writing pickles the way torch_utils.persistence and dnnlib lay them out -------------------------
 
 
-@contextlib.contextmanager
-def nvidia_modules() -> Iterator[types.SimpleNamespace]:
-    """Throwaway `torch_utils.persistence` and `dnnlib.util` modules, present only while a test pickle is written."""
-
-    def _reconstruct_persistent_obj(meta: dict) -> None:  # pickle records it by name; it is never called
-        raise AssertionError("the reader must not call anything from the file")
-
-    class EasyDict(dict):
-        pass
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    EasyDict.__module__ = "dnnlib.util"
-    EasyDict.__qualname__ = "EasyDict"
-    fake = {
-        "torch_utils": types.ModuleType("torch_utils"),
-        "torch_utils.persistence": types.ModuleType("torch_utils.persistence"),
-        "dnnlib": types.ModuleType("dnnlib"),
-        "dnnlib.util": types.ModuleType("dnnlib.util"),
-        "evilpkg": types.ModuleType("evilpkg"),
-        "evilpkg.payload": types.ModuleType("evilpkg.payload"),
-    }
-    fake["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    fake["dnnlib.util"].EasyDict = EasyDict
-    fake["evilpkg.payload"].Payload = Payload
-    saved = {name: sys.modules.get(name) for name in fake}
-    sys.modules.update(fake)
-    try:
-        yield types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-class Payload:
-    """An arbitrary class from a module the reader has never heard of."""
-
-
-Payload.__module__ = "evilpkg.payload"
 
 
 def module_source(marker: Path) -> str:

@@ -13,29 +13,9 @@ from generation.config import FacesConfig
 from generation.faces.checkpoint import CheckpointError
 from generation.faces.engine import FaceEngine
 from generation.faces.stylegan2 import Generator, to_uint8, z_for_seed
-from storage.records import FaceParams
-from tests.generation.nvidia_pickle import write_nvidia_pickle
-
-TINY = dict(z_dim=16, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
-            synthesis_kwargs={"channel_base": 256, "channel_max": 32, "num_fp16_res": 0, "conv_clamp": 256})
-
-
-class Quiet:
-    cancelled = False
-
-    def step(self, *args) -> None:
-        pass
-
-
-def tiny_generator(seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    generator = Generator(**TINY)
-    with torch.no_grad():  # random everywhere it matters, as after training
-        for name, tensor in generator.state_dict().items():
-            if "noise" in name or "w_avg" in name or name.endswith("bias") or name.endswith("const"):
-                tensor.copy_(torch.randn_like(tensor) * 0.5)
-    return generator
-
+from storage.params import FaceParams
+from tests.generation.nvidia_pickle import TINY, tiny_generator, write_nvidia_pickle
+from tests.helpers import Recorder
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> tuple[Generator, Path]:
@@ -47,7 +27,7 @@ def checkpoint(tmp_path: Path) -> tuple[Generator, Path]:
 
 def faces(engine: FaceEngine, **changes) -> list[np.ndarray]:
     params = FaceParams(**{"seed": 5, "count": 1, **changes})
-    return [np.asarray(image) for image in engine.run(params, (), Quiet()).images]
+    return [np.asarray(image) for image in engine.run(params, (), Recorder()).images]
 
 
 def direct(generator: Generator, seed: int, psi: float) -> np.ndarray:

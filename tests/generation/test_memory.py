@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from generation.memory import (
+from generation.diffusion.memory import (
     AUTO_THRESHOLDS,
     VAE_BYTES_PER_PIXEL_16BIT,
     GiB,
@@ -121,9 +121,9 @@ def test_unknown_profile_is_refused() -> None:
 def test_a_broken_or_missing_xformers_falls_back_to_sdpa(tiny_model) -> None:
     from diffusers import StableDiffusionPipeline
 
-    from generation.memory import apply_plan
+    from generation.diffusion.memory import apply_plan
 
-    from generation.diffusion import _xformers_available
+    from generation.diffusion.loading import xformers_available
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model, safety_checker=None)
     wanted = plan_memory("speed", "cuda", 24 * GiB, xformers_available=True)
@@ -131,7 +131,7 @@ def test_a_broken_or_missing_xformers_falls_back_to_sdpa(tiny_model) -> None:
     applied = apply_plan(pipe, wanted)
     # Where xformers is installed and a CUDA card is there, it works; everywhere else (not importable,
     # no card for its kernels) the plan falls back to SDPA instead of failing every job.
-    works = _xformers_available() and torch.cuda.is_available()
+    works = xformers_available() and torch.cuda.is_available()
     assert applied.attention == ("xformers" if works else "sdpa") and applied.profile == "speed"
 
 

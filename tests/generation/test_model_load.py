@@ -57,7 +57,7 @@ def load_failure(model: str, caplog: pytest.LogCaptureFixture, **config: str) ->
         with pytest.raises(ModelLoadError) as caught:
             engine.load()
     assert engine._txt2img is None  # unloaded: the next job tries again
-    records = [record for record in caplog.records if record.name == "generation.diffusion"]
+    records = [record for record in caplog.records if record.name == "generation.diffusion.loading"]
     assert len(records) == 1 and records[0].levelno == logging.ERROR  # logged once, since the queue does not
     assert str(caught.value) in records[0].getMessage()
     assert_readable(str(caught.value))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from generation.preview import LATENT_RGB, latent_preview
+from generation.diffusion.preview import LATENT_RGB, latent_preview
 
 
 def test_square_latent_is_scaled_up_to_max_side() -> None:

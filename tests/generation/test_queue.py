@@ -19,9 +19,12 @@ from generation.engine import EngineResult, Progress
 from generation.queue import CancelError, EventKind, JobEvent, JobQueue, QueueFull, QueueLimits
 from storage.errors import EaselError
 from storage.history import History
-from storage.images import ImageStore, read_parameters
-from storage.records import JobKind, JobParams, JobStatus, Owner
+from storage.images import ImageStore
+from storage.infotext import read_parameters
+from storage.records import JobStatus, Owner
+from storage.params import JobParams
 from tests.conftest import params
+from tests.helpers import eventually
 
 ALICE = Owner("discord", "111", chat_id="c", name="alice")
 BOB = Owner("discord", "222", chat_id="c", name="bob")
@@ -30,7 +33,7 @@ CAROL = Owner("telegram", "333", chat_id="c", name="carol")
 TIMEOUT = 60
 
 
-def every_kind(engine) -> dict[JobKind, object]:
+def every_kind(engine) -> dict[str, object]:
     """The engine for each kind the diffusion engine draws, as the app registers it."""
     return {kind: engine for kind in DiffusionEngine.KINDS}
 
@@ -40,6 +43,7 @@ class RecordingEngine:
 
     def __init__(self, inner: DiffusionEngine, gated: bool = False, hold_after: bool = False) -> None:
         self.inner = inner
+        self.progress: Progress | None = None  # the last job's, to see a shutdown interrupt it
         self.threads: list[str] = []
         self.prompts: list[str] = []
         self.entered = threading.Event()
@@ -59,6 +63,7 @@ class RecordingEngine:
     def run(self, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
         self.threads.append(threading.current_thread().name)
         self.prompts.append(params.prompt)
+        self.progress = progress
         self.entered.set()
         if not self.gate.wait(TIMEOUT):
             raise RuntimeError("the gate was never opened: was the event loop blocked?")
@@ -98,42 +103,21 @@ class Events:
     def started_order(self) -> list[int]:
         return [event.job.id for event in self.all if event.kind is EventKind.STARTED]
 
-    async def wait_for(self, predicate, timeout: float = TIMEOUT) -> JobEvent:
-        async def poll() -> JobEvent:
-            while True:
-                for event in self.all:
-                    if predicate(event):
-                        return event
-                await asyncio.sleep(0.005)
-
-        return await asyncio.wait_for(poll(), timeout)
+    async def wait_for(self, predicate, what: str = "an event") -> JobEvent:
+        return await eventually(lambda: next((event for event in self.all if predicate(event)), None), what=what)
 
     async def finished(self, job_id: int) -> JobEvent:
-        return await self.wait_for(lambda e: e.job.id == job_id and e.finished)
+        return await self.wait_for(lambda e: e.job.id == job_id and e.finished, what=f"the end of job #{job_id}")
 
 
-async def wait_until(condition, timeout: float = TIMEOUT) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
+def in_progress(queue: JobQueue) -> list[int]:
+    """The ids of the jobs in progress, oldest first."""
+    return [job.id for job, _, _ in queue.running_jobs()]
 
 
 def rows(db_path: Path) -> list[tuple]:
     with sqlite3.connect(db_path) as connection:
         return connection.execute("SELECT id, user_id, status FROM jobs ORDER BY id").fetchall()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "history.sqlite3"
-
-
-@pytest.fixture
-async def history(db_path: Path):
-    async with await History.open(db_path) as history:
-        yield history
 
 
 @pytest.fixture
@@ -162,7 +146,7 @@ async def make_queue(history: History, store: ImageStore, engine: RecordingEngin
 
     yield make
     for queue in made:
-        for engine in queue.engines.values():
+        for engine in queue.runner.engines.values():
             if isinstance(engine, RecordingEngine):
                 engine.gate.set()  # never leave a worker thread waiting
         await queue.stop()
@@ -205,7 +189,7 @@ async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
             assert png.size == (64, 64)
     assert await history.get(job.id) == record
     assert record.run.memory_profile == "speed" and record.run.dtype == "float32"
-    assert queue.position(job.id) is None and queue.running is None
+    assert queue.position(job.id) is None and in_progress(queue) == []
 
 
 async def test_previews_are_drawn_only_for_platforms_whose_frontend_shows_them(make_queue) -> None:
@@ -234,12 +218,12 @@ async def test_torch_runs_on_the_queue_thread_and_the_loop_stays_free(make_queue
     job = await queue.submit(ALICE, params())
     # The engine now waits at the gate. Only a free event loop can get here and open it; if the
     # queue ran the engine on the loop, the gate would time out and the job would fail.
-    await wait_until(gated.entered.is_set)
+    await eventually(gated.entered.is_set, what="the engine to start")
     # The loop keeps serving timers while the engine sits inside its run on the other thread.
     for _ in range(5):
         await asyncio.sleep(0.01)
     assert not gated.gate.is_set() and gated.threads == ["easel-gpu_0"]
-    assert queue.running is not None and queue.running.id == job.id and queue.position(job.id) == 0
+    assert in_progress(queue) == [job.id] and queue.position(job.id) == 0
     gated.gate.set()
     done = await events.finished(job.id)
 
@@ -284,7 +268,7 @@ async def test_someone_arriving_while_another_persons_job_runs_goes_next(make_qu
     events = Events(queue)
     await queue.start()
     a1 = await queue.submit(ALICE, params(prompt="a1"))
-    await wait_until(gated.entered.is_set)  # Alice's first job is running
+    await eventually(gated.entered.is_set, what="the engine to start")  # Alice's first job is running
     a2 = await queue.submit(ALICE, params(prompt="a2"))
     a3 = await queue.submit(ALICE, params(prompt="a3"))
     b1 = await queue.submit(BOB, params(prompt="b1"))
@@ -355,7 +339,7 @@ async def test_the_running_job_counts_towards_its_owners_limit(make_queue, confi
     queue = make_queue(QueueLimits(max_per_user=1, max_total=10), engine=gated)
     await queue.start()
     await queue.submit(ALICE, params())
-    await wait_until(gated.entered.is_set)
+    await eventually(gated.entered.is_set, what="the engine to start")
     with pytest.raises(QueueFull, match="limit 1"):
         await queue.submit(ALICE, params())
     await queue.submit(BOB, params())
@@ -419,17 +403,28 @@ async def test_cancel_a_running_job(make_queue, history: History, store: ImageSt
     assert [e.step for e in events.of(after.id) if e.kind is EventKind.PROGRESS] == [1, 2, 3]
 
 
-async def test_a_job_that_just_left_the_line_is_running_for_everyone(make_queue, history: History) -> None:
+async def test_a_job_that_just_left_the_line_is_running_for_everyone(make_queue, history: History,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    writing, written = asyncio.Event(), asyncio.Event()
+    mark_running = history.mark_running
+
+    async def slow_mark_running(job_id: int):
+        writing.set()
+        await written.wait()
+        return await mark_running(job_id)
+
+    monkeypatch.setattr(history, "mark_running", slow_mark_running)
     queue = make_queue()
     events = Events(queue)
     job = await queue.submit(ALICE, params())
     await queue.start()
-    await asyncio.sleep(0)  # the worker has taken the job and is writing `running` to the database
-    assert queue.position(job.id) == 0
+    await asyncio.wait_for(writing.wait(), TIMEOUT)  # the job has left the line; `running` is being written
+    assert queue.position(job.id) == 0 and queue.waiting() == []
     assert queue.count_for(ALICE) == 1
     with pytest.raises(CancelError, match="not yours"):
         await queue.cancel(job.id, BOB)
     await queue.cancel(job.id, ALICE)
+    written.set()
     assert (await events.finished(job.id)).kind is EventKind.CANCELLED
     assert (await history.get(job.id)).status is JobStatus.CANCELLED
 
@@ -452,8 +447,8 @@ async def test_jobs_left_unfinished_run_after_a_restart(db_path: Path, store: Im
             recovered = await queue.start()
             assert [job.id for job in recovered] == [waiting.id, running.id]
             requeued = [e for e in events.all if e.kind is EventKind.QUEUED]
-            assert [(e.job.id, e.recovered, e.job.status) for e in requeued] == [
-                (waiting.id, True, JobStatus.QUEUED), (running.id, True, JobStatus.QUEUED),
+            assert [(e.job.id, e.job.status, e.position) for e in requeued] == [
+                (waiting.id, JobStatus.QUEUED, 1), (running.id, JobStatus.QUEUED, 2),
             ]
             for job in (waiting, running):
                 assert (await events.finished(job.id)).kind is EventKind.DONE
@@ -497,7 +492,7 @@ async def test_img2img_job_reads_its_stored_input(make_queue, store: ImageStore)
     events = Events(queue)
     digest, _ = store.add_input(Image.new("RGB", (96, 80), (200, 120, 40)))
     await queue.start()
-    job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, steps=4, strength=0.5, input_sha256=digest))
+    job = await queue.submit(ALICE, params(kind="img2img", steps=4, strength=0.5, input_sha256=digest))
     done = await events.finished(job.id)
     assert done.kind is EventKind.DONE, done.error
     assert {(e.step, e.total) for e in events.of(job.id) if e.kind is EventKind.PROGRESS} == {(1, 2), (2, 2)}
@@ -511,7 +506,7 @@ async def test_img2img_whose_input_is_gone_fails_with_a_readable_reason(make_que
     digest, _ = store.add_input(Image.new("RGB", (64, 64), "white"))
     store.input_path(digest).unlink()
     await queue.start()
-    job = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, strength=0.5, input_sha256=digest))
+    job = await queue.submit(ALICE, params(kind="img2img", strength=0.5, input_sha256=digest))
     failed = await events.finished(job.id)
     assert failed.kind is EventKind.FAILED
     assert failed.error == f"the input image of this job ({digest[:12]}) is no longer on disk"
@@ -579,7 +574,7 @@ async def test_whoever_was_served_least_recently_goes_next_and_positions_say_so(
     events = Events(queue)
     await queue.start()
     a1 = await queue.submit(ALICE, params(prompt="a1"))
-    await wait_until(gated.entered.is_set)  # alice has had her turn: a1 is running
+    await eventually(gated.entered.is_set, what="the engine to start")  # alice has had her turn: a1 is running
     a2 = await queue.submit(ALICE, params(prompt="a2"))
     b1 = await queue.submit(BOB, params(prompt="b1"))
     c1 = await queue.submit(CAROL, params(prompt="c1"))
@@ -602,7 +597,7 @@ async def test_a_burst_of_submits_cannot_get_past_the_limits(make_queue, history
 
 
 async def test_a_job_whose_end_cannot_be_recorded_waits_in_the_queue_and_the_worker_goes_on(
-    make_queue, db_path: Path, store: ImageStore
+    make_queue, db_path: Path, store: ImageStore, engine: RecordingEngine
 ) -> None:
     with sqlite3.connect(db_path) as db:  # a real database failure, for job 1 only
         db.execute("""CREATE TRIGGER refuse_1 BEFORE UPDATE OF status ON jobs
@@ -620,6 +615,7 @@ async def test_a_job_whose_end_cannot_be_recorded_waits_in_the_queue_and_the_wor
         db.execute("DROP TRIGGER refuse_1")  # room again
     assert (await events.finished(first.id)).kind is EventKind.DONE
     assert len(list(store.outputs.rglob("*.png"))) == 2  # no orphans from the attempts that were not recorded
+    assert len(engine.prompts) == 2  # each drawn once: the retries saved what was drawn, not drew it again
 
 
 async def test_a_job_the_process_keeps_dying_under_is_failed_not_retried(
@@ -651,7 +647,7 @@ async def test_a_failed_job_records_how_the_engine_was_set_up(make_queue, histor
     await queue.start()
     ok = await queue.submit(ALICE, params())
     await events.finished(ok.id)
-    lost = await queue.submit(ALICE, params(kind=JobKind.IMG2IMG, strength=0.5, input_sha256="0" * 64))
+    lost = await queue.submit(ALICE, params(kind="img2img", strength=0.5, input_sha256="0" * 64))
     failed = await events.finished(lost.id)
     assert failed.kind is EventKind.FAILED and "no longer on disk" in failed.error
     record = await history.get(lost.id)
@@ -726,7 +722,7 @@ async def test_a_persons_cancel_during_shutdown_ends_cancelled_not_requeued(make
         stopping = asyncio.create_task(queue.stop())
     else:
         stopping = asyncio.create_task(queue.stop())
-        await asyncio.sleep(0)  # stop() has begun: the job is being interrupted for the shutdown
+        await eventually(lambda: engine.progress.cancelled, what="the shutdown to interrupt the job")
         await queue.cancel(job.id, ALICE)
     engine.gate.set()
     await stopping
@@ -742,7 +738,7 @@ async def test_a_shutdown_alone_requeues_the_running_job_without_counting_a_cras
     job = await queue.submit(ALICE, params(steps=50))
     await wait_thread_event(engine.entered)
     stopping = asyncio.create_task(queue.stop())
-    await asyncio.sleep(0)
+    await eventually(lambda: engine.progress.cancelled, what="the shutdown to interrupt the job")
     engine.gate.set()
     await stopping
     [again] = await history.unfinished()
@@ -781,7 +777,7 @@ async def test_a_full_disk_keeps_the_job_queued_and_it_runs_once_there_is_room(s
         await queue.start()
         try:
             job = await queue.submit(ALICE, params())
-            await wait_until(gated.entered.is_set)  # on disk as running; now the disk fills up
+            await eventually(gated.entered.is_set, what="the engine to start")  # on disk as running; now the disk fills up
             filler = fill(small_disk)
             gated.gate.set()
             stalled = await events.wait_for(lambda e: e.job.id == job.id and e.kind is EventKind.STALLED)

@@ -21,9 +21,11 @@ from generation.config import GenerationConfig
 from generation.diffusion import DiffusionEngine
 from generation.engine import ModelLoadError
 from storage.errors import EaselError
-from storage.images import ImageStore, infotext, read_parameters
+from storage.images import ImageStore
+from storage.infotext import infotext, read_parameters
 from tests.generation.ldm_checkpoint import ldm_state_dict, write_ldm_checkpoint
-from tests.generation.test_diffusion import Recorder, params, pixels
+from tests.conftest import params
+from tests.helpers import Recorder, pixels
 
 
 @pytest.fixture(scope="module")

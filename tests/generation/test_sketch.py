@@ -12,18 +12,9 @@ from PIL import Image, ImageDraw
 from generation.config import GenerationConfig, SketchConfig
 from generation.diffusion import DiffusionEngine
 from generation.engine import ModelLoadError
-from storage.images import infotext
-from storage.records import SketchParams
-
-
-class Recorder:
-    cancelled = False
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[int, int]] = []
-
-    def step(self, done: int, total: int, preview) -> None:
-        self.steps.append((done, total))
+from storage.infotext import infotext
+from storage.params import SketchParams
+from tests.helpers import Recorder, pixels
 
 
 def sketch_params(**changes: object) -> SketchParams:
@@ -44,10 +35,6 @@ def drawing(offset: int = 0) -> Image.Image:
 def engine(tiny_model: Path, tiny_controlnet: Path) -> DiffusionEngine:
     return DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
                            SketchConfig(controlnet=str(tiny_controlnet)))
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def test_the_controlnet_pipeline_shares_every_module_of_text_to_image(engine: DiffusionEngine) -> None:
@@ -95,8 +82,8 @@ def test_offload_hooks_once_and_switching_kinds_redraws_the_same_pixels(
 ) -> None:
     import dataclasses
 
-    import generation.diffusion as diffusion
-    from storage.records import Img2ImgParams, Txt2ImgParams
+    import generation.diffusion.loading as loading
+    from storage.params import Img2ImgParams, Txt2ImgParams
 
     common = dict(prompt="a small house", seed=7, steps=3, cfg=7.0, width=64, height=64, scheduler="dpmpp_2m")
     jobs = [(Txt2ImgParams(**common), ()), (Img2ImgParams(**common, strength=0.6, input_sha256="0" * 64), (drawing(),)),
@@ -107,8 +94,8 @@ def test_offload_hooks_once_and_switching_kinds_redraws_the_same_pixels(
     expected = [plain.run(job, inputs, Recorder()).images[0] for job, inputs in jobs]
 
     # Offload hooks are real accelerate hooks; only the plan is forced, since the CPU never offloads by itself.
-    original = diffusion.plan_memory
-    monkeypatch.setattr(diffusion, "plan_memory",
+    original = loading.plan_memory
+    monkeypatch.setattr(loading, "plan_memory",
                         lambda *a, **k: dataclasses.replace(original(*a, **k), offload=mode))
     offloaded = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0),
                                 SketchConfig(controlnet=str(tiny_controlnet)))

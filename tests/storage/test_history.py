@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from storage.errors import StorageError
-from storage.history import SCHEMA_VERSION, History, requeue_running
-from storage.records import ImageRecord, Img2ImgParams, JobKind, JobStatus, Owner, RunInfo, Txt2ImgParams, params_to_json
+from storage.history import History, requeue_running
+from storage.schema import SCHEMA_VERSION
+from storage.records import ImageRecord, JobStatus, Owner, RunInfo
+from storage.params import Img2ImgParams, Txt2ImgParams, params_to_json
 from tests.conftest import params
 
 ALICE = Owner("discord", "111", chat_id="chan-1", name="alice")
@@ -63,7 +65,7 @@ async def test_get_returns_what_add_job_returned(history: History) -> None:
 
 async def test_img2img_params_and_parent_round_trip(history: History) -> None:
     parent = await history.add_job(ALICE, params())
-    child_params = params(kind=JobKind.IMG2IMG, strength=0.6, input_sha256="ab" * 32, negative_prompt="")
+    child_params = params(kind="img2img", strength=0.6, input_sha256="ab" * 32, negative_prompt="")
     child = await history.add_job(ALICE, child_params, parent_id=parent.id)
     stored = await history.get(child.id)
     assert stored.params == child_params
@@ -362,7 +364,7 @@ async def test_chat_messages_find_their_job_after_a_reopen(history: History, db_
         assert (await again.job_for_message("discord", "chan-1", "900")).id == first.id
         assert (await again.job_for_message("telegram", "chan-1", "900")).id == second.id
         assert await again.job_for_message("discord", "chan-2", "900") is None
-        assert await again.messages_of(first.id, "discord") == [("chan-1", "900"), ("chan-1", "901")]
+        assert (await again.job_for_message("discord", "chan-1", "901")).id == first.id  # both messages find it
         await again.link_message("discord", "chan-1", "900", second.id)  # a message shows one job
         assert (await again.job_for_message("discord", "chan-1", "900")).id == second.id
 

@@ -6,10 +6,8 @@ import hashlib
 import io
 import os
 import socket
-import struct
 import sys
 import threading
-import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,22 +17,12 @@ from PIL import Image, ImageFile
 
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
-from storage.images import (
-    MAX_UPLOAD_PIXELS,
-    NOT_AN_IMAGE,
-    SAMPLER_NAMES,
-    BadImageError,
-    ImageStore,
-    _create_new,
-    infotext,
-    open_upload,
-    png_bytes,
-    read_image_file,
-    read_parameters,
-    to_rgb,
-)
+from storage.images import ImageStore, _create_new, png_bytes
+from storage.infotext import SAMPLER_NAMES, infotext, read_parameters
+from storage.uploads import BadImageError, MAX_UPLOAD_PIXELS, NOT_AN_IMAGE, open_upload, read_image_file, to_rgb
 from storage.records import RunInfo
 from tests.conftest import params
+from tests.helpers import blank_png
 
 
 def run_info(model: str, model_hash: str | None = None) -> RunInfo:
@@ -42,19 +30,6 @@ def run_info(model: str, model_hash: str | None = None) -> RunInfo:
         model=model, model_hash=model_hash, memory_profile="speed", attention="sdpa", dtype="float16",
         device="cuda", diffusers_version="0.42.1", torch_version="2.13.0",
     )
-
-
-def blank_png(width: int, height: int) -> bytes:
-    """A valid black-and-white PNG of any size, built row by row: a huge canvas in a small file."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, then 1 bit a pixel
-    packer = zlib.compressobj(9)
-    rows_at_once = max(1, 4_000_000 // len(row))
-    idat = b"".join(packer.compress(row * min(rows_at_once, height - top)) for top in range(0, height, rows_at_once))
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat + packer.flush())
-            + chunk(b"IEND", b""))
 
 
 def jpeg_bytes(image: Image.Image, **options: object) -> bytes:

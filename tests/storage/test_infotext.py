@@ -12,8 +12,10 @@ from sd_parsers import ParserManager
 from sd_parsers.data import PromptInfo
 
 from generation.schedulers import SCHEDULERS
-from storage.images import SAMPLER_NAMES, ImageStore, _model_name, _quote, infotext, read_parameters
-from storage.records import Img2ImgParams, RunInfo, Txt2ImgParams
+from storage.images import ImageStore
+from storage.infotext import SAMPLER_NAMES, infotext, model_name, quote, read_parameters
+from storage.records import RunInfo
+from storage.params import Img2ImgParams, Txt2ImgParams
 
 TRICKY = 'a "red", tall: lighthouse — café, 東京'
 HASH = "6ce0161689b3853acaa03779ec93eafe"
@@ -236,8 +238,8 @@ def test_every_scheduler_has_an_a1111_sampler_and_schedule() -> None:
         ("back\\slash, x", '"back\\\\slash, x"'),
     ],
 )
-def test_quote(value: str, written: str) -> None:
-    assert _quote(value) == written
+def testquote(value: str, written: str) -> None:
+    assert quote(value) == written
     if written != value:
         assert json.loads(written) == value
 
@@ -262,6 +264,6 @@ def test_quote(value: str, written: str) -> None:
         ("models/sd15", "models/sd15"),
     ],
 )
-def test_model_name(model: str, name: str) -> None:
-    assert _model_name(model) == name
+def testmodel_name(model: str, name: str) -> None:
+    assert model_name(model) == name
     assert infotext(txt2img(), 42, run_info(model, None)).endswith(f", Model: {name}, RNG: CPU")

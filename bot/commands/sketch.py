@@ -1,0 +1,107 @@
+"""/sketch: a drawing (attached) → a picture that follows its lines."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from bot.commands import drawing, imagine
+from bot.commands.grammar import DRAWING_OPTIONS, Option, Settings, choice, number, prompt_and_values, \
+    register_option, settings, split_options
+from bot.commands.registry import Command, CommandSpec, Param, only_options_of, register
+from bot.config import DefaultsConfig
+from bot.limits import CommandError, register_rules
+from storage.params import SketchParams
+from storage.params.sketch import CONTROL_SCALE
+
+if TYPE_CHECKING:
+    from bot.replies import Attachment, Reply
+    from bot.service import Service
+    from storage.records import Owner
+
+MODES = ("scribble", "img2img", "pix2pix")
+register_option(Option("mode", (), choice("mode", MODES),
+                       "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix", choices=MODES))
+register_option(Option("control", ("control_scale",), number("control"),
+                       f"/sketch: how strongly the drawing steers, {CONTROL_SCALE.text()}", "control_scale",
+                       CONTROL_SCALE, value="float"))
+
+
+@dataclass(frozen=True)
+class Sketch(Command):
+    """A drawing (the attached image) → a picture that follows its lines."""
+
+    name = "sketch"
+    queues_job = True
+    prompt: str
+    settings: Settings
+    mode: str | None = None
+
+
+def parse(words: list[str], defaults: DefaultsConfig) -> Sketch:
+    free, values = split_options(words, loose_keys=True)
+    prompt = " ".join(free).strip()
+    if not prompt:
+        raise CommandError("the prompt is empty; describe what to draw, e.g. /sketch a red lighthouse at dusk")
+    return _sketch(prompt, values, defaults)
+
+
+def from_options(prompt: str, given: Mapping[str, object], defaults: DefaultsConfig) -> Sketch:
+    """/sketch from a slash command, read as /imagine's is."""
+    return _sketch(*prompt_and_values(prompt, given), defaults)
+
+
+def _sketch(prompt: str, values: dict[str, object], defaults: DefaultsConfig) -> Sketch:
+    if "ar" in values or "size" in values:
+        raise CommandError("/sketch takes its size from the drawing; leave out --ar and --size")
+    only_options_of(SPEC, values)
+    mode = values.pop("mode", None)
+    return Sketch(prompt, settings(values, defaults), mode)
+
+
+async def run(service: Service, owner: Owner, command: Sketch, attachments: Sequence[Attachment]) -> Reply:
+    """A drawing → a picture: the drawing is cleaned into the control image the model sees, kept with the job."""
+    from generation.scribble import control_image, is_coloured, pix2pix_input  # numpy and OpenCV, no torch
+
+    if len(attachments) != 1:
+        raise CommandError("attach the drawing: a photo of it or the file (console: /sketch a house --image house.jpg)")
+    photo = await service.decode(attachments[0])
+    mode = command.mode or ("img2img" if await asyncio.to_thread(is_coloured, photo) else "scribble")
+    given = command.settings
+    if mode == "img2img":  # filled colour areas steer image→image well; lines alone do not
+        if given.get("control_scale") is not None:
+            raise CommandError("--control is for --mode scribble; image→image follows colours, not lines")
+        reply = await imagine.draw(service, owner, command.prompt, given, photo)
+        why = "" if command.mode else ", a coloured drawing: drawn by image→image (--mode scribble to follow its lines)"
+        return dataclasses.replace(reply, text=reply.text + why)
+    if given.get("strength") is not None:
+        raise CommandError("--strength is for --mode img2img; scribble and pix2pix follow the lines")
+    if mode == "pix2pix" and not service.config.sketch.pix2pix:
+        raise CommandError("--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
+    control = await asyncio.to_thread(pix2pix_input if mode == "pix2pix" else control_image, photo)
+    params = given.apply(SketchParams(
+        **{**drawing.fresh(command.prompt, service.config.defaults, service.random_seed()),
+           "width": control.width, "height": control.height},
+        mode=mode, control_scale=service.config.sketch.control_scale, input_sha256="", control_sha256="",
+    ))
+    service.check(params)
+    reply = await service.submit_with_inputs(
+        owner, (photo, control), lambda sha: params.replace(input_sha256=sha[0], control_sha256=sha[1])
+    )
+    return dataclasses.replace(reply, text=f"{reply.text} · {mode}")
+
+
+register_rules("sketch", drawing.drawing_problems)
+SPEC = register(CommandSpec(
+    name="sketch",
+    usage="/sketch <prompt> [--mode scribble|img2img|pix2pix] [--control F] — a drawing (attached) → a picture",
+    summary="send a photo of a drawing with a caption: a small house",
+    parse=parse, run=run,
+    from_options=lambda values, defaults: from_options(
+        str(values.get("prompt") or ""), {k: v for k, v in values.items() if k != "prompt"}, defaults),
+    options=tuple(name for name in DRAWING_OPTIONS if name not in ("ar", "size")) + ("strength", "mode", "control"),
+    params=(Param("prompt", "text", "what it shows; flags work here too", required=True, limit="max_prompt_chars"),),
+    image="required", image_help="a photo of the drawing, or the file",
+))
