@@ -24,11 +24,16 @@ def describe(params: JobParams, seed: int | None = None) -> str:
     return " · ".join([f"seed {params.seed if seed is None else seed}", *params.summary()])
 
 
+def is_rerun(job: JobRecord) -> bool:
+    """Whether the job redraws its parent (a rerun), rather than starting from its picture (an action)."""
+    return job.parent_id is not None and job.parent_id != job.params.drawn_from
+
+
 def job_line(job: JobRecord, owner: Owner, parent: bool = True) -> list[str]:
     """A job as /history lists it: its line, then every image's file and own seed ("/rerun SEED" of one
     image inside a batch needs it)."""
     prompt = title(job.params) if len(title(job.params)) <= 60 else title(job.params)[:59] + "…"
-    rerun = f" · rerun of #{job.parent_id}" if job.parent_id and parent else ""
+    rerun = f" · rerun of #{job.parent_id}" if is_rerun(job) and parent else ""
     lines = [f"#{job.id} {job.status}: {prompt} — {describe(job.params)}{rerun}"]
     return lines + [f"    {file_name(image, owner)}  seed {image.seed}" for image in job.images]
 

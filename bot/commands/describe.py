@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from bot.commands.registry import Command, CommandSpec, Param, no_more, register
+from bot.formatting import is_rerun
 from bot.commands.rerun import job_number
 from bot.config import DefaultsConfig
 from bot.limits import CommandError
@@ -37,7 +38,7 @@ def parse(words: list[str], defaults: DefaultsConfig) -> Describe:
 async def run(service: Service, owner: Owner, command: Describe, attachments: Sequence[Attachment]) -> Reply:
     job = await service.visible_job(owner, command.job_id)  # another chat's jobs are not even named
     lines = [f"#{job.id} {job.status}: a {job.params.LABEL}"
-             + (f", rerun of #{job.parent_id}" if job.parent_id else ""),
+             + (f", rerun of #{job.parent_id}" if is_rerun(job) else ""),
              "recorded parameters:"]
     lines += [f"  {name}: {_value(value)}" for name, value in _fields(job)]
     if job.run is not None:

@@ -26,6 +26,10 @@ class ActionParams(DiffusionParams):
     def inputs(self) -> tuple[str, ...]:
         return (self.input_sha256,)
 
+    @property
+    def drawn_from(self) -> int | None:
+        return self.source_job
+
     def action(self) -> str:
         """What was done, in a few words ("zoom out 2×"), for titles and the queued reply."""
         return self.LABEL

@@ -102,6 +102,11 @@ class JobParams:
         return ()
 
     @property
+    def drawn_from(self) -> int | None:
+        """The job whose picture this one starts from (an action's source), which its parent then is not a rerun of."""
+        return None
+
+    @property
     def shown_inputs(self) -> tuple[tuple[str, str], ...]:
         """(label, sha256) of kept images worth showing beside the result (what a sketch's model saw)."""
         return ()

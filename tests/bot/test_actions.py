@@ -212,3 +212,14 @@ def test_action_slash_values_read_as_the_typed_line() -> None:
     assert (command.source.job_id, command.source.image, command.scale) == (12, 2, 2.0)
     assert from_options("pan", {"job": "#7", "direction": "up"}, DEFAULTS).direction == "up"
     assert from_options("vary", {"variation": "strong"}, DEFAULTS).source.job_id is None
+
+
+async def test_history_and_describe_say_what_an_action_started_from_and_what_reruns_it(rig: Rig, batch) -> None:
+    zoom = await drawn(rig, f"/zoom #{batch.id} 2")
+    again = await drawn(rig, f"/rerun #{zoom.id}")
+    lines = (await rig.say(ALICE, "/history")).text.splitlines()
+    mine = next(line for line in lines if line.startswith(f"#{zoom.id} "))
+    assert f"zoom out 2× of #{batch.id} image 2: a red lighthouse" in mine and "rerun of" not in mine
+    assert "rerun of #" + str(zoom.id) in next(line for line in lines if line.startswith(f"#{again.id} "))
+    described = (await rig.say(ALICE, f"/describe #{zoom.id}")).text.splitlines()
+    assert described[0] == f"#{zoom.id} done: a zoom out" and "  source_job: " + str(batch.id) in described
