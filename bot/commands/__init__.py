@@ -20,16 +20,3 @@ __all__ = [
     "from_options", "help_text", "imagine", "option", "options_of", "outpaint", "parse", "rerun", "size_for_aspect",
     "sketch", "upscale", "vary",
 ]
-
-
-def imagine_from_options(prompt, given, defaults, sketch=False):
-    """/imagine or /sketch from a slash command's typed options (kept for the frontends until they read the registry)."""
-    return (globals()["sketch"] if sketch else globals()["imagine"]).from_options(prompt, given, defaults)
-
-
-def face_from_options(given, mix_seed, moves, defaults):
-    return face.from_options({**given, "mix": mix_seed, "edit": moves}, defaults)
-
-
-def rerun_from_options(ref, given, defaults):
-    return rerun.from_options({**given, "ref": ref}, defaults)

@@ -41,9 +41,6 @@ class Settings:
             raise AttributeError(name)
         return self._values.get(name)
 
-    def without(self, *names: str) -> Settings:
-        return Settings(**{name: value for name, value in self._values.items() if name not in names})
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
@@ -281,10 +278,3 @@ def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:
     width = math.sqrt(area * ratio_w / ratio_h)
     height = area / width
     return max(64, round(width / 64) * 64), max(64, round(height / 64) * 64)
-
-
-def shown_name(field: str) -> str:
-    """The option that sets a params field, as people type it: "n" for count, "size" for width."""
-    if field in ("width", "height"):
-        return "size"
-    return next((o.name for o in OPTIONS.values() if o.field == field), field.replace("_", " "))

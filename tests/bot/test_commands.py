@@ -304,7 +304,13 @@ def test_parsed_settings_applied_to_params_go_through_check_params():
 
 # ---- typed options (slash commands) -------------------------------------------------------------
 def test_typed_options_use_the_same_names_parsers_and_messages_as_text():
-    from bot.commands import imagine_from_options, rerun_from_options
+    from bot.commands import from_options
+
+    def imagine_from_options(prompt, given, defaults):
+        return from_options("imagine", {**given, "prompt": prompt}, defaults)
+
+    def rerun_from_options(ref, given, defaults):
+        return from_options("rerun", {**given, "ref": ref}, defaults)
 
     command = imagine_from_options("a sign that says x=5", {"seed": 42, "steps": 4, "negative": "blur",
                                                              "aspect": "16:9", "count": 2, "cfg": 7.5}, DEFAULTS)
