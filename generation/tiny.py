@@ -36,16 +36,27 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0, in_channels: int = 4) -> Path:
-    """Write the tiny pipeline to out_dir and return it; in_channels=9 makes it an inpainting model's shape."""
+def _tiny_parts(seed: int, in_channels: int, family: str) -> dict:
+    """The modules of a tiny pipeline of `family` ("sd15" or "sdxl"), random weights from `seed`."""
     import torch
-    import transformers
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    xl = family == "sdxl"
+
+    def text_encoder(cls, hidden: int, **projection: int):
+        return cls(CLIPTextConfig(vocab_size=520, hidden_size=hidden, intermediate_size=2 * hidden,
+                                  num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
+                                  bos_token_id=0, eos_token_id=1, pad_token_id=1, **projection))
+
+    # SDXL: a second, projected text encoder whose states are joined to the first's (32 + 32 = 64 wide), and
+    # the pooled text and the six size numbers added to the time embedding ("text_time").
+    extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
+                 projection_class_embeddings_input_dim=32 + 6 * 8, cross_attention_dim=64) if xl else dict(
+                 cross_attention_dim=32)
+    # Drawn in this order (UNet, VAE, text encoder) so a seed gives the same SD 1.5 weights as it always has.
+    parts = dict(unet=UNet2DConditionModel(
         sample_size=8,
         in_channels=in_channels,
         out_channels=4,
@@ -53,11 +64,11 @@ def make_tiny_model(out_dir: Path, seed: int = 0, in_channels: int = 4) -> Path:
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
         attention_head_dim=2,
         norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
+        **extra,
+    ))
+    parts["vae"] = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 8, 8, 8),  # four blocks: the same 8× downscale as SD's VAE
@@ -67,39 +78,31 @@ def make_tiny_model(out_dir: Path, seed: int = 0, in_channels: int = 4) -> Path:
         norm_num_groups=4,
         sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=520,
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    parts["text_encoder"] = text_encoder(CLIPTextModel, 32)
     with tempfile.TemporaryDirectory() as tmp:
         write_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+        parts["tokenizer"] = tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    parts["scheduler"] = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                                     beta_schedule="scaled_linear", steps_offset=1)
+    if xl:
+        parts["text_encoder_2"] = text_encoder(CLIPTextModelWithProjection, 32, projection_dim=32)
+        parts["tokenizer_2"] = tokenizer
+    return parts
+
+
+def make_tiny_model(out_dir: Path, seed: int = 0, in_channels: int = 4, family: str = "sd15") -> Path:
+    """Write the tiny pipeline to out_dir and return it; in_channels=9 makes it an inpainting model's shape,
+    family="sdxl" an SDXL pipeline (two text encoders, size conditioning)."""
+    import transformers
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    out_dir = Path(out_dir)
+    parts = _tiny_parts(seed, in_channels, family)
+    if family == "sdxl":
+        pipe = StableDiffusionXLPipeline(**parts, force_zeros_for_empty_prompt=True)
+    else:
+        pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
     transformers.utils.logging.disable_progress_bar()  # a bar for writing half a megabyte is noise
     try:
         pipe.save_pretrained(out_dir)
