@@ -212,3 +212,23 @@ async def test_discord_a_batch_larger_than_a_row_shows_the_first_five_images_but
                                  [f"V{k} strong" for k in range(1, 6)], ["5× steps", "New seed"]]
         press = await fake.interact(fake.click("easel:up:1:7", snowflake()))  # image 7 by hand: still fine
         await press.message(lambda m: on_discord.finished(m) and "job #2" in m.content, timeout=WAIT)
+
+
+async def test_discord_the_actions_are_slash_commands_too(
+    discord_fake: FakeDiscord, tmp_path: Path, tiny_model: Path
+) -> None:
+    fake = discord_fake
+    async with on_discord.easel(fake, on_discord.make_config(tmp_path, tiny_model, fake)) as bot:
+        await on_discord.result_of(fake, await fake.interact(
+            fake.slash("imagine", {"prompt": "two boats", "seed": 5, "steps": 2, "count": 2})))
+        upscale = await fake.interact(fake.slash("upscale", {"job": "1", "image_number": 2, "scale": 1.5}))
+        await on_discord.result_of(fake, upscale)
+        pan = await fake.interact(fake.slash("pan", {"job": "#1", "direction": "up"}))
+        await on_discord.result_of(fake, pan)
+        upscaled, panned = await bot.history.get(2), await bot.history.get(3)
+        assert (upscaled.params.kind, upscaled.params.source_image, upscaled.params.scale) == ("upscale", 2, 1.5)
+        assert (panned.params.kind, panned.params.source_image, panned.params.direction) == ("pan", 1, "up")
+        assert upscaled.parent_id == panned.parent_id == 1
+        refused = await fake.interact(fake.slash("vary", {"job": "1", "image_number": 3}))
+        await refused.message(lambda m: m.ephemeral and bool(m.content), WAIT)
+        assert on_discord.ephemeral_text(refused) == "job #1 has 2 images; there is no image 3"
