@@ -4,6 +4,7 @@ job N, the checks on it, its image kept as the new job's input, and the source's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ class Action(Command):
         # "/upscale 2" in reply to a result: image 2 of that result's job.
         if self.source.job_id is not None:
             return self
-        return type(self)(**{**self.__dict__, "source": Source(job_id, self.source.image)})
+        return dataclasses.replace(self, source=Source(job_id, self.source.image))
 
 
 def read_source(name: str, words: list[str], loose: tuple[str, ...] = ()) -> tuple[Source, list[str], dict[str, object]]:

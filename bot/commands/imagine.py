@@ -85,7 +85,7 @@ async def draw(service: Service, owner: Owner, prompt: str, given: Settings, ima
         raise CommandError("--hires-strength is the hires fix's second pass; add --hires 2 to turn it on")
     params = given.apply(params)
     if isinstance(params, Txt2ImgParams) and params.hires:  # what enlarges it, kept so a rerun does the same
-        from bot.commands.upscale import upscaler_of
+        from bot.commands.upscale import upscaler_of  # here: at the top it would register /upscale before /imagine
 
         params = params.replace(hires_upscaler=(await upscaler_of(service))[0])
     service.check(params)

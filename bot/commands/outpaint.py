@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, get_args
 
 from bot.commands import action, drawing
 from bot.commands.action import Action, read_source
@@ -12,14 +12,15 @@ from bot.commands.registry import CommandSpec, Param, only_options_of, register
 from bot.config import DefaultsConfig
 from bot.limits import CommandError, register_rules
 from storage.params import PanParams, ZoomParams
-from storage.params.outpaint import FACTOR, pan_layout, zoom_layout
+from storage.params.outpaint import FACTOR, Direction, pan_layout
 
 if TYPE_CHECKING:
     from bot.replies import Attachment, Reply
     from bot.service import Service
     from storage.records import Owner
 
-DIRECTIONS = ("left", "right", "up", "down")
+DIRECTIONS: tuple[str, ...] = get_args(Direction)  # left, right, up, down, as the params record them
+ZOOM_FACTOR = 2.0  # /zoom's default, and the zoom-out button's (Midjourney's "Zoom Out 2x")
 register_option(Option("factor", (), number("factor"), f"/zoom: how far to zoom out, {FACTOR.text()}", "factor",
                        FACTOR, value="float"))
 register_option(Option("direction", (), choice("direction", DIRECTIONS), "/pan: which side the picture grows on",
@@ -29,7 +30,7 @@ register_option(Option("direction", (), choice("direction", DIRECTIONS), "/pan: 
 @dataclass(frozen=True)
 class Zoom(Action):
     name = "zoom"
-    factor: float = 2.0
+    factor: float = ZOOM_FACTOR
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Pan(Action):
 def parse_zoom(words: list[str], defaults: DefaultsConfig) -> Zoom:
     source, _, values = read_source("zoom", words)
     only_options_of(ZOOM, values)
-    return Zoom(source, values.get("factor", 2.0))
+    return Zoom(source, values.get("factor", ZOOM_FACTOR))
 
 
 def parse_pan(words: list[str], defaults: DefaultsConfig) -> Pan:
@@ -57,10 +58,8 @@ async def run(service: Service, owner: Owner, command: Zoom | Pan, attachments: 
     job, _, picture = await action.source_picture(service, owner, command.source, command.name, diffusion_only=True)
     common = dict(**action.carried(job, service.config.defaults, service.random_seed()), source_job=job.id,
                   source_image=command.source.image, input_sha256="")
-    if isinstance(command, Zoom):
-        (width, height), _ = zoom_layout(picture.size, command.factor) if FACTOR.holds(command.factor) \
-            else (picture.size, None)
-        params = ZoomParams(**common, width=width, height=height, factor=command.factor)
+    if isinstance(command, Zoom):  # the canvas keeps the picture's size
+        params = ZoomParams(**common, width=picture.width, height=picture.height, factor=command.factor)
     else:
         (width, height), _ = pan_layout(picture.size, command.direction)
         problems = drawing.size_problems(f"{picture.width}x{picture.height} panned {command.direction}", width, height,

@@ -74,7 +74,7 @@ async def _native_scale(model: str) -> int:
         return await asyncio.to_thread(_scale_of, path, path.stat().st_mtime_ns)
     except OSError as exc:
         raise CommandError(f"[upscale] model {path.name} cannot be read ({exc.strerror or exc}); "
-                           "fix it or give --scale") from None
+                           "fix the setting, or empty it to enlarge with Lanczos") from None
 
 
 @lru_cache(maxsize=4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, get_args
 
 from bot.commands import action, imagine
 from bot.commands.action import Action, read_source
@@ -12,13 +12,14 @@ from bot.commands.registry import CommandSpec, Param, only_options_of, register
 from bot.config import DefaultsConfig
 from bot.limits import CommandError, register_rules
 from storage.params import VaryParams
+from storage.params.vary import Variation
 
 if TYPE_CHECKING:
     from bot.replies import Attachment, Reply
     from bot.service import Service
     from storage.records import Owner
 
-VARIATIONS = ("subtle", "strong")
+VARIATIONS: tuple[str, ...] = get_args(Variation)  # subtle, strong, as the params record them
 register_option(Option("variation", (), choice("variation", VARIATIONS),
                        "/vary: subtle keeps the picture close, strong lets it change more", choices=VARIATIONS))
 

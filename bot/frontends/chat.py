@@ -19,7 +19,7 @@ from typing import Awaitable, Callable, ClassVar, Generic, Sequence, TypeVar
 
 from bot.commands import Command
 from bot.commands.action import Source
-from bot.commands.outpaint import DIRECTIONS, Pan, Zoom
+from bot.commands.outpaint import DIRECTIONS, ZOOM_FACTOR, Pan, Zoom
 from bot.commands.rerun import MAX_JOB_ID
 from bot.commands.upscale import Upscale
 from bot.commands.vary import VARIATIONS, Vary
@@ -126,7 +126,6 @@ def ending(job: JobRecord) -> str:
 
 # ---- the buttons under a finished result ------------------------------------------------------
 MORE_STEPS, NEW_SEED = "5× steps", "New seed"
-ZOOM_FACTOR = 2.0  # the zoom-out button's, as Midjourney's "Zoom Out 2x"
 MOST_IMAGES = 5  # per-image buttons for at most this many images of one message (Discord: 5 buttons a row)
 NO_LONGER = "this button no longer does anything"
 _ARROWS = {"left": "⬅", "right": "➡", "up": "⬆", "down": "⬇"}

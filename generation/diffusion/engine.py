@@ -210,10 +210,10 @@ class DiffusionEngine:
                 if self._offload is not None:  # hook again with the new UNet beside the others on the next job
                     self._offload.remove()
                 self._inpaint = StableDiffusionInpaintPipeline.from_pipe(self._txt2img, unet=unet)
-                self._inpaint.set_progress_bar_config(disable=True)
                 if self._plan.offload == "none":
                     unet.to(self._device)
                 log.info("loaded inpainting UNet of %s beside %s", self.actions.inpaint_model, self.config.model)
+            self._inpaint.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
         return self._inpaint
 
     def _run_upscale(self, params: UpscaleParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
@@ -251,11 +251,11 @@ class DiffusionEngine:
         if not self.upscale.model or path.name != name:
             raise EaselError(f"this job enlarges with {name}, but [upscale] model is "
                              f"{path.name if self.upscale.model else 'not set'}; set it back to rerun it")
-        if self._upscaler is None:
-            self._upscaler = load_upscaler(path, *self._upscale_placement())
-            log.info("loaded upscaler %s (%s, %d×)", path, self._upscaler.architecture, self._upscaler.scale)
         device, dtype = self._upscale_placement()
-        if self._upscaler.device != device:
+        if self._upscaler is None:
+            self._upscaler = load_upscaler(path, device, dtype)
+            log.info("loaded upscaler %s (%s, %d×)", path, self._upscaler.architecture, self._upscaler.scale)
+        elif self._upscaler.device != device:
             self._upscaler.to(device, dtype)
         return self._upscaler
 

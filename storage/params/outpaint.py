@@ -12,7 +12,6 @@ from storage.records import RunInfo
 
 FACTOR = Range("factor", 1, 2, above_low=True)
 Direction = Literal["left", "right", "up", "down"]
-ARROWS = {"left": "⬅", "right": "➡", "up": "⬆", "down": "⬇"}
 Box = tuple[int, int, int, int]  # left, top, width, height of the original on the canvas
 
 
