@@ -42,6 +42,10 @@ class RedisSettings:
     def cancel_key(self, job_id: int) -> str:
         return self.key("cancel", job_id)
 
+    def ended_key(self, job_id: int) -> str:
+        """Set by the worker that sent a job's end: SAQ may hand the job over again, and it is not drawn twice."""
+        return self.key("ended", job_id)
+
     def pool_key(self, job_id: int) -> str:
         """Which pool a job went to: it stays there when sent again (SAQ's job key is per queue)."""
         return self.key("pool", job_id)

@@ -24,7 +24,8 @@ from PIL import Image
 from generation.engine import EngineResult, JobCancelled
 from generation.engines import EngineConfig, build_engines
 from generation.redis_link import REDIS_DOWN, connect, retried
-from generation.wire import DRAW, Cancelled, Done, Event, Failed, Progressed, RedisSettings, Started, WorkerInfo
+from generation.wire import (DRAW, Cancelled, Done, Event, Failed, Progressed, RedisSettings, Started, WorkerInfo,
+                             is_end)
 from storage.errors import EaselError
 from storage.images import png_bytes
 from storage.params import JobParams, params_from_json
@@ -32,6 +33,7 @@ from storage.params import JobParams, params_from_json
 log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 10_000  # the stream is trimmed to about this many entries
+ENDED_KEPT = 7 * 24 * 3600  # how long a job's "ended" mark stops a second delivery of it from being drawn
 
 
 def default_name() -> str:
@@ -90,12 +92,25 @@ class Worker:
         self.redis = None
 
     async def send(self, event: Event) -> None:
+        """Add an event to the stream; an end also marks its job ended, in the same transaction."""
         fields = event.to_fields()
-        await retried(lambda: self.redis.xadd(self.settings.events, fields, maxlen=EVENTS_KEPT, approximate=True))
+
+        async def add():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.settings.events, fields, maxlen=EVENTS_KEPT, approximate=True)
+                if is_end(event):
+                    pipe.set(self.settings.ended_key(event.job), 1, ex=ENDED_KEPT)
+                await pipe.execute()
+        await retried(add)
 
     async def draw(self, ctx: dict, *, job_id: int, params: str, previews: bool = False) -> dict:
         """One job, as SAQ hands it over; its end always goes back as one end event."""
         saq_job = ctx["job"]
+        if await retried(lambda: self.redis.exists(self.settings.ended_key(job_id))):
+            # SAQ delivers at least once: a worker that died after sending the end, or a lease that ran out
+            # on a stalled machine, hands a job over again. Its end is in the stream already.
+            log.info("job #%d has ended already (SAQ handed it over again); not drawn twice", job_id)
+            return {"ended": "before"}
         job = params_from_json(params)
         progress = _Progress(asyncio.get_running_loop(), job_id, self.name, self.send, previews)
         self.running = job_id
@@ -173,11 +188,12 @@ class Worker:
 
     async def run(self) -> int:
         """Take jobs until SIGINT/SIGTERM; a job drawing then is put back for another worker."""
-        from saq import Queue
         from saq import Worker as SaqWorker
 
+        from generation.saq_queue import SettlingQueue
+
         self.redis = await connect(self.settings)
-        queue = Queue.from_url(self.settings.url, name=self.pool)
+        queue = SettlingQueue.from_url(self.settings.url, name=self.pool, settle=self.settings.lease_seconds)
         saq = SaqWorker(queue, functions=[(DRAW, self.draw)], concurrency=1, id=self.name,
                         timers={"sweep": self.settings.sweep_seconds, "abort": 0.25, "worker_info": 5},
                         metadata={"kinds": list(self.kinds)})

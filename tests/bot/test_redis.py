@@ -3,6 +3,7 @@ the bot's JobQueue with a RedisRunner, real SQLite history and image files. Noth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -22,11 +23,11 @@ from generation.diffusion import DiffusionEngine
 from generation.queue import EventKind, JobEvent, JobQueue, QueueLimits
 from generation.redis_link import connect, live_workers
 from generation.redis_runner import RedisRunner
-from generation.wire import RedisSettings
+from generation.wire import DRAW, RedisSettings
 from storage.history import History
 from storage.images import ImageStore
 from storage.records import JobStatus, Owner
-from storage.params import Txt2ImgParams
+from storage.params import Txt2ImgParams, params_to_json
 from tests.conftest import free_port
 from tests.helpers import eventually
 
@@ -235,6 +236,13 @@ async def test_twelve_jobs_of_three_people_on_two_workers_end_once_in_fair_turns
         assert sorted(int(e["job"]) for e in starts) == sorted(j.id for j in submitted)  # each drawn once
         assert {e["worker"].decode() for e in starts} == {"w1", "w2"}
 
+        # SAQ delivers at least once: a job handed over again after its end was sent is not drawn again.
+        again = await bot.runner._queue(bot.runner.workers[0].pool).enqueue(
+            DRAW, key="job-again", job_id=submitted[0].id, params=params_to_json(submitted[0].params))
+        await again.refresh(until_complete=TIMEOUT)
+        assert again.result == {"ended": "before"}
+        assert len(await stream_entries(bot, "started")) == len(submitted)
+
     # The same seed draws the same pixels on a worker as in a local engine.
     local = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0))
 
@@ -252,6 +260,40 @@ async def test_twelve_jobs_of_three_people_on_two_workers_end_once_in_fair_turns
     finally:
         await stored.close()
     assert np.array_equal(np.asarray(here), np.asarray(remote))
+
+
+async def test_a_sweep_in_the_instant_a_worker_takes_a_job_leaves_it_to_that_worker(redis_url: str) -> None:
+    """A worker moves a job onto the active list before it writes it active; SAQ's own sweep retried a job
+    caught in between, so it was drawn twice (tobymao/saq#277). Only a job still not active `settle` seconds
+    later is handed on; one whose heartbeat ran out goes at once."""
+    from saq.job import Status
+
+    from generation.saq_queue import SettlingQueue
+
+    queue = SettlingQueue.from_url(redis_url, name="easel-sweep", settle=1.0)
+    try:
+        await queue.enqueue("draw", key="job-1", heartbeat=1, retries=3)
+        taken = await queue.dequeue(timeout=1)  # what a worker holds for a moment before it writes "active"
+        assert taken is not None and taken.status == Status.QUEUED
+        assert await queue.sweep(lock=1, abort=0.2) == []
+        assert (await queue.job("job-1")).status == Status.QUEUED
+        assert await queue.redis.lrange(queue._active, 0, -1) == [taken.id.encode()]
+
+        await asyncio.sleep(1.1)  # the sweep lock and `settle` have passed: its worker died taking it
+        assert await queue.sweep(lock=1, abort=0.2) == [taken.id]
+        again = await queue.job("job-1")
+        assert again.status == Status.QUEUED and again.error == queue.swept_error_message
+        assert await queue.redis.lrange(queue._queued, 0, -1) == [taken.id.encode()]
+
+        # Taken and written active, then silent past its heartbeat: the next sweep hands it on at once.
+        taken = await queue.dequeue(timeout=1)
+        taken.attempts = 1
+        await taken.update(status=Status.ACTIVE)
+        await asyncio.sleep(1.1)
+        assert await queue.sweep(lock=1, abort=0.2) == [taken.id]
+        assert await queue.redis.lrange(queue._queued, 0, -1) == [taken.id.encode()]
+    finally:
+        await queue.disconnect()
 
 
 async def test_a_worker_killed_mid_job_hands_it_to_the_other_and_it_ends_once(
