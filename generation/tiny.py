@@ -129,3 +129,78 @@ def make_tiny_controlnet(model_dir: Path, out_dir: Path, seed: int = 0) -> Path:
             module.weight.normal_(0, 0.2)
     controlnet.save_pretrained(out_dir)
     return out_dir
+
+
+def _is_xl(model_dir: Path) -> bool:
+    index = json.loads((Path(model_dir) / "model_index.json").read_text(encoding="utf-8"))
+    return "text_encoder_2" in index
+
+
+def make_tiny_lora(model_dir: Path, out_file: Path, seed: int = 0, rank: int = 2, scale: float = 0.5) -> Path:
+    """Write a random-weight LoRA for the tiny model in model_dir (SD 1.5 or SDXL) as kohya/A1111 write one:
+    `lora_unet_…` for the UNet's attention projections, `lora_te_…` (SDXL: `lora_te1_…`, `lora_te2_…`) for the
+    text encoders' attention and MLP, each with lora_down, lora_up and alpha. Module names are the tiny
+    model's own (diffusers names for the UNet; kohya's SDXL files use the original UNet's, which diffusers
+    maps); `scale` is the weights' spread: 0.5 changes a 4-step 64×64 draw by about ten levels in 255."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    generator = torch.Generator().manual_seed(seed)  # not the global RNG: a test's other draws stay as they were
+    state: dict[str, torch.Tensor] = {}
+
+    def add(prefix: str, linear: torch.nn.Linear) -> None:
+        state[f"{prefix}.lora_down.weight"] = torch.randn(rank, linear.in_features, generator=generator) * scale
+        state[f"{prefix}.lora_up.weight"] = torch.randn(linear.out_features, rank, generator=generator) * scale
+        state[f"{prefix}.alpha"] = torch.tensor(float(rank))  # alpha / rank = 1: the weights act as written
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    for name, module in unet.named_modules():
+        if ".attn" in name and name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0")):
+            add("lora_unet_" + name.replace(".", "_"), module)
+    xl = _is_xl(model_dir)
+    encoders = [("lora_te1" if xl else "lora_te", CLIPTextModel, "text_encoder")]
+    if xl:
+        encoders.append(("lora_te2", CLIPTextModelWithProjection, "text_encoder_2"))
+    for prefix, cls, folder in encoders:
+        encoder = cls.from_pretrained(model_dir / folder)
+        for name, module in encoder.named_modules():
+            if name.endswith(("_proj", ".fc1", ".fc2")) and "text_projection" not in name:
+                # kohya's names start at CLIP's text_model, whichever class (and transformers version) holds it.
+                name = "text_model." + name.removeprefix("text_model.")
+                add(f"{prefix}_" + name.replace(".", "_"), module)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, out_file)
+    return out_file
+
+
+def make_tiny_embedding(model_dir: Path, out_file: Path, vectors: int = 2, seed: int = 0,
+                        scale: float = 1.0) -> Path:
+    """Write a random textual-inversion embedding of `vectors` vectors for the tiny model in model_dir, as
+    A1111 saves one: SD 1.5 as a .pt with string_to_param (or, named .safetensors, one emb_params tensor),
+    SDXL with clip_l and clip_g vectors for its two text encoders (both 32 wide in the tiny model)."""
+    import torch
+    from safetensors.torch import save_file
+
+    model_dir, out_file = Path(model_dir), Path(out_file)
+    generator = torch.Generator().manual_seed(seed)
+
+    def drawn(folder: str) -> torch.Tensor:
+        config = json.loads((model_dir / folder / "config.json").read_text(encoding="utf-8"))
+        return torch.randn(vectors, config["hidden_size"], generator=generator) * scale
+
+    if _is_xl(model_dir):
+        data = {"clip_l": drawn("text_encoder"), "clip_g": drawn("text_encoder_2")}
+    elif out_file.suffix == ".safetensors":
+        data = {"emb_params": drawn("text_encoder")}
+    else:
+        data = {"string_to_token": {"*": 265}, "string_to_param": {"*": drawn("text_encoder")},
+                "name": out_file.stem, "step": 0, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if out_file.suffix == ".safetensors":
+        save_file(data, out_file)
+    else:
+        torch.save(data, out_file)
+    return out_file

@@ -88,6 +88,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL pipeline folder: two text encoders, text_time size conditioning."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-sdxl"), family="sdxl")
+
+
+@pytest.fixture(scope="session")
 def tiny_controlnet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diffusers ControlNet folder shaped for the tiny model, as control_v11p_sd15_scribble is for SD 1.5."""
     return make_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("tiny-controlnet"))
