@@ -268,8 +268,8 @@ def move_engine(engine: DiffusionEngine, where) -> None:
     if engine._plan is None or engine._plan.offload != "none":
         return
     engine._txt2img.to(where)
-    if engine._controlled is not None:
-        engine._controlled.controlnet.to(where)
+    for module in engine._active.side_modules():
+        module.to(where)
 
 
 def switch_costs(args, engines: dict[str, DiffusionEngine], size: int) -> None:

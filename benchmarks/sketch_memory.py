@@ -93,7 +93,7 @@ def measure(model: Path, controlnet: Path, device: str) -> None:
     for _ in range(2):  # the allocator settles after a job or two
         engine.run(Txt2ImgParams(**common), (), Quiet())
     before = used()
-    engine._controlnet_pipe()  # what the first sketch job loads
+    engine._controlnet_pipe(engine.load())  # what the first sketch job loads
     loaded = used()
     engine.run(SketchParams(**common, input_sha256="-", control_sha256="-"), (drawing,), Quiet())
     ran = used()

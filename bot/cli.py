@@ -48,12 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     worker = command("worker", "draw jobs from Redis on this machine's GPU ([queue] backend = \"redis\")",
                      parents=[common])
     worker.add_argument("--kinds", help="the job kinds this worker takes, comma-separated (default: every kind)")
+    worker.add_argument("--models", help="the models this worker draws with, by name, comma-separated "
+                        "(default: every configured model); jobs of other models go to other workers")
     worker.add_argument("--name", help="how /queue and `easel workers` name it (default: host-pid)")
     command("workers", "list the workers connected to Redis", parents=[common])
     tiny = command("make-tiny-model", "write a tiny random-weight SD model (draws noise) for tests and offline tries")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--family", choices=("sd15", "sdxl"), default="sd15",
+                      help="sd15 (default) or sdxl: two text encoders and SDXL's size conditioning")
     tiny.add_argument("--controlnet", type=Path, metavar="DIR",
-                      help="also write a matching tiny ControlNet here (for [sketch] controlnet)")
+                      help="also write a matching tiny ControlNet here (for [sketch] controlnet or controlnet_sdxl)")
     args = parser.parse_args(argv)
     config_file, verbose = getattr(args, "config", None), getattr(args, "verbose", False)
 
@@ -62,17 +66,20 @@ def main(argv: list[str] | None = None) -> int:
 
         target = args.dir
         try:
-            folder = make_tiny_model(target)
+            folder = make_tiny_model(target, family=args.family)
             if args.controlnet is not None:
                 target = args.controlnet
                 make_tiny_controlnet(folder, target)
         except OSError as exc:  # a file in the way, a read-only folder, a full disk
             print(f"easel: cannot write a model to {target}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-        print(f"wrote a tiny random-weight Stable Diffusion model to {folder} (it draws noise, not pictures);")
-        print(f'use it with [generation] model = "{folder}"')
+        xl = args.family == "sdxl"
+        print(f"wrote a tiny random-weight {'SDXL' if xl else 'Stable Diffusion 1.5'} model to {folder} "
+              "(it draws noise, not pictures);")
+        print(f'use it with [generation] model = "{folder}", or as a [models.<name>] table\'s source')
         if args.controlnet is not None:
-            print(f'and a tiny ControlNet in {args.controlnet}: [sketch] controlnet = "{args.controlnet}"')
+            key = "controlnet_sdxl" if xl else "controlnet"
+            print(f'and a tiny ControlNet in {args.controlnet}: [sketch] {key} = "{args.controlnet}"')
         return 0
 
     if args.command == "init":
@@ -159,12 +166,22 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
         if unknown or not names:
             print(f"easel: --kinds takes {', '.join(ENGINES)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
             return 2
+        from generation.models import catalog
+
+        configured = catalog(config.generation, config.models)
+        models = [] if args.models is None else [name.strip() for name in args.models.split(",") if name.strip()]
+        missing = [name for name in models if name not in configured]
+        if missing or (args.models is not None and not models):
+            print(f"easel: --models takes {', '.join(configured)}; not {', '.join(missing) or 'nothing'}",
+                  file=sys.stderr)
+            return 2
         require_redis()
         from generation.worker import Worker, default_name  # imports torch
 
         if config.generation.compile:  # as `easel run` does: compiled kernels survive restarts in the data folder
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
-        worker = Worker(redis_settings(config.queue), config, tuple(dict.fromkeys(names)), args.name or default_name())
+        worker = Worker(redis_settings(config.queue), config, tuple(dict.fromkeys(names)), args.name or default_name(),
+                        tuple(dict.fromkeys(models)))
         return asyncio.run(worker.run())
     except KeyboardInterrupt:
         _exit_interrupted()

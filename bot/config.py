@@ -16,7 +16,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from bot.limits import LimitsConfig, limit_problems
 from storage.params.base import CFG, STEPS
 from storage.params.img2img import STRENGTH
-from generation.config import ActionsConfig, FacesConfig, GenerationConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
 from generation.queue import QueueLimits
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from generation.wire import RedisSettings
@@ -182,6 +182,7 @@ class Config(BaseModel):
     model_config = _FROZEN
     storage: StorageConfig = StorageConfig()
     generation: GenerationConfig = GenerationConfig()
+    models: ModelsConfig = ModelsConfig()
     sketch: SketchConfig = SketchConfig()
     faces: FacesConfig = FacesConfig()
     upscale: UpscaleConfig = UpscaleConfig()
@@ -196,6 +197,16 @@ class Config(BaseModel):
     @property
     def database(self) -> Path:
         return self.storage.data_dir / "easel.db"
+
+    @model_validator(mode="after")
+    def _models_named_well(self) -> Config:
+        from generation.models import catalog
+
+        try:
+            catalog(self.generation, self.models)  # [generation] model and a [models.default] table must not clash
+        except EaselError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Config:

@@ -90,5 +90,14 @@ def queue_lines(running: list[tuple[JobRecord, tuple[int, int], str | None]], wa
 
     lines = [f"running: {job_text(job, f'{done}/{total} ')}" + (f" · {where}" if where else "")
              for job, (done, total), where in running]
-    lines += [f"{n}. {job_text(job)}" for n, job in enumerate(waiting, 1)]
+    # A job drawn with another model than the one before it waits for that model to be moved in (or loaded).
+    model = _model(running[-1][0]) if running else ""
+    for n, job in enumerate(waiting, 1):
+        switch = _model(job) and model and _model(job) != model
+        lines.append(f"{n}. {job_text(job)}" + (f" · switches to model {_model(job)}" if switch else ""))
+        model = _model(job) or model
     return "\n".join(lines)
+
+
+def _model(job: JobRecord) -> str:
+    return getattr(job.params, "model", "")

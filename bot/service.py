@@ -18,11 +18,12 @@ from bot.config import Config
 from bot.formatting import describe, for_chat, job_line, queue_lines, shown_path, shown_text, title, without_paths
 from bot.limits import MAX_SEED, CommandError, LimitsConfig, check_params
 from bot.replies import Attachment, Reply
+from generation.models import ModelSpec, catalog, default_name, loras_of, pick
 from generation.queue import JobEvent, JobQueue
 from storage.errors import EaselError
 from storage.history import History
 from storage.images import ImageStore
-from storage.params import JobParams
+from storage.params import DiffusionParams, JobParams
 from storage.records import JobRecord, Owner
 from storage.uploads import open_upload
 
@@ -43,6 +44,8 @@ class Service:
         # Held from "is this input file on disk?" to the job that refers to it being queued, so a
         # refused job's freshly saved input can be removed without pulling it from under another job.
         self._inputs = asyncio.Lock()
+        self.models = catalog(config.generation, config.models)  # name → model, the default first
+        self.default_model = default_name(config.generation, config.models)
 
     def is_admin(self, owner: Owner) -> bool:
         # Whoever sits at the terminal owns the machine.
@@ -150,10 +153,24 @@ class Service:
         """A fresh seed whose whole batch (up to [limits] max_count images) stays in range."""
         return _seeds.randrange(0, MAX_SEED - self.config.limits.max_count + 1)
 
+    def model(self, name: str | None) -> ModelSpec:
+        """The configured model called `name` (the default for none); an unknown name lists the known ones."""
+        return pick(self.models, name or self.default_model)
+
+    def models_text(self) -> str:
+        from bot.commands.models import models_text
+
+        models = self.config.models
+        return models_text(self.models, self.default_model, self.queue.loaded_models(), models.lora_dir,
+                           models.embeddings_dir)
+
     def check(self, params: JobParams) -> None:
         """Refuse a job the limits or this easel's engines cannot take, before anything is kept or queued."""
         check_params(params, self.config.limits)
         self.queue.check_available(params.kind)
+        if isinstance(params, DiffusionParams):
+            self.model(params.model)
+            loras_of(params.prompt, self.config.models.lora_dir, params.negative_prompt)  # not there, or a bad tag
 
     async def decode(self, attachment: Attachment) -> Image.Image:
         """An attached image decoded within the upload limits, or a refusal saying why."""
@@ -230,6 +247,8 @@ class Service:
         return await self.history.job_for_message(platform, chat_id, message_id)
 
     async def _queue(self, owner: Owner, params: JobParams, parent_id: int | None, note: str) -> Reply:
+        if isinstance(params, DiffusionParams) and not params.model:  # recorded by name, so a rerun draws with it
+            params = params.replace(model=self.default_model)
         # Whoever sits at the terminal owns the machine: only the queue's total limit applies to them.
         job = await self.queue.submit(owner, params, parent_id, per_user_limit=owner.platform != "console")
         return Reply(f"queued #{job.id} (position {self.queue.position(job.id)}){note}", job=job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.params.face import PSI
 from storage.params.sketch import CONTROL_SCALE
@@ -43,6 +43,8 @@ class SketchConfig(BaseModel):
     # A ControlNet for SD 1.5 as a hub id or a local diffusers folder: scribble by default; lineart,
     # softedge or canny ones work the same way (control_v11p_sd15_lineart, …).
     controlnet: str = Field(DEFAULT_CONTROLNET, min_length=1)
+    # The same for SDXL models (e.g. xinsir/controlnet-scribble-sdxl-1.0); empty = sketches need an SD 1.x model.
+    controlnet_sdxl: str = ""
     pix2pix: str = ""  # a pix2pix edges→photo generator (.pth state dict) for --mode pix2pix; empty = off
     control_scale: float = Field(1.0, ge=CONTROL_SCALE.low, le=CONTROL_SCALE.high)  # the default conditioning scale
 
@@ -78,3 +80,38 @@ class ActionsConfig(BaseModel):
     # An SD 1.5 inpainting model (9-channel UNet) for /zoom and /pan, as a diffusers folder or hub id: only its
     # UNet is loaded, beside the model's own VAE and text encoder. Empty: the model's own UNet outpaints.
     inpaint_model: str = ""
+
+
+Family = Literal["auto", "sd1", "sd2", "sdxl"]
+
+
+class ModelEntry(BaseModel):
+    """[models.<name>]: one model people can pick by name with --model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A hub id, a local diffusers folder, or a single .safetensors/.ckpt checkpoint file.
+    source: str = Field(min_length=1)
+    family: Family = "auto"  # sd1, sd2 or sdxl; auto reads it from the folder's configs or the checkpoint's keys
+    vae: str = ""  # another VAE (diffusers folder or hub id), e.g. madebyollin/sdxl-vae-fp16-fix; empty = its own
+    single_file_config: str = ""  # for a checkpoint file: a diffusers folder of its family to take configs from
+
+
+class ModelsConfig(BaseModel):
+    """[models]: the named models (each a [models.<name>] table), LoRAs and embeddings, and how many stay loaded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep_in_ram: int = Field(2, ge=1, le=16)  # loaded models kept in CPU RAM (least recently used leaves first)
+    lora_dir: str = ""  # LoRA files (.safetensors …) for <lora:name:weight> in a prompt; empty = none
+    embeddings_dir: str = ""  # textual-inversion embeddings, used by writing their name in a prompt; empty = none
+    named: dict[str, ModelEntry] = {}  # every [models.<name>] table
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables_are_models(cls, data: object) -> object:
+        # In TOML a [models.sdxl] table is a key of [models] beside its settings: gather the tables by name.
+        if isinstance(data, dict) and "named" not in data:
+            tables = {key: value for key, value in data.items() if isinstance(value, dict)}
+            data = {key: value for key, value in data.items() if key not in tables} | {"named": tables}
+        return data

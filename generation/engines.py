@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Protocol
 
-from generation.config import ActionsConfig, FacesConfig, GenerationConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
 from generation.engine import Engine
 
 
@@ -12,6 +12,7 @@ class EngineConfig(Protocol):
     """The sections of the config that engines read (the bot's Config is one)."""
 
     generation: GenerationConfig
+    models: ModelsConfig
     sketch: SketchConfig
     faces: FacesConfig
     upscale: UpscaleConfig
@@ -21,7 +22,7 @@ class EngineConfig(Protocol):
 def _diffusion(config: EngineConfig) -> Engine:
     from generation.diffusion import DiffusionEngine  # torch and diffusers: imported when an engine is built
 
-    return DiffusionEngine(config.generation, config.sketch, config.upscale, config.actions)
+    return DiffusionEngine(config.generation, config.sketch, config.upscale, config.actions, config.models)
 
 
 def _faces(config: EngineConfig) -> Engine:

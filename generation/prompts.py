@@ -10,7 +10,11 @@ Supported syntax, read as the A1111 web UI reads it:
 - prompts of any length: tokens go into chunks of 75, each encoded on its own as BOS + 75 + EOS and
   concatenated; a chunk that fills up breaks after a comma among its last 20 tokens instead.
 
-Not supported, read as plain text: prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND`, `<lora:…>`.
+SDXL's two text encoders read the same syntax: each encodes the same chunks, their states are joined,
+and the pooled text comes from the second encoder's first chunk (as A1111 does).
+
+Not supported, read as plain text: prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND`. (`<lora:…>` tags are
+taken out before the text gets here: generation/addons.py.)
 """
 
 from __future__ import annotations
@@ -208,8 +212,10 @@ def encode_chunks(
     device: torch.device | str,
     dtype: torch.dtype,
     clip_skip: int | None = None,
+    penultimate: bool = False,
 ) -> torch.Tensor:
-    """Encode each chunk, apply its weights with A1111's mean restore, and join them: [1, 77·k, hidden]."""
+    """Encode each chunk, apply its weights with A1111's mean restore, and join them: [1, 77·k, hidden].
+    `penultimate`: the layer before the last, without the final norm (what SDXL's UNet was trained on)."""
     import torch
 
     # Offload hooks move the encoder to the execution device per call and expect inputs there (as diffusers
@@ -226,7 +232,9 @@ def encode_chunks(
             if use_mask:
                 mask = torch.zeros_like(ids)
                 mask[0, : chunk.ids.index(text_encoder.config.eos_token_id, 1) + 1] = 1
-            if clip_skip is None:
+            if penultimate:
+                hidden = text_encoder(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+            elif clip_skip is None:
                 hidden = text_encoder(ids, attention_mask=mask)[0]
             else:
                 # diffusers' clip_skip: 1 is the penultimate layer (A1111's "Clip skip: 2"), through the final norm.
@@ -280,3 +288,44 @@ def encode_prompts(
         encode_chunks(text_encoder, positive, device, dtype, clip_skip),
         encode_chunks(text_encoder, negative, device, dtype, clip_skip),
     )
+
+
+def encode_prompts_xl(pipe, prompt: str, negative_prompt: str, device: torch.device | str,
+                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The four embeddings an SDXL pipeline takes, from A1111-syntax prompts: both encoders' penultimate
+    states joined ([1, 77·k, 768 + 1280]) and the second encoder's pooled, projected text of the first chunk."""
+    import torch
+
+    pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
+    chunked = []
+    for tokenizer, _ in pairs:
+        positive, negative = chunk_prompt(tokenizer, prompt), chunk_prompt(tokenizer, negative_prompt)
+        chunked.append((tokenizer, positive, negative))
+    length = max(len(chunks) for _, positive, negative in chunked for chunks in (positive, negative))
+    embeds: dict[str, list] = {"prompt_embeds": [], "negative_prompt_embeds": []}
+    pooled = {}
+    for (tokenizer, positive, negative), (_, encoder) in zip(chunked, pairs):
+        empty = chunk_prompt(tokenizer, "")[0]
+        for key, chunks in (("prompt_embeds", positive), ("negative_prompt_embeds", negative)):
+            chunks = chunks + [empty] * (length - len(chunks))  # guidance batches both: equal lengths
+            embeds[key].append(encode_chunks(encoder, chunks, device, dtype, penultimate=True))
+            if encoder is pipe.text_encoder_2:
+                pooled[key] = _pooled(encoder, chunks[0], device, dtype)
+    out = {key: torch.cat(parts, dim=-1) for key, parts in embeds.items()}
+    out["pooled_prompt_embeds"] = pooled["prompt_embeds"]
+    out["negative_pooled_prompt_embeds"] = pooled["negative_prompt_embeds"]
+    if not negative_prompt and pipe.config.get("force_zeros_for_empty_prompt", False):
+        # SDXL base draws an empty negative prompt as zeros, not as the encoded empty text (as diffusers does).
+        out["negative_prompt_embeds"] = torch.zeros_like(out["negative_prompt_embeds"])
+        out["negative_pooled_prompt_embeds"] = torch.zeros_like(out["negative_pooled_prompt_embeds"])
+    return out
+
+
+def _pooled(text_encoder, chunk: Chunk, device, dtype) -> torch.Tensor:
+    """The projected, pooled text of one chunk (CLIPTextModelWithProjection's text_embeds): [1, projection]."""
+    import torch
+
+    home = torch.device(device) if hasattr(text_encoder, "_hf_hook") else text_encoder.device
+    with torch.no_grad():
+        output = text_encoder(torch.tensor([chunk.ids], dtype=torch.long, device=home))
+    return output[0].to(device=device, dtype=dtype)

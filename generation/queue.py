@@ -187,6 +187,10 @@ class JobQueue:
         """Raise EngineUnavailable, with what to configure, when jobs of this kind cannot run."""
         self.runner.check_available(kind)
 
+    def loaded_models(self) -> list[str] | None:
+        """The models in memory, the one in use last; None where the drawing happens elsewhere (workers)."""
+        return self.runner.loaded_models()
+
     async def cancel(self, job_id: int, by: Owner, admin: bool = False) -> JobRecord:
         """Cancel a waiting job at once, or ask the running one to stop at its next step."""
         state = self._jobs.get(job_id)
@@ -259,7 +263,7 @@ class JobQueue:
 
     def _fits(self, job: JobRecord) -> bool:
         state = self._jobs.get(job.id)
-        return (state is not None and state.result is not None) or self.runner.has_room(job.params.kind)
+        return (state is not None and state.result is not None) or self.runner.has_room(job)
 
     async def _dispatch(self) -> None:
         """Hand jobs out in fair turns while the runner has room; each goes on in a task of its own."""

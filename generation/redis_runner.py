@@ -121,22 +121,26 @@ class RedisRunner:
         if kind not in ENGINES:  # else it waits for a worker that takes its kind: workers come and go
             raise EngineUnavailable(f"{kind} jobs are not set up on this easel")
 
-    def _room(self, kind: str) -> dict[str, int]:
-        """Free slots of the pools that take this kind: PER_WORKER per live worker, less the jobs drawing."""
+    def _room(self, job: JobRecord) -> dict[str, int]:
+        """Free slots of the pools that take this job (its kind and model): PER_WORKER per live worker, less
+        the jobs drawing."""
         room: dict[str, int] = {}
         for worker in self._workers:
-            if kind in worker.kinds:
+            if worker.draws(job.params):
                 room[worker.pool] = room.get(worker.pool, 0) + PER_WORKER
         for out in self._out.values():
             if out.drawing and out.pool in room:
                 room[out.pool] -= 1
         return {pool: free for pool, free in room.items() if free > 0}
 
-    def has_room(self, kind: str) -> bool:
-        return bool(self._room(kind))
+    def has_room(self, job: JobRecord) -> bool:
+        return bool(self._room(job))
+
+    def loaded_models(self) -> list[str] | None:
+        return None  # each worker holds its own
 
     def reserve(self, job: JobRecord) -> None:
-        room = self._room(job.params.kind)
+        room = self._room(job)
         self._out[job.id] = _Out(job, pool=max(room, key=lambda pool: room[pool]))
 
     def release(self, job_id: int) -> None:
@@ -361,7 +365,7 @@ class RedisRunner:
         """Refresh the live workers, and end jobs SAQ gave up on (every attempt's worker died)."""
         try:
             workers = await live_workers(self._redis, self.settings)
-            if [(w.pool, w.kinds) for w in workers] != [(w.pool, w.kinds) for w in self._workers]:
+            if [(w.pool, w.kinds, w.models) for w in workers] != [(w.pool, w.kinds, w.models) for w in self._workers]:
                 self._wake()  # room came or went
             self._workers = workers
             for job_id, out in list(self._out.items()):

@@ -39,8 +39,12 @@ class Runner(Protocol):
         """Raise EngineUnavailable, with what to configure, when jobs of this kind cannot run."""
         ...
 
-    def has_room(self, kind: str) -> bool:
-        """Whether a job of this kind could start drawing now."""
+    def has_room(self, job: JobRecord) -> bool:
+        """Whether this job could start drawing now (a worker for its kind and model has a free slot)."""
+        ...
+
+    def loaded_models(self) -> list[str] | None:
+        """The Stable Diffusion models in memory, the one in use last; None when this runner cannot know."""
         ...
 
     def reserve(self, job: JobRecord) -> None:
@@ -100,7 +104,11 @@ class LocalRunner:
         if reason:
             raise EngineUnavailable(reason)
 
-    def has_room(self, kind: str) -> bool:
+    def loaded_models(self) -> list[str] | None:
+        engine = self.engines.get("txt2img")
+        return engine.loaded if engine is not None else None
+
+    def has_room(self, job: JobRecord) -> bool:
         return not self._busy  # one drawing at a time; the last one's images may still be being saved
 
     def reserve(self, job: JobRecord) -> None:

@@ -53,9 +53,11 @@ class RedisSettings:
     def worker_key(self, name: str) -> str:
         return self.key("worker", name)
 
-    def pool(self, kinds: Iterable[str]) -> str:
-        """The SAQ queue of the workers that take exactly these kinds (no ':' in SAQ names)."""
-        return f"{self.prefix}-" + "+".join(sorted(kinds))
+    def pool(self, kinds: Iterable[str], models: Iterable[str] = ()) -> str:
+        """The SAQ queue of the workers that take exactly these kinds, with these models (none named: every
+        model); no ':' in SAQ names."""
+        named = sorted(models)
+        return f"{self.prefix}-" + "+".join(sorted(kinds)) + (f"@{'+'.join(named)}" if named else "")
 
 
 def saq_key(job_id: int) -> str:
@@ -83,17 +85,24 @@ class WorkerInfo:
     done: int
     running: int | None
     seen: float  # unix time of its last heartbeat
+    models: tuple[str, ...] = ()  # the models it draws with; none named: every configured model
+
+    def draws(self, job_params) -> bool:
+        """Whether jobs like this one go to this worker: its kind, and its model when the worker names models."""
+        model = getattr(job_params, "model", "")
+        return job_params.kind in self.kinds and (not self.models or not model or model in self.models)
 
     def to_fields(self) -> Fields:
         return {"name": self.name, "gpu": self.gpu, "kinds": ",".join(self.kinds), "pool": self.pool,
-                "done": self.done, "running": self.running or "", "seen": self.seen}
+                "done": self.done, "running": self.running or "", "seen": self.seen, "models": ",".join(self.models)}
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> WorkerInfo:
         text = {key.decode(): value.decode() for key, value in fields.items()}
         return cls(name=text["name"], gpu=text.get("gpu", "?"), kinds=tuple(text["kinds"].split(",")),
                    pool=text["pool"], done=int(text.get("done", 0)),
-                   running=int(text["running"]) if text.get("running") else None, seen=float(text["seen"]))
+                   running=int(text["running"]) if text.get("running") else None, seen=float(text["seen"]),
+                   models=tuple(name for name in text.get("models", "").split(",") if name))
 
 
 # How a field of each annotated type travels in a stream entry: written by _put, read back by _get. The

@@ -78,11 +78,12 @@ class _OneLineWhenRedisIsDown(logging.Filter):
 class Worker:
     """One worker process: the engines of its kinds, one GPU thread, one SAQ worker on its pool's queue."""
 
-    def __init__(self, settings: RedisSettings, config: EngineConfig, kinds: tuple[str, ...], name: str) -> None:
+    def __init__(self, settings: RedisSettings, config: EngineConfig, kinds: tuple[str, ...], name: str,
+                 models: tuple[str, ...] = ()) -> None:
         from generation.device import device_name  # imports torch
 
-        self.settings, self.kinds, self.name = settings, kinds, name
-        self.pool = settings.pool(kinds)
+        self.settings, self.kinds, self.name, self.models = settings, kinds, name, models
+        self.pool = settings.pool(kinds, models)
         self.engines = build_engines(config, kinds)
         self.gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self.device = device_name(config.generation.device)
@@ -180,7 +181,7 @@ class Worker:
         every = max(0.5, min(5.0, self.settings.lease_seconds / 4))
         while True:
             info = WorkerInfo(name=self.name, gpu=self.device, kinds=self.kinds, pool=self.pool, done=self.done,
-                              running=self.running, seen=time.time())
+                              running=self.running, seen=time.time(), models=self.models)
             with contextlib.suppress(Exception):
                 await self.redis.hset(key, mapping=info.to_fields())
                 await self.redis.expire(key, max(2, int(every * 3)))
@@ -200,7 +201,8 @@ class Worker:
         logging.getLogger("saq").addFilter(_OneLineWhenRedisIsDown())
         register = asyncio.create_task(self._register())
         log.info("worker %s takes %s jobs from %s", self.name, ", ".join(self.kinds), self.pool)
-        print(f"easel worker {self.name}: {', '.join(self.kinds)} on {self.device}", flush=True)
+        models = f" with models {', '.join(self.models)}" if self.models else ""
+        print(f"easel worker {self.name}: {', '.join(self.kinds)}{models} on {self.device}", flush=True)
         try:
             await saq.start()
         finally:

@@ -65,6 +65,10 @@ class RunInfo:
     torch_version: str
     vae_tiling: bool = False  # whether the VAE decoded in tiles; it changes the pixels, so reruns repeat it
     controlnet: str | None = None  # the ControlNet (or pix2pix file) that steered a sketch job
+    family: str | None = None  # the model's family: sd1, sd2 or sdxl
+    loras: str | None = None  # the LoRAs it drew with, as A1111's "Lora hashes": "name: hash, name: hash"
+    embeddings: str | None = None  # the embeddings its prompts used, as A1111's "TI hashes"
+    vae: str | None = None  # how the VAE decoded when it differs from the model's dtype (SDXL's float32 upcast)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from storage.errors import StorageError
 from storage.params import Img2ImgParams, JobParams, Txt2ImgParams, params_to_json
 from storage.records import JobStatus
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
 # a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
@@ -35,6 +35,10 @@ CREATE TABLE {name} (
     torch_version TEXT,
     vae_tiling INTEGER,
     controlnet TEXT,
+    family TEXT,
+    loras TEXT,
+    embeddings TEXT,
+    vae TEXT,
     parent_id INTEGER REFERENCES jobs(id),
     status TEXT NOT NULL,
     error TEXT,
@@ -70,11 +74,11 @@ _INDEXES_AND_IMAGES = (
 
 RUN_COLUMNS = (
     "model", "model_hash", "memory_profile", "attention", "dtype", "device",
-    "diffusers_version", "torch_version", "vae_tiling", "controlnet",
+    "diffusers_version", "torch_version", "vae_tiling", "controlnet", "family", "loras", "embeddings", "vae",
 )
 # What versions 1 and 2 share, copied as it is by the migration.
 _KEPT_COLUMNS = (
-    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *RUN_COLUMNS[:-2],
+    "id", "platform", "user_id", "chat_id", "user_name", "kind", "seed", "count", *RUN_COLUMNS[:8],
     "parent_id", "status", "error", "crashes", "created_at", "started_at", "finished_at",
 )
 
@@ -117,11 +121,13 @@ _ADDED_COLUMNS = (
     # Version 5: sends of a job's result that started and never got an answer (a kill mid-send, a timeout):
     # the result may have arrived that many times, so it is sent again at most once.
     ("unsure_sends", "INTEGER NOT NULL DEFAULT 0"),
+    # Version 6: the model library: a job's model family, LoRAs, embeddings and VAE precision.
+    ("family", "TEXT"), ("loras", "TEXT"), ("embeddings", "TEXT"), ("vae", "TEXT"),
 )
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
-    """Versions 2–4 → now: the columns added since, each only where it is missing."""
+    """Versions 2–5 → now: the columns added since, each only where it is missing."""
     present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
     for name, kind in _ADDED_COLUMNS:
         if name not in present:

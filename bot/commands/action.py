@@ -39,6 +39,7 @@ class Action(Command):
 
     queues_job = True
     source: Source
+    model: str | None = dataclasses.field(default=None, kw_only=True)  # --model: another than the source's
 
     def replying_to(self, job_id: int) -> Command:
         # "/upscale 2" in reply to a result: image 2 of that result's job.
@@ -111,14 +112,15 @@ def _open(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def carried(job: JobRecord, defaults: DefaultsConfig, seed: int) -> dict[str, object]:
-    """The source's prompt and settings (the [defaults] where it had none: a StyleGAN2 face), with `seed`."""
+def carried(job: JobRecord, defaults: DefaultsConfig, seed: int, model: str | None = None) -> dict[str, object]:
+    """The source's prompt, settings and model (the [defaults] where it had none: a StyleGAN2 face), with `seed`;
+    `model` (an action's --model) in place of the source's."""
     params = job.params
     if isinstance(params, DiffusionParams):
         return dict(prompt=params.prompt, negative_prompt=params.negative_prompt, steps=params.steps, cfg=params.cfg,
-                    scheduler=params.scheduler, seed=seed, count=1)
+                    scheduler=params.scheduler, seed=seed, count=1, model=model or params.model)
     return dict(prompt="", negative_prompt="", steps=defaults.steps, cfg=defaults.cfg, scheduler=defaults.scheduler,
-                seed=seed, count=1)
+                seed=seed, count=1, model=model or "")
 
 
 async def submit(service: Service, owner: Owner, job: JobRecord, picture: Image.Image, params: JobParams) -> Reply:

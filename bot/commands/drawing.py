@@ -6,6 +6,7 @@ import math
 
 from bot.config import DefaultsConfig
 from bot.limits import LimitProblem, LimitsConfig
+from generation.models import NATIVE_SIDE, ModelSpec, sdxl_size
 from generation.prompts import PromptError, parse_attention
 from generation.schedulers import SCHEDULERS, scheduler_help
 from storage.params import DiffusionParams, JobParams
@@ -60,6 +61,26 @@ def fresh(prompt: str, defaults: DefaultsConfig, seed: int) -> dict[str, object]
     """A new diffusion job's settings before the command's own: the prompt and the [defaults]."""
     return dict(prompt=prompt, negative_prompt=defaults.negative_prompt, seed=seed, steps=defaults.steps,
                 cfg=defaults.cfg, width=defaults.width, height=defaults.height, count=1, scheduler=defaults.scheduler)
+
+
+def area(model: ModelSpec, defaults: DefaultsConfig) -> int:
+    """The pixel count a new job of this model draws at: the [defaults] size's, and at least SDXL's 1024²."""
+    native = NATIVE_SIDE["sdxl"] ** 2 if model.family == "sdxl" else 0
+    return max(defaults.width * defaults.height, native)
+
+
+def sized_for(model: ModelSpec, params: DiffusionParams, given) -> DiffusionParams:
+    """A new SDXL text→image job at a size SDXL was trained at: 1024² unless a size was given, and --ar the
+    closest of its trained sizes. Other models keep what the command made."""
+    if model.family != "sdxl" or params.kind != "txt2img":
+        return params
+    if given.aspect is not None:
+        width, height = sdxl_size(*given.aspect)
+    elif given.get("width") is None and params.width * params.height < NATIVE_SIDE["sdxl"] ** 2:
+        width = height = NATIVE_SIDE["sdxl"]
+    else:
+        return params
+    return params.replace(width=width, height=height)
 
 
 def rerun_note(params: JobParams, base: JobParams) -> str:

@@ -28,6 +28,7 @@ class Settings:
 
     def __init__(self, **values: object) -> None:
         self._values = {name: value for name, value in values.items() if value is not None}
+        self.aspect: tuple[int, int] | None = None  # the --ar that set width and height, if one did
 
     def given(self) -> dict[str, object]:
         return dict(self._values)
@@ -147,6 +148,13 @@ def option(name: str) -> Option:
     return _BY_NAME[name]
 
 
+def _model_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 100 or any(ch.isspace() for ch in name):
+        raise CommandError(f"--model takes a model's name as /models lists it, got {text[:40]!r}")
+    return name
+
+
 for _option in (
     Option("no", ("negative",), str, "negative prompt: what to keep out of the picture", "negative_prompt", greedy=True,
            slash="negative"),
@@ -163,9 +171,10 @@ for _option in (
            slash="count"),
     Option("scheduler", ("sampler",), _scheduler, f"one of {scheduler_help()}", "scheduler",
            choices=tuple(SCHEDULERS)),
+    Option("model", ("checkpoint",), _model_name, "the model to draw with, by its name in /models", "model"),
 ):
     register_option(_option)
-DRAWING_OPTIONS = ("no", "seed", "steps", "cfg", "ar", "size", "n", "scheduler")  # what every diffusion command takes
+DRAWING_OPTIONS = ("no", "seed", "steps", "cfg", "ar", "size", "n", "scheduler", "model")  # what every diffusion command takes
 
 
 # ---- splitting a line ----------------------------------------------------------------------
@@ -266,7 +275,9 @@ def settings(values: Mapping[str, object], defaults: DefaultsConfig) -> Settings
         fields["width"], fields["height"] = values["size"]
     elif "ar" in values:
         fields["width"], fields["height"] = size_for_aspect(*values["ar"], defaults.width * defaults.height)
-    return Settings(**fields)
+    given = Settings(**fields)
+    given.aspect = values.get("ar")  # an SDXL model draws it at its own trained size instead (see bot/models.py)
+    return given
 
 
 def size_for_aspect(ratio_w: int, ratio_h: int, area: int) -> tuple[int, int]:

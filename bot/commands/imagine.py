@@ -68,10 +68,11 @@ async def run(service: Service, owner: Owner, command: Imagine, attachments: Seq
 async def draw(service: Service, owner: Owner, prompt: str, given: Settings, image: Image.Image | None) -> Reply:
     """Queue text → image, or image → image when there is an image (its aspect ratio at the default area)."""
     defaults = service.config.defaults
+    model = service.model(given.get("model"))
     base = drawing.fresh(prompt, defaults, service.random_seed())
     params: JobParams
     if image is not None:
-        width, height = size_for_aspect(*_clamped_aspect(image.size), defaults.width * defaults.height)
+        width, height = size_for_aspect(*_clamped_aspect(image.size), drawing.area(model, defaults))
         # The input's hash is known once it is kept, below; until then the job is only checked.
         params = Img2ImgParams(**{**base, "width": width, "height": height}, strength=defaults.strength,
                                input_sha256="")
@@ -83,7 +84,7 @@ async def draw(service: Service, owner: Owner, prompt: str, given: Settings, ima
         raise CommandError("--hires is for text→image; with an image, /upscale the result instead")
     if given.get("hires_strength") is not None and given.get("hires") is None:
         raise CommandError("--hires-strength is the hires fix's second pass; add --hires 2 to turn it on")
-    params = given.apply(params)
+    params = drawing.sized_for(model, given.apply(params), given)
     if isinstance(params, Txt2ImgParams) and params.hires:  # what enlarges it, kept so a rerun does the same
         from bot.commands.upscale import upscaler_of  # here: at the top it would register /upscale before /imagine
 

@@ -42,7 +42,7 @@ class Pan(Action):
 def parse_zoom(words: list[str], defaults: DefaultsConfig) -> Zoom:
     source, _, values = read_source("zoom", words)
     only_options_of(ZOOM, values)
-    return Zoom(source, values.get("factor", ZOOM_FACTOR))
+    return Zoom(source, values.get("factor", ZOOM_FACTOR), model=values.get("model"))
 
 
 def parse_pan(words: list[str], defaults: DefaultsConfig) -> Pan:
@@ -51,12 +51,12 @@ def parse_pan(words: list[str], defaults: DefaultsConfig) -> Pan:
     chosen = {*words, *([values["direction"]] if "direction" in values else [])}
     if len(chosen) != 1:
         raise CommandError("/pan takes one direction: left, right, up or down; e.g. /pan #12 right")
-    return Pan(source, chosen.pop())
+    return Pan(source, chosen.pop(), model=values.get("model"))
 
 
 async def run(service: Service, owner: Owner, command: Zoom | Pan, attachments: Sequence[Attachment]) -> Reply:
     job, _, picture = await action.source_picture(service, owner, command.source, command.name, diffusion_only=True)
-    common = dict(**action.carried(job, service.config.defaults, service.random_seed()), source_job=job.id,
+    common = dict(**action.carried(job, service.config.defaults, service.random_seed(), command.model), source_job=job.id,
                   source_image=command.source.image, input_sha256="")
     if isinstance(command, Zoom):  # the canvas keeps the picture's size
         params = ZoomParams(**common, width=picture.width, height=picture.height, factor=command.factor)
@@ -79,11 +79,11 @@ ZOOM = register(CommandSpec(
     usage="/zoom [#JOB] [IMAGE] [--factor F] — zoom out: the picture shrunk F times (default 2) in the middle, "
           "the border drawn around it",
     summary="zoom out of a picture: /zoom #12 --factor 2",
-    parse=parse_zoom, run=run, options=("factor",), from_options=action.from_options("zoom"), params=_SOURCE,
+    parse=parse_zoom, run=run, options=("factor", "model"), from_options=action.from_options("zoom"), params=_SOURCE,
 ))
 PAN = register(CommandSpec(
     name="pan",
     usage="/pan [#JOB] [IMAGE] left|right|up|down — the picture grown by half on that side, the new part drawn",
     summary="extend a picture sideways: /pan #12 right",
-    parse=parse_pan, run=run, options=("direction",), from_options=action.from_options("pan"), params=_SOURCE,
+    parse=parse_pan, run=run, options=("direction", "model"), from_options=action.from_options("pan"), params=_SOURCE,
 ))

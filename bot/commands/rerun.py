@@ -86,9 +86,24 @@ async def run(service: Service, owner: Owner, command: Rerun, attachments: Seque
         if refusal is not None:
             raise CommandError(refusal)
     params = command.settings.apply(base).rerun_of(parent)
+    note = f", rerun of #{parent.id}{rerun_note(params, base)}{_model_note(service, parent, base, params)}"
     service.check(params)
-    note = f", rerun of #{parent.id}{rerun_note(params, base)}"
     return await service.submit(owner, params, parent.id, note)
+
+
+def _model_note(service: Service, parent: JobRecord, base: object, params: object) -> str:
+    """A rerun draws with the job's own model; one that is gone, or another one asked for, is said."""
+    recorded = getattr(base, "model", "")
+    chosen = getattr(params, "model", "")
+    if not recorded or not chosen:
+        return ""  # not a Stable Diffusion job, or one from before models had names
+    if chosen != recorded:
+        return f" (with model {chosen}, not {recorded}: the picture will differ)"
+    if recorded not in service.models:
+        raise CommandError(f"job #{parent.id} drew with model {recorded!r}, which is no longer configured "
+                           f"(configured: {', '.join(service.models)}); add --model NAME to redraw it with another, "
+                           "knowing the picture will differ")
+    return ""
 
 
 async def _parent(service: Service, owner: Owner, command: Rerun) -> tuple[JobRecord, object]:

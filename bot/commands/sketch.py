@@ -13,6 +13,7 @@ from bot.commands.grammar import DRAWING_OPTIONS, Option, Settings, choice, numb
 from bot.commands.registry import Command, CommandSpec, Param, only_options_of, register
 from bot.config import DefaultsConfig
 from bot.limits import CommandError, register_rules
+from generation.models import NATIVE_SIDE
 from storage.params import SketchParams
 from storage.params.sketch import CONTROL_SCALE
 
@@ -80,7 +81,11 @@ async def run(service: Service, owner: Owner, command: Sketch, attachments: Sequ
         raise CommandError("--strength is for --mode img2img; scribble and pix2pix follow the lines")
     if mode == "pix2pix" and not service.config.sketch.pix2pix:
         raise CommandError("--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
-    control = await asyncio.to_thread(pix2pix_input if mode == "pix2pix" else control_image, photo)
+    if mode == "pix2pix":
+        control = await asyncio.to_thread(pix2pix_input, photo)
+    else:  # the drawing at the model's own pixel count: SDXL's ControlNets want 1024², SD 1.x's 512²
+        area = NATIVE_SIDE[service.model(given.get("model")).family] ** 2
+        control = await asyncio.to_thread(control_image, photo, area)
     params = given.apply(SketchParams(
         **{**drawing.fresh(command.prompt, service.config.defaults, service.random_seed()),
            "width": control.width, "height": control.height},

@@ -40,7 +40,7 @@ class Upscale(Action):
 def parse(words: list[str], defaults: DefaultsConfig) -> Upscale:
     source, _, values = read_source("upscale", words)
     only_options_of(SPEC, values)
-    return Upscale(source, values.get("scale"), values.get("denoise") or 0.0)
+    return Upscale(source, values.get("scale"), values.get("denoise") or 0.0, model=values.get("model"))
 
 
 async def upscaler_of(service: Service) -> tuple[str, int]:
@@ -62,7 +62,7 @@ async def run(service: Service, owner: Owner, command: Upscale, attachments: Seq
     problems = drawing.size_problems(what, width, height, service.config.limits, "scale") if SCALE.holds(scale) else []
     if problems:
         raise CommandError(problems[0].message)
-    params = UpscaleParams(**action.carried(job, service.config.defaults, seed), width=width, height=height,
+    params = UpscaleParams(**action.carried(job, service.config.defaults, seed, command.model), width=width, height=height,
                            source_job=job.id, source_image=command.source.image, input_sha256="", scale=scale,
                            denoise=command.denoise, upscaler=upscaler)
     return await action.submit(service, owner, job, picture, params)
@@ -95,7 +95,7 @@ SPEC = register(CommandSpec(
     usage="/upscale [#JOB] [IMAGE] [--scale F] [--denoise F] — enlarge image IMAGE (default 1) of a job "
           "(default: your last); --denoise 0.3 redraws it a little at the new size",
     summary="enlarge a picture: /upscale #12 2 --scale 2",
-    parse=parse, run=run, options=("scale", "denoise"), from_options=action.from_options("upscale"),
+    parse=parse, run=run, options=("scale", "denoise", "model"), from_options=action.from_options("upscale"),
     params=(Param("job", "text", "#job number (default: your last job)"),
             Param("image_number", "int", "which image of the batch, from 1", low=1, high=64)),
 ))

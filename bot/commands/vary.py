@@ -38,14 +38,15 @@ def parse(words: list[str], defaults: DefaultsConfig) -> Vary:
     chosen = {*words, *([values["variation"]] if "variation" in values else [])}
     if len(chosen) > 1:
         raise CommandError("/vary is subtle or strong, not both")
-    return Vary(source, chosen.pop() if chosen else "subtle", values.get("n"), values.get("steps"))
+    return Vary(source, chosen.pop() if chosen else "subtle", values.get("n"), values.get("steps"),
+                model=values.get("model"))
 
 
 async def run(service: Service, owner: Owner, command: Vary, attachments: Sequence[Attachment]) -> Reply:
     job, _, picture = await action.source_picture(service, owner, command.source, "vary", diffusion_only=True)
     strengths = service.config.actions
     strength = strengths.vary_strong if command.variation == "strong" else strengths.vary_subtle
-    carried = {**action.carried(job, service.config.defaults, service.random_seed()), "count": command.count or 1}
+    carried = {**action.carried(job, service.config.defaults, service.random_seed(), command.model), "count": command.count or 1}
     if command.steps is not None:  # image→image runs steps × strength of them: a few-step source may need more
         carried["steps"] = command.steps
     params = VaryParams(**carried, width=picture.width, height=picture.height, source_job=job.id,
@@ -60,7 +61,7 @@ SPEC = register(CommandSpec(
     usage="/vary [#JOB] [IMAGE] [subtle|strong] [--n N] [--steps N] — image IMAGE (default 1) of a job redrawn with a new "
           "seed: subtle stays close, strong changes more",
     summary="a variation of a picture: /vary #12 2 strong",
-    parse=parse, run=run, options=("variation", "n", "steps"), from_options=action.from_options("vary"),
+    parse=parse, run=run, options=("variation", "n", "steps", "model"), from_options=action.from_options("vary"),
     params=(Param("job", "text", "#job number (default: your last job)"),
             Param("image_number", "int", "which image of the batch, from 1", low=1, high=64)),
 ))

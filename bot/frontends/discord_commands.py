@@ -118,6 +118,7 @@ def _slash(spec: CommandSpec, frontend: "DiscordFrontend", limits: LimitsConfig,
     optional: list[inspect.Parameter] = []
     descriptions: dict[str, str] = {}
     choices: dict[str, list[app_commands.Choice]] = {}
+    autocomplete: dict[str, typing.Callable] = {}
     renames: dict[str, str] = {}  # Python parameter name -> Discord's, where they differ ("hires-strength")
 
     def add(name: str, annotation: object, description: str, needed: bool) -> str:
@@ -140,6 +141,8 @@ def _slash(spec: CommandSpec, frontend: "DiscordFrontend", limits: LimitsConfig,
         slash = add(option.slash or option.name, _option_type(option, limits), option.help, False)
         if option.choices:
             choices[slash] = [app_commands.Choice(name=value, value=value) for value in option.choices][:25]
+        if option.name == "model":
+            autocomplete[slash] = _model_names(frontend)
 
     async def callback(interaction: discord.Interaction, **values: object) -> None:
         values = {renames.get(name, name): value for name, value in values.items()}
@@ -164,7 +167,17 @@ def _slash(spec: CommandSpec, frontend: "DiscordFrontend", limits: LimitsConfig,
     callback.__discord_app_commands_param_description__ = descriptions
     callback.__discord_app_commands_param_choices__ = choices
     callback.__discord_app_commands_param_rename__ = renames
+    callback.__discord_app_commands_param_autocomplete__ = autocomplete
     return app_commands.Command(name=spec.name, description=clip(spec.summary, 100), callback=callback)
+
+
+def _model_names(frontend: "DiscordFrontend"):
+    """Autocomplete of model: the configured names that contain what was typed so far."""
+    async def complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        typed = current.strip().lower()
+        return [app_commands.Choice(name=name, value=name) for name in frontend.service.models
+                if typed in name.lower()][:25]
+    return complete
 
 
 def _param_type(param: Param, limits: LimitsConfig) -> object:

@@ -1,19 +1,24 @@
-"""The Stable Diffusion engine: one set of weights, loaded on the first job, drawing every diffusion kind."""
+"""The Stable Diffusion engine: the configured models, each loaded on the first job that names it, drawing
+every diffusion kind. Up to [models] keep_in_ram stay loaded (least recently used leaves first); only the
+one in use sits on the GPU, so a switch moves weights instead of reading them from disk again."""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
-from diffusers import (StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
-                       StableDiffusionPipeline)
+from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 from PIL import Image
 
-from generation.config import ActionsConfig, GenerationConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
 from generation.device import pick_device
 from generation.diffusion.actions import canvas_and_mask, paste_back
 from generation.diffusion.loading import controlnet_pipeline, load_controlnet, load_inpaint_unet, load_pipelines
@@ -21,7 +26,8 @@ from generation.diffusion.memory import MemoryPlan, needs_tiling
 from generation.diffusion.offload import SharedOffload
 from generation.diffusion.preview import latent_preview
 from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress, check_job
-from generation.prompts import encode_prompts
+from generation.models import ModelSpec, catalog, default_name, pick
+from generation.prompts import encode_prompts, encode_prompts_xl
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
 from storage.params import DiffusionParams, SketchParams, Txt2ImgParams, UpscaleParams
@@ -64,36 +70,130 @@ def step_callback(progress: Progress, every: int):
     return on_step_end
 
 
+@dataclass(eq=False)
+class _Model:
+    """One loaded model: its pipelines (all on the same modules), how it sits in memory, what it has added."""
+
+    spec: ModelSpec
+    txt2img: Any
+    img2img: Any
+    plan: MemoryPlan
+    model_hash: str | None
+    scheduler_config: Any  # the model's own scheduler config, before any job's options
+    inpaint: Any = None  # built on the first zoom or pan
+    controlled: Any = None  # built on the first sketch job
+    offload: SharedOffload | None = None  # hooks on the shared modules, installed when it is in use
+    embeddings: dict[str, int] = field(default_factory=dict)  # embedding name → vectors added to its encoders
+
+    @property
+    def xl(self) -> bool:
+        return self.spec.family == "sdxl"
+
+    @property
+    def encoders(self) -> tuple:
+        pipe = self.txt2img
+        return (pipe.text_encoder, pipe.text_encoder_2) if self.xl else (pipe.text_encoder,)
+
+    def side_modules(self) -> list:
+        """Modules only some of its pipelines use: a ControlNet, a dedicated inpainting UNet."""
+        side = [self.controlled.controlnet] if self.controlled is not None else []
+        if self.inpaint is not None and self.inpaint.unet is not self.txt2img.unet:
+            side.append(self.inpaint.unet)
+        return side
+
+
 class DiffusionEngine:
-    """Loads the configured model on first use and runs txt2img, img2img and sketch jobs on it."""
+    """Loads each configured model on first use and runs txt2img, img2img, sketch and the result actions on it."""
 
     def __init__(self, config: GenerationConfig, sketch: SketchConfig | None = None,
-                 upscale: UpscaleConfig | None = None, actions: ActionsConfig | None = None) -> None:
+                 upscale: UpscaleConfig | None = None, actions: ActionsConfig | None = None,
+                 models: ModelsConfig | None = None) -> None:
         self.config = config
         self.sketch = sketch or SketchConfig()
         self.upscale = upscale or UpscaleConfig()
         self.actions = actions or ActionsConfig()
+        self.models = models or ModelsConfig()
+        self.specs = catalog(config, self.models)
+        self.default = default_name(config, self.models)
+        self._loaded: OrderedDict[str, _Model] = OrderedDict()  # least recently used first
+        self._active: _Model | None = None  # the model on the device (the only one, where that is a GPU)
         self._upscaler = None  # the [upscale] network, loaded on the first job that enlarges with it
-        self._inpaint: StableDiffusionInpaintPipeline | None = None  # built on the first zoom or pan
-        self._txt2img: StableDiffusionPipeline | None = None
-        self._img2img: StableDiffusionImg2ImgPipeline | None = None
-        self._controlled: StableDiffusionControlNetPipeline | None = None  # built on the first sketch job
         self._pix2pix = None  # the pix2pix generator, loaded on the first pix2pix job
-        self._plan: MemoryPlan | None = None
         self._device: torch.device | None = None
-        self._model_hash: str | None = None
-        self._offload: SharedOffload | None = None  # hooks on the shared modules, installed once
-        self._scheduler_config = None  # the model's own scheduler config, before any job's options
+        self._addons = None  # LoRA state dicts read so far (generation/addons.py), made on the first LoRA
         self._owner_thread: int | None = None
 
-    def load(self) -> None:
-        """Load weights and apply the memory plan; a failure leaves the engine unloaded to retry later."""
-        if self._txt2img is not None:
-            return
+    # The model in use (tests and benchmarks read these).
+    @property
+    def _txt2img(self):
+        return self._active.txt2img if self._active else None
+
+    @property
+    def _plan(self) -> MemoryPlan | None:
+        return self._active.plan if self._active else None
+
+    @property
+    def loaded(self) -> list[str]:
+        """The names of the models in memory, the one in use last."""
+        return list(self._loaded)
+
+    def load(self, name: str = "") -> _Model:
+        """The model called `name` (the default when empty) loaded and on the device; a failed load leaves
+        nothing half-loaded, to try again on the next job."""
         self._check_thread()
-        loaded = load_pipelines(self.config)
-        self._txt2img, self._img2img, self._plan, self._device, self._model_hash = loaded
-        self._scheduler_config = loaded.txt2img.scheduler.config
+        spec = pick(self.specs, name or self.default)
+        model = self._loaded.get(spec.name)
+        if model is None:
+            self._make_room()
+            self._park(self._active)
+            self._active = None  # parked: if this load fails, the next job puts that model back in place
+            model = self._load(spec)
+            self._loaded[spec.name] = model
+        elif model is not self._active:
+            self._park(self._active)
+            self._place(model)
+        self._loaded.move_to_end(spec.name)
+        self._active = model
+        return model
+
+    def _load(self, spec: ModelSpec) -> _Model:
+        settings = self.config.model_copy(update=dict(model=spec.source, single_file_config=spec.single_file_config))
+        loaded = load_pipelines(settings, spec.family, spec.vae)
+        self._device = loaded.device
+        return _Model(spec, loaded.txt2img, loaded.img2img, loaded.plan, loaded.model_hash,
+                      loaded.txt2img.scheduler.config)
+
+    def _make_room(self) -> None:
+        """Let the least recently used models go until one more fits in [models] keep_in_ram."""
+        while len(self._loaded) >= self.models.keep_in_ram:
+            name, model = self._loaded.popitem(last=False)
+            if model is self._active:
+                self._park(model)
+                self._active = None
+            log.info("unloaded model %s (keep_in_ram = %d)", name, self.models.keep_in_ram)
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _park(self, model: _Model | None) -> None:
+        """Move a model off the GPU (its weights stay in RAM for the next switch back)."""
+        if model is None or self._device is None or self._device.type == "cpu":
+            return
+        if model.offload is not None and model.offload.installed:
+            model.offload.remove()  # weights end up on the host; hooks go on again when it is used
+        elif model.plan.offload == "none":
+            model.txt2img.to("cpu")
+            for module in model.side_modules():
+                module.to("cpu")
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _place(self, model: _Model) -> None:
+        if model.plan.offload == "none" and self._device is not None:
+            model.txt2img.to(self._device)
+            for module in model.side_modules():
+                module.to(self._device)
 
     def _check_thread(self) -> None:
         # torch state belongs to one thread; a second caller is a bug in the queue, not a race to tolerate.
@@ -111,127 +211,152 @@ class DiffusionEngine:
         check_job(params, inputs, self.KINDS)
         if progress.cancelled:
             raise JobCancelled("cancelled before it started")
-        if params.kind == "upscale":  # a plain enlargement needs no Stable Diffusion weights at all
-            return self._run_upscale(params, inputs, progress)
-        self.load()
+        if params.kind == "upscale" and not params.denoise:  # a plain enlargement needs no model at all
+            return self._run_upscale(None, params, inputs, progress)
+        spec = pick(self.specs, params.model or self.default)  # an unknown name fails before any load
+        model = self.load(spec.name)
         if progress.cancelled:  # a load can take minutes (a first download); honour a cancel made meanwhile
             raise JobCancelled("cancelled while the model loaded")
-        self._check_thread()
         if params.kind == "sketch" and params.mode == "pix2pix":
-            return self._run_pix2pix(params, inputs, progress)
-        hires = isinstance(params, Txt2ImgParams) and params.hires
-        pipe, options = self._KIND_CALLS[params.kind](self, params, inputs)
-        first = _Stage(progress, 0, params.effective_steps) if hires else progress
-        images, tiling = self._draw(pipe, params, options, first)
-        if params.kind in ("zoom", "pan"):  # the original's own pixels where it sits on the canvas
-            box = params.layout(inputs[0].size)[1]
-            images = tuple(paste_back(image, inputs[0], box) for image in images)
-        if hires:
-            images, tiling = self._hires(params, images, progress)
-        run = dataclasses.replace(self.run_info(), vae_tiling=tiling, controlnet=self._steered_by(pipe))
+            return self._run_pix2pix(model, params, inputs, progress)
+        with self._extras(model, params) as extras:
+            if params.kind == "upscale":
+                result = self._run_upscale(model, params, inputs, progress)
+                return dataclasses.replace(result, run=dataclasses.replace(result.run, **extras))
+            hires = isinstance(params, Txt2ImgParams) and params.hires
+            pipe, options = self._KIND_CALLS[params.kind](self, model, params, inputs)
+            first = _Stage(progress, 0, params.effective_steps) if hires else progress
+            images, tiling = self._draw(model, pipe, params, options, first)
+            if params.kind in ("zoom", "pan"):  # the original's own pixels where it sits on the canvas
+                box = params.layout(inputs[0].size)[1]
+                images = tuple(paste_back(image, inputs[0], box) for image in images)
+            if hires:
+                images, tiling = self._hires(model, params, images, progress)
+        run = dataclasses.replace(self.run_info(), vae_tiling=tiling, controlnet=self._steered_by(model, pipe), **extras)
         return EngineResult(images=images, seeds=params.seeds, run=run)
 
-    def _steered_by(self, pipe) -> str | None:
+    def _extras(self, model: _Model, params: DiffusionParams):
+        """The job's LoRAs set on the model for the job and taken off after, and its embeddings added."""
+        from generation.addons import LoraCache
+        from generation.diffusion.extras import JobExtras
+
+        if self._addons is None:
+            self._addons = LoraCache()
+        return JobExtras(model, params, self.models, self._addons)
+
+    def _steered_by(self, model: _Model, pipe) -> str | None:
         """What drew besides the model, for the record: the sketch's ControlNet, or a dedicated inpainting UNet."""
-        if pipe is self._controlled:
-            return self.sketch.controlnet
-        if pipe is self._inpaint and pipe.unet is not self._txt2img.unet:
+        if pipe is model.controlled:
+            return self.sketch.controlnet_sdxl if model.xl else self.sketch.controlnet
+        if pipe is model.inpaint and pipe.unet is not model.txt2img.unet:
             return f"inpaint:{self.actions.inpaint_model}"
         return None
 
-    def _draw(self, pipe, params: DiffusionParams, options: dict, progress: Progress,
+    def _draw(self, model: _Model, pipe, params: DiffusionParams, options: dict, progress: Progress,
               size: tuple[int, int] | None = None) -> tuple[tuple[Image.Image, ...], bool]:
         """One pipeline call for the job's seeds: its images, and whether the VAE decoded in tiles."""
-        self._activate_offload(pipe)
-        tiling = self._prepare(pipe, params, size)
+        from generation.diffusion.extras import job_prompts
+
+        self._activate_offload(model, pipe)
+        tiling = self._prepare(model, pipe, params, size)
         # Previews only when someone shows them: each one waits for the GPU to catch up.
         every = self.config.preview_every if getattr(progress, "wants_preview", True) else 0
         # One CPU generator per image: image k is reproducible alone and identical on any machine. (A list
         # of images, the hires fix's, pairs image k with generator k.)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds]
-        # A1111's prompt rules: emphasis like (word:1.2) and prompts past CLIP's 77 tokens, in chunks.
-        prompt_embeds, negative_embeds = encode_prompts(
-            pipe.tokenizer, pipe.text_encoder, params.prompt, params.negative_prompt,
-            pipe._execution_device, getattr(torch, self._plan.dtype),
-        )
+        # A1111's prompt rules: emphasis like (word:1.2) and prompts past CLIP's 77 tokens, in chunks; its
+        # <lora:…> tags taken out and its embeddings' names spelled as their tokens.
+        prompt, negative = job_prompts(params, model.embeddings)
+        dtype = getattr(torch, model.plan.dtype)
+        if model.xl:
+            embeds = encode_prompts_xl(pipe, prompt, negative, pipe._execution_device, dtype)
+            height, width = size[::-1] if size else (params.height, params.width)
+            # SDXL's size conditioning: drawn as if from an uncropped picture of exactly this size.
+            options = dict(options, original_size=(height, width), target_size=(height, width),
+                           crops_coords_top_left=(0, 0))
+        else:
+            positive_embeds, negative_embeds = encode_prompts(
+                pipe.tokenizer, pipe.text_encoder, prompt, negative, pipe._execution_device, dtype)
+            embeds = dict(prompt_embeds=positive_embeds, negative_prompt_embeds=negative_embeds)
         with torch.inference_mode():
             output = pipe(
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
-                num_inference_steps=params.steps, guidance_scale=params.cfg, num_images_per_prompt=params.count,
-                generator=generators, callback_on_step_end=step_callback(progress, every), **options,
+                **embeds, num_inference_steps=params.steps, guidance_scale=params.cfg,
+                num_images_per_prompt=params.count, generator=generators,
+                callback_on_step_end=step_callback(progress, every), **options,
             )
         if pipe.interrupt:
             raise JobCancelled("cancelled while running")
         return tuple(output.images), tiling
 
-    def _hires(self, params: Txt2ImgParams, drawn: tuple[Image.Image, ...], progress: Progress):
+    def _hires(self, model: _Model, params: Txt2ImgParams, drawn: tuple[Image.Image, ...], progress: Progress):
         """A1111's hires fix: each picture enlarged, then redrawn in part at the larger size with its own seed."""
         size = params.hires_size
         enlarged = [self._enlarge(image, size, params.hires_upscaler or "Lanczos", progress) for image in drawn]
         stage = _Stage(progress, params.steps, params.effective_steps)
-        return self._draw(self._img2img, params, dict(image=enlarged, strength=params.hires_strength), stage, size)
+        return self._draw(model, model.img2img, params, dict(image=enlarged, strength=params.hires_strength),
+                          stage, size)
 
     # ---- each kind: the pipeline that draws it, and what that pipeline takes besides the prompt ----------
-    def _txt2img_call(self, params: DiffusionParams, inputs: tuple[Image.Image, ...]):
-        return self._txt2img, dict(height=params.height, width=params.width)
+    def _txt2img_call(self, model: _Model, params: DiffusionParams, inputs: tuple[Image.Image, ...]):
+        return model.txt2img, dict(height=params.height, width=params.width)
 
-    def _img2img_call(self, params: DiffusionParams, inputs: tuple[Image.Image, ...]):
+    def _img2img_call(self, model: _Model, params: DiffusionParams, inputs: tuple[Image.Image, ...]):
         image = inputs[0].convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
-        return self._img2img, dict(image=image, strength=params.strength)
+        return model.img2img, dict(image=image, strength=params.strength)
 
-    def _sketch_call(self, params: SketchParams, inputs: tuple[Image.Image, ...]):
-        pipe = self._controlnet_pipe()
+    def _sketch_call(self, model: _Model, params: SketchParams, inputs: tuple[Image.Image, ...]):
+        pipe = self._controlnet_pipe(model)
         # The stored control image is already the job's size; NEAREST keeps its lines crisp if not.
         control = inputs[0].convert("RGB").resize((params.width, params.height), Image.Resampling.NEAREST)
         return pipe, dict(image=control, height=params.height, width=params.width,
                           controlnet_conditioning_scale=params.control_scale,
                           control_guidance_start=params.guidance_start, control_guidance_end=params.guidance_end)
 
-    def _outpaint_call(self, params, inputs: tuple[Image.Image, ...]):
+    def _outpaint_call(self, model: _Model, params, inputs: tuple[Image.Image, ...]):
         """Zoom out and pan: the original on a larger canvas, the rest drawn from noise around it. The model's
         own UNet keeps the original's part by blending its latents in at every step (4-channel inpainting)."""
         canvas_size, box = params.layout(inputs[0].size)
         canvas, mask = canvas_and_mask(inputs[0], canvas_size, box)
-        return self._inpaint_pipe(), dict(image=canvas, mask_image=mask, strength=1.0,
-                                          width=canvas_size[0], height=canvas_size[1])
+        return self._inpaint_pipe(model), dict(image=canvas, mask_image=mask, strength=1.0,
+                                               width=canvas_size[0], height=canvas_size[1])
 
     _KIND_CALLS = {"txt2img": _txt2img_call, "img2img": _img2img_call, "sketch": _sketch_call,
                    "vary": _img2img_call, "zoom": _outpaint_call, "pan": _outpaint_call}
     KINDS = (*_KIND_CALLS, "upscale")  # the job kinds this engine draws
 
-    def _inpaint_pipe(self) -> StableDiffusionInpaintPipeline:
+    def _inpaint_pipe(self, model: _Model):
         """The model's own modules, with [actions] inpaint_model's 9-channel UNet in place of its UNet when set
-        (only that UNet is loaded: no second base model in memory)."""
-        if self._inpaint is None:
-            if not self.actions.inpaint_model:
-                self._inpaint = StableDiffusionInpaintPipeline.from_pipe(self._txt2img)
+        (only that UNet is loaded: no second base model in memory). SDXL models outpaint with their own UNet."""
+        if model.inpaint is None:
+            if model.xl:
+                model.inpaint = StableDiffusionXLInpaintPipeline.from_pipe(model.txt2img)
+            elif not self.actions.inpaint_model:
+                model.inpaint = StableDiffusionInpaintPipeline.from_pipe(model.txt2img)
             else:
-                unet = load_inpaint_unet(self.actions.inpaint_model, self._plan)
-                if self._offload is not None:  # hook again with the new UNet beside the others on the next job
-                    self._offload.remove()
-                self._inpaint = StableDiffusionInpaintPipeline.from_pipe(self._txt2img, unet=unet)
-                if self._plan.offload == "none":
+                unet = load_inpaint_unet(self.actions.inpaint_model, model.plan)
+                if model.offload is not None:  # hook again with the new UNet beside the others on the next job
+                    model.offload.remove()
+                model.inpaint = StableDiffusionInpaintPipeline.from_pipe(model.txt2img, unet=unet)
+                if model.plan.offload == "none":
                     unet.to(self._device)
-                log.info("loaded inpainting UNet of %s beside %s", self.actions.inpaint_model, self.config.model)
-            self._inpaint.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
-        return self._inpaint
+                log.info("loaded inpainting UNet of %s beside %s", self.actions.inpaint_model, model.spec.name)
+            model.inpaint.set_progress_bar_config(disable=True)  # from_pipe does not carry it over
+        return model.inpaint
 
-    def _run_upscale(self, params: UpscaleParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+    def _run_upscale(self, model: _Model | None, params: UpscaleParams, inputs: tuple[Image.Image, ...],
+                     progress: Progress) -> EngineResult:
         """Enlarge (a network or Lanczos); with denoise, redraw that share of the steps at the new size."""
         total = params.effective_steps
         enlarged = self._enlarge(inputs[0].convert("RGB"), (params.width, params.height), params.upscaler, progress)
         progress.step(1, total, None)
-        if not params.denoise:
+        if model is None:
             return EngineResult(images=(enlarged,), seeds=params.seeds[:1], run=self._upscale_run_info())
         if progress.cancelled:
             raise JobCancelled("cancelled after enlarging")
-        self.load()
-        self._check_thread()
-        images, tiling = self._draw(self._img2img, params, dict(image=enlarged, strength=params.denoise),
+        images, tiling = self._draw(model, model.img2img, params, dict(image=enlarged, strength=params.denoise),
                                     _Stage(progress, 1, total))
         run = dataclasses.replace(self.run_info(), vae_tiling=tiling)
         return EngineResult(images=images, seeds=params.seeds[:1], run=run)
-
     def _enlarge(self, image: Image.Image, size: tuple[int, int], upscaler: str, progress: Progress) -> Image.Image:
         """`image` at `size`: by the [upscale] network named `upscaler` (at its own scale, then resized to fit),
         or by Lanczos."""
@@ -269,17 +394,28 @@ class DiffusionEngine:
                        attention="none", dtype=str(dtype).removeprefix("torch."), device=str(device),
                        diffusers_version=diffusers.__version__, torch_version=torch.__version__)
 
-    def _controlnet_pipe(self) -> StableDiffusionControlNetPipeline:
-        if self._controlled is not None:
-            return self._controlled
-        controlnet = load_controlnet(self.sketch.controlnet, self._plan)
-        if self._offload is not None:  # from_pipe moves modules; hook again with the ControlNet on the next job
-            self._offload.remove()
-        self._controlled = controlnet_pipeline(self._txt2img, controlnet, self._plan, self._device)
-        log.info("loaded ControlNet %s beside %s", self.sketch.controlnet, self.config.model)
-        return self._controlled
+    def _controlnet_pipe(self, model: _Model):
+        if model.controlled is not None:
+            return model.controlled
+        name = self.sketch.controlnet_sdxl if model.xl else self.sketch.controlnet
+        if not name:
+            raise ModelLoadError(f"model {model.spec.name!r} is SDXL, and sketches with it need an SDXL ControlNet: "
+                                 "set [sketch] controlnet_sdxl (e.g. xinsir/controlnet-scribble-sdxl-1.0), or pick an "
+                                 "SD 1.x model with --model")
+        # One copy of a ControlNet however many models sketch with it: a model that is not in use has its
+        # modules off the GPU, so the one in use has it to itself.
+        controlnet = next((other.controlled.controlnet for other in self._loaded.values()
+                           if other.controlled is not None and other.xl == model.xl), None)
+        if controlnet is None:
+            controlnet = load_controlnet(name, model.plan)
+        if model.offload is not None:  # from_pipe moves modules; hook again with the ControlNet on the next job
+            model.offload.remove()
+        model.controlled = controlnet_pipeline(model.txt2img, controlnet, model.plan, self._device)
+        log.info("ControlNet %s beside %s", name, model.spec.name)
+        return model.controlled
 
-    def _run_pix2pix(self, params: SketchParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+    def _run_pix2pix(self, model: _Model, params: SketchParams, inputs: tuple[Image.Image, ...],
+                     progress: Progress) -> EngineResult:
         from generation.pix2pix import draw_pix2pix, load_pix2pix
 
         if not self.sketch.pix2pix:
@@ -292,10 +428,10 @@ class DiffusionEngine:
         # One generator, no noise: every seed of a batch would draw the same picture.
         return EngineResult(images=(image,), seeds=params.seeds[:1], run=run)
 
-    def _prepare(self, pipe, params: DiffusionParams, size: tuple[int, int] | None = None) -> bool:
+    def _prepare(self, model: _Model, pipe, params: DiffusionParams, size: tuple[int, int] | None = None) -> bool:
         """Set the job's VAE tiling and a fresh scheduler on the pipeline; True if the VAE decodes in tiles.
         `size`: what this call draws, when not the params' own (the hires fix's second pass)."""
-        tiling = self._tiling(params, size or (params.width, params.height))
+        tiling = self._tiling(model, params, size or (params.width, params.height))
         if tiling:
             pipe.vae.enable_tiling()
         else:
@@ -303,43 +439,46 @@ class DiffusionEngine:
         spec = SCHEDULERS[params.scheduler]
         # Always start from the model's config: building from the previous job's scheduler would carry
         # its options (e.g. Karras sigmas) into this job and change the pixels of the same seed.
-        pipe.scheduler = getattr(diffusers, spec.class_name).from_config(self._scheduler_config, **spec.options)
+        pipe.scheduler = getattr(diffusers, spec.class_name).from_config(model.scheduler_config, **spec.options)
         return tiling
 
-    def _tiling(self, params: DiffusionParams, size: tuple[int, int]) -> bool:
+    def _tiling(self, model: _Model, params: DiffusionParams, size: tuple[int, int]) -> bool:
         # A rerun asks for what its original did; a new job tiles only if it would not fit otherwise.
         if params.vae_tiling is not None:
             return params.vae_tiling
         free = torch.cuda.mem_get_info(self._device)[0] if self._device.type == "cuda" else None
-        return needs_tiling(self._plan, *size, params.count, free)
+        return needs_tiling(model.plan, *size, params.count, free)
 
-    def _activate_offload(self, pipe) -> None:
+    def _activate_offload(self, model: _Model, pipe) -> None:
         # The hooks sit on the modules all pipelines share, so a switch of job kind moves no weights. Modules
         # only some pipelines use (a ControlNet, an inpainting UNet) are hooked beside them and parked when idle.
-        if self._plan.offload == "none":
+        if model.plan.offload == "none":
             return
-        if self._offload is None:
-            self._offload = SharedOffload(self._plan.offload, self._device)
-        shared = self._txt2img
-        side = [self._controlled.controlnet] if self._controlled is not None else []
-        if self._inpaint is not None and self._inpaint.unet is not shared.unet:
-            side.append(self._inpaint.unet)
-        if not self._offload.installed:
-            self._offload.install((shared.text_encoder, shared.unet, shared.vae), side=side)
+        if model.offload is None:
+            model.offload = SharedOffload(model.plan.offload, self._device)
+        side = model.side_modules()
+        if not model.offload.installed:
+            model.offload.install((*model.encoders, model.txt2img.unet, model.txt2img.vae), side=side)
         used = (getattr(pipe, "controlnet", None), pipe.unet)
-        self._offload.park(keep=[module for module in side if any(module is m for m in used)])
+        model.offload.park(keep=[module for module in side if any(module is m for m in used)])
 
     def run_info(self) -> RunInfo | None:
-        plan = self._plan
-        if plan is None:
+        model = self._active
+        if model is None:
             return None
+        plan = model.plan
+        vae = None
+        if model.xl and plan.dtype == "float16" and model.txt2img.vae.config.get("force_upcast", False):
+            vae = "float32 upcast"  # SDXL's own VAE overflows in float16: diffusers decodes it in float32
         return RunInfo(
-            model=self.config.model,
-            model_hash=self._model_hash,
+            model=model.spec.source,
+            model_hash=model.model_hash,
             memory_profile=plan.profile,
             attention=plan.attention,
             dtype=plan.dtype,
             device=str(self._device),
             diffusers_version=diffusers.__version__,
             torch_version=torch.__version__,
+            family=model.spec.family,
+            vae=vae,
         )

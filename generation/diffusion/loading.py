@@ -16,10 +16,14 @@ import huggingface_hub
 import torch
 import transformers
 from diffusers import (
+    AutoencoderKL,
     ControlNetModel,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from huggingface_hub.errors import LocalEntryNotFoundError
@@ -53,11 +57,11 @@ SHOWN = {"shown": True}
 class Pipelines(NamedTuple):
     """The loaded model: text→image, its image→image twin on the same modules, and how they sit on the card."""
 
-    txt2img: StableDiffusionPipeline
-    img2img: StableDiffusionImg2ImgPipeline
+    txt2img: StableDiffusionPipeline | StableDiffusionXLPipeline
+    img2img: StableDiffusionImg2ImgPipeline | StableDiffusionXLImg2ImgPipeline
     plan: MemoryPlan
     device: torch.device
-    model_hash: str | None  # a checkpoint file's sha256; None for a folder or a hub id
+    model_hash: str | None  # the sha256 of a checkpoint file, or of a folder's UNet weights; None for a hub id
 
 
 def xformers_available() -> bool:
@@ -77,8 +81,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_pipelines(config: GenerationConfig) -> Pipelines:
-    """Load [generation] model onto the device its memory plan allows; raises ModelLoadError with the reason."""
+def load_pipelines(config: GenerationConfig, family: str = "sd1", vae: str = "") -> Pipelines:
+    """Load config.model (of `family`, with another VAE when `vae` names one) onto the device its memory plan
+    allows; raises ModelLoadError with the reason."""
     # Loading bars for a few-second load are noise; the hub's download bar on a first run (GBs)
     # is not, and transformers' switch turns that off too, so turn it back on.
     diffusers.utils.logging.disable_progress_bar()
@@ -88,10 +93,11 @@ def load_pipelines(config: GenerationConfig) -> Pipelines:
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     plan = plan_memory(config.memory, device.type, total, dtype=config.dtype, xformers_available=xformers_available())
     dtype = getattr(torch, plan.dtype)
-    pipe, model_hash = _load_pipeline(config, dtype)
+    xl = family == "sdxl"
+    pipe, model_hash = _load_pipeline(config, dtype, xl, _load_vae(vae, dtype) if vae else None)
     pipe.set_progress_bar_config(disable=True)
     # img2img shares every module; build it before any offload hooks exist.
-    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, dtype=dtype)
+    img2img = (StableDiffusionXLImg2ImgPipeline if xl else StableDiffusionImg2ImgPipeline).from_pipe(pipe, dtype=dtype)
     img2img.set_progress_bar_config(disable=True)
     plan = apply_plan(pipe, plan)
     if plan.offload == "none":
@@ -162,21 +168,36 @@ def load_inpaint_unet(name: str, plan: MemoryPlan) -> UNet2DConditionModel:
     return unet
 
 
+def _load_vae(source: str, dtype: torch.dtype) -> AutoencoderKL:
+    """A model's other VAE ([models.<name>] vae): a diffusers VAE folder or hub id."""
+    folder = Path(source).expanduser()
+    try:
+        return AutoencoderKL.from_pretrained(str(folder) if folder.is_dir() else source, torch_dtype=dtype)
+    except Exception as exc:
+        message = (f"could not load the VAE {source!r} ([models] vae): {sentence(reason(root(exc)))} Point it at a "
+                   "diffusers VAE folder or a hub id such as 'madebyollin/sdxl-vae-fp16-fix'.")
+        log.error("VAE load failed: %s", message, exc_info=exc, extra=SHOWN)
+        raise ModelLoadError(message) from exc
+
+
 def controlnet_pipeline(
     txt2img: StableDiffusionPipeline, controlnet: ControlNetModel, plan: MemoryPlan, device: torch.device,
 ) -> StableDiffusionControlNetPipeline:
     """The ControlNet pipeline on the SAME modules as text→image: only the ControlNet's weights are new."""
-    pipe = StableDiffusionControlNetPipeline.from_pipe(txt2img, controlnet=controlnet, dtype=getattr(torch, plan.dtype))
+    cls = StableDiffusionXLControlNetPipeline if isinstance(txt2img, StableDiffusionXLPipeline) else \
+        StableDiffusionControlNetPipeline
+    pipe = cls.from_pipe(txt2img, controlnet=controlnet, dtype=getattr(torch, plan.dtype))
     pipe.set_progress_bar_config(disable=True)
     if plan.offload == "none":
         controlnet.to(device)
     return pipe
 
 
-def _load_pipeline(config: GenerationConfig, dtype: torch.dtype) -> tuple[StableDiffusionPipeline, str | None]:
+def _load_pipeline(config: GenerationConfig, dtype: torch.dtype, xl: bool,
+                   vae: AutoencoderKL | None) -> tuple[StableDiffusionPipeline, str | None]:
     # The queue shows an EaselError to the user and logs nothing, so easel.log gets the whole story here.
     try:
-        return _from_model(config, dtype)
+        return _from_model(config, dtype, xl, vae)
     except ModelLoadError as exc:  # found by our own checks: the message is the whole story
         log.error("model load failed: %s", exc, extra=SHOWN)
         raise
@@ -186,27 +207,33 @@ def _load_pipeline(config: GenerationConfig, dtype: torch.dtype) -> tuple[Stable
         raise error from exc
 
 
-def _from_model(config: GenerationConfig, dtype: torch.dtype) -> tuple[StableDiffusionPipeline, str | None]:
+def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
+                vae: AutoencoderKL | None) -> tuple[StableDiffusionPipeline, str | None]:
     model = config.model
     path = Path(model).expanduser()
-    options = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    options: dict = dict(dtype=dtype) if xl else dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if vae is not None:
+        options["vae"] = vae
     if path.suffix in SINGLE_FILE_SUFFIXES:
         if not path.is_file():
             raise ModelLoadError(missing_path(model, path, "file"))
         if config.single_file_config:
             options["config"] = _single_file_config(config)
         model_hash = file_sha256(path)
-        return StableDiffusionPipeline.from_single_file(str(path), **options), model_hash
+        return cls.from_single_file(str(path), **options), model_hash
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(not_diffusers_folder(model, path))
         family = other_family(path / "model_index.json")
+        if xl and family == "StableDiffusionXLPipeline":
+            family = None
         if family:
             raise ModelLoadError(
-                f"{model!r} is a {family} model, not Stable Diffusion 1.x/2.x; easel draws with SD 1.x/2.x "
-                "models (StableDiffusionPipeline), so point [generation] model at one of those"
+                f"{model!r} is a {family} model, not Stable Diffusion 1.x/2.x or SDXL; easel draws with those "
+                "(set family = \"sdxl\" in its [models.<name>] table for an SDXL model)"
             )
-        return StableDiffusionPipeline.from_pretrained(path, **options), None
+        return cls.from_pretrained(path, **options), _folder_hash(path)
     if path.exists():
         raise ModelLoadError(
             f"model {model!r} is a file but not a .safetensors/.ckpt checkpoint; point [generation] model at a "
@@ -219,7 +246,22 @@ def _from_model(config: GenerationConfig, dtype: torch.dtype) -> tuple[StableDif
             f"model {model!r} is neither a folder, a .safetensors/.ckpt file nor a hub id like "
             "'stable-diffusion-v1-5/stable-diffusion-v1-5'; fix [generation] model in your config"
         )
-    return StableDiffusionPipeline.from_pretrained(model, **options), None
+    return cls.from_pretrained(model, **options), None
+
+
+_FOLDER_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _folder_hash(folder: Path) -> str | None:
+    """A diffusers folder's model hash: its UNet weights' sha256 (what tells two fine-tunes apart), once per file."""
+    weights = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors"))
+    if not weights:
+        return None
+    stat = weights[0].stat()
+    key = (str(weights[0]), stat.st_size, stat.st_mtime_ns)
+    if key not in _FOLDER_HASHES:
+        _FOLDER_HASHES[key] = file_sha256(weights[0])
+    return _FOLDER_HASHES[key]
 
 
 def _load_failure(config: GenerationConfig, exc: Exception) -> str:

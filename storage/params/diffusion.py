@@ -33,10 +33,13 @@ class DiffusionParams(JobParams):
     # Whether the VAE decodes in tiles (which changes the pixels): None lets the engine decide, and
     # the engine records what it did so a rerun can ask for the same.
     vae_tiling: bool | None = None
+    # The configured model it draws with, by name ([models.<name>], or "default"); "" in jobs from before
+    # the model library, which drew with [generation] model.
+    model: str = ""
 
     RANGES: ClassVar[dict[str, Range]] = {**JobParams.RANGES, "steps": STEPS, "cfg": CFG}
     RERUN_SETTINGS: ClassVar[frozenset[str]] = JobParams.RERUN_SETTINGS | {
-        "negative_prompt", "steps", "cfg", "width", "height", "scheduler"}
+        "negative_prompt", "steps", "cfg", "width", "height", "scheduler", "model"}
     RERUN_REFUSALS: ClassVar[dict[str, str]] = {
         "psi": "psi and layers are for /face",
         "layers": "psi and layers are for /face",
@@ -91,8 +94,10 @@ class DiffusionParams(JobParams):
         if run is not None:
             if run.model_hash:
                 fields.append(("Model hash", run.model_hash[:10]))
-            fields.append(("Model", model_name(run.model)))
+            fields.append(("Model", self.model or model_name(run.model)))
         fields += self.infotext_extra(run)
+        if run is not None:  # A1111 writes them after the kind's own fields
+            fields += [("Lora hashes", run.loras), ("TI hashes", run.embeddings)]
         # Our initial noise comes from a CPU torch.Generator per image; A1111 defaults to GPU noise.
         fields.append(("RNG", "CPU"))
         return lines, fields

@@ -104,11 +104,12 @@ class Workers:
         self.config_file, self.tmp_path = config_file, tmp_path
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, kinds: str | None = None) -> subprocess.Popen:
-        """A worker taking these kinds (comma-separated), or every kind when none are named."""
+    def start(self, name: str, kinds: str | None = None, models: str | None = None) -> subprocess.Popen:
+        """A worker taking these kinds (comma-separated), or every kind when none are named; and these models."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
         log = open(self.tmp_path / f"{name}.log", "w")
         chosen = ["--kinds", kinds] if kinds is not None else []
+        chosen += ["--models", models] if models is not None else []
         process = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--config", str(self.config_file),
                                     "--name", name, *chosen, "-v"],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -378,7 +379,7 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
     async with Bot(tmp_path, redis_url) as bot:
         await bot.wait_workers(1)
         waiting = await bot.queue.submit(PEOPLE[0], job())
-        assert not bot.runner.has_room("txt2img")  # the face worker's pool does not take it
+        assert not bot.runner.has_room(waiting)  # the face worker's pool does not take it
         assert not bot.ended(waiting.id) and bot.queue.position(waiting.id) == 1  # nobody takes txt2img yet
         workers.start("pictures", kinds="txt2img")
         await bot.until(lambda: bot.ended(waiting.id))
@@ -391,6 +392,35 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
     assert set(rows) == {"faces", "pictures"}, listed.stdout
     assert " face " in rows["faces"] and " txt2img " in rows["pictures"] and "s ago" in rows["pictures"]
     assert rows["pictures"].split()[-5:-3] == ["1", "-"]  # one job done, none running
+
+
+async def test_jobs_go_only_to_workers_that_have_their_model(
+    tmp_path: Path, redis_url: str, config_file: Path, tiny_model: Path, tiny_sdxl: Path,
+) -> None:
+    config_file.write_text(config_file.read_text().replace(f'model = "{tiny_model}"', 'model = "sd"') + f"""
+[models.sd]
+source = "{tiny_model}"
+[models.xl]
+source = "{tiny_sdxl}"
+""")
+    started = Workers(config_file, tmp_path)
+    try:
+        started.start("only-sd", models="sd")
+        async with Bot(tmp_path, redis_url) as bot:
+            await bot.wait_workers(1)
+            assert bot.runner.workers[0].models == ("sd",)
+            xl = await bot.queue.submit(PEOPLE[0], job().replace(model="xl"))  # first in line, but nobody has xl
+            sd = await bot.queue.submit(PEOPLE[1], job().replace(model="sd"))
+            await bot.until(lambda: bot.ended(sd.id))
+            assert not bot.ended(xl.id) and bot.queue.position(xl.id) == 1
+            started.start("only-xl", models="xl")
+            await bot.until(lambda: bot.ended(xl.id))
+            assert bot.ended(xl.id)[0].kind is EventKind.DONE
+            starts = {int(e["job"]): e["worker"].decode() for e in await stream_entries(bot, "started")}
+            assert starts == {sd.id: "only-sd", xl.id: "only-xl"}
+            assert (await bot.history.get(xl.id)).run.family == "sdxl"
+    finally:
+        started.stop_all()
 
 
 async def test_a_redis_restart_loses_no_job(tmp_path: Path, redis_server: RedisServer, workers: Workers,

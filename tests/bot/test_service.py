@@ -151,8 +151,8 @@ async def test_defaults_fill_in_what_the_command_leaves_out(rig):
     params = reply.job.params
     assert params == Txt2ImgParams(
         prompt="a cat", negative_prompt="blurry", seed=params.seed, steps=3, cfg=5.5,
-        width=128, height=128, count=1, scheduler="euler",
-    )
+        width=128, height=128, count=1, scheduler="euler", model="default",
+    )  # [generation] model, as the model called "default": recorded by name so a rerun draws with it
     assert (await rig.history.get(reply.job.id)).params == params
 
     given = (await rig.ok(ALICE, "/imagine a cat --no sharp edges --ar 2:1 cfg=8 scheduler=ddim")).job.params
@@ -440,7 +440,7 @@ async def test_rerun_checks_its_settings(rig):
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
         "unknown setting 'cute'; settings are "
-        "no, seed, steps, cfg, ar, size, n, scheduler, strength, hires, hires-strength, mode, control, psi, layers, scale, denoise, variation, factor, direction"
+        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, mode, control, psi, layers, scale, denoise, variation, factor, direction"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 

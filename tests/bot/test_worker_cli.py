@@ -46,6 +46,8 @@ def test_a_worker_refuses_an_unknown_kind(tmp_path: Path, tiny_model: Path) -> N
     done = easel("worker", "--kinds", "txt2img,video", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "easel: --kinds takes txt2img, img2img, sketch, face, upscale, vary, zoom, pan; not video"
+    done = easel("worker", "--models", "default,xl", cwd=tmp_path)
+    assert (done.returncode, done.stderr.strip()) == (2, "easel: --models takes default; not xl")
 
 
 @pytest.mark.parametrize("command", ["worker", "workers", "run"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -272,7 +273,9 @@ def test_loading_keeps_the_hub_download_bar(engine: DiffusionEngine) -> None:
 def test_run_info_records_the_plan(engine: DiffusionEngine, tiny_model: Path) -> None:
     run = draw(engine, params()).run
     assert run.model == str(tiny_model)
-    assert run.model_hash is None  # only single-file checkpoints are hashed
+    unet_weights = next((tiny_model / "unet").glob("*.safetensors"))
+    assert run.model_hash == hashlib.sha256(unet_weights.read_bytes()).hexdigest()  # a folder's: its UNet's weights
+    assert run.family == "sd1" and run.vae is None
     assert (run.memory_profile, run.attention, run.dtype, run.device) == ("speed", "sdpa", "float32", "cpu")
     assert run.diffusers_version == diffusers.__version__ and run.torch_version == torch.__version__
 
@@ -396,7 +399,7 @@ def measure_drift(engine: DiffusionEngine) -> dict[str, float]:
     engine.load()
     pipe = engine._txt2img
     spec = SCHEDULERS[DEFAULT_SCHEDULER]
-    scheduler = getattr(diffusers, spec.class_name).from_config(engine._scheduler_config, **spec.options)
+    scheduler = getattr(diffusers, spec.class_name).from_config(engine._active.scheduler_config, **spec.options)
     got: dict[str, float] = {}
     with torch.inference_mode():
         positive, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, DRIFT_JOB["prompt"],
@@ -433,7 +436,7 @@ def unrounded_image(engine: DiffusionEngine) -> np.ndarray:
     job = params(**DRIFT_JOB)
     pipe = engine._txt2img
     spec = SCHEDULERS[job.scheduler]
-    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(engine._scheduler_config, **spec.options)
+    pipe.scheduler = getattr(diffusers, spec.class_name).from_config(engine._active.scheduler_config, **spec.options)
     positive, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, job.prompt, job.negative_prompt,
                                         "cpu", torch.float32)
     with torch.inference_mode():
@@ -573,7 +576,7 @@ def test_a_compiled_unet_draws_what_the_plain_one_draws_and_compiles_once_for_re
          Image.new("RGB", (64, 64), "gray"))  # image→image runs the same compiled UNet, not a new graph
     assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs
     unet = compiled._txt2img.unet
-    assert unet.easel_compiled and compiled._img2img.unet is unet  # one compiled UNet, shared
+    assert unet.easel_compiled and compiled._active.img2img.unet is unet  # one compiled UNet, shared
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert differ(want, first) < 1.0  # compiled kernels may differ in the last bits, not in the picture
     assert differ(first, second) > 5  # and it still follows the seed

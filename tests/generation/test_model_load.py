@@ -130,18 +130,18 @@ def test_a_folder_with_a_checkpoint_but_no_model_index_names_the_file(
     assert f"model = {str(tmp_path / 'downloads' / 'dreamy_v2.safetensors')!r} would load it" in text
 
 
-def test_an_sdxl_folder_is_named_as_one_before_loading(
+def test_a_folder_of_another_family_is_named_as_one_before_loading(
     caplog: pytest.LogCaptureFixture, tmp_path: Path, tiny_model: Path,
 ) -> None:
-    # StableDiffusionPipeline would load an SDXL folder without a word and fail mid-job with a shape error.
-    folder = tmp_path / "sdxl"
+    # StableDiffusionPipeline would load an SD3 folder's parts it knows and fail mid-job; SDXL folders load as SDXL.
+    folder = tmp_path / "sd3"
     shutil.copytree(tiny_model, folder)
     index = json.loads((folder / "model_index.json").read_text())
-    index["_class_name"] = "StableDiffusionXLPipeline"
-    index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+    index["_class_name"] = "StableDiffusion3Pipeline"
+    index["transformer"] = ["diffusers", "SD3Transformer2DModel"]
     (folder / "model_index.json").write_text(json.dumps(index))
     text, _ = load_failure(str(folder), caplog)
-    assert text.startswith(f"{str(folder)!r} is a StableDiffusionXLPipeline model, not Stable Diffusion 1.x/2.x")
+    assert text.startswith(f"{str(folder)!r} is a StableDiffusion3Pipeline model, not Stable Diffusion 1.x/2.x or SDXL")
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])

@@ -80,8 +80,8 @@ def test_an_inpainting_unet_draws_the_border_in_place_of_the_models_own(inpainti
     shrunk = pixels(source.resize((32, 32), Image.Resampling.LANCZOS))
     assert np.array_equal(out[20:44, 20:44], shrunk[4:28, 4:28])  # the original in the middle, either way
     assert np.abs(out[:12] - other[:12]).mean() > 1  # another UNet drew the border
-    assert inpainting._inpaint.unet is not inpainting._txt2img.unet
-    assert inpainting._inpaint.vae is inpainting._txt2img.vae  # its own VAE and text encoder: none loaded
+    assert inpainting._active.inpaint.unet is not inpainting._txt2img.unet
+    assert inpainting._active.inpaint.vae is inpainting._txt2img.vae  # its own VAE and text encoder: none loaded
     again = inpainting.run(zoom(), (source,), Recorder())
     assert np.array_equal(pixels(again.images[0]), out)
 

@@ -184,7 +184,8 @@ async def test_a_job_is_queued_started_progresses_and_is_done_with_its_pngs(
         assert path.is_file() and path.is_relative_to(store.outputs) and path.name == f"{job.id}-{image.index}.png"
         text = read_parameters(path)
         assert text.startswith("a lighthouse at dusk\nSteps: 4, Sampler: DPM++ 2M, Schedule type: Uniform, CFG scale: 7, ")
-        assert f"Seed: {image.seed}, Size: 64x64, Model: {tiny_model.name}" in text
+        assert f"Seed: {image.seed}, Size: 64x64, Model hash: {record.run.model_hash[:10]}, Model: {tiny_model.name}" \
+            in text
         with Image.open(path) as png:
             assert png.size == (64, 64)
     assert await history.get(job.id) == record

@@ -39,7 +39,7 @@ def engine(tiny_model: Path, tiny_controlnet: Path) -> DiffusionEngine:
 
 def test_the_controlnet_pipeline_shares_every_module_of_text_to_image(engine: DiffusionEngine) -> None:
     engine.run(sketch_params(), (drawing(),), Recorder())
-    plain, controlled = engine._txt2img, engine._controlled
+    plain, controlled = engine._txt2img, engine._active.controlled
     for name in ("unet", "vae", "text_encoder", "tokenizer"):
         assert getattr(controlled, name) is getattr(plain, name), name  # one copy of the base model
     assert controlled.controlnet is not None
@@ -73,7 +73,7 @@ def test_a_controlnet_that_cannot_be_loaded_says_which_setting(tiny_model: Path,
                              SketchConfig(controlnet=str(tmp_path)))  # a folder without a ControlNet
     with pytest.raises(ModelLoadError, match=r"could not load the ControlNet .* \(\[sketch\] controlnet\)"):
         engine.run(sketch_params(), (drawing(),), Recorder())
-    assert engine._controlled is None  # tried again on the next sketch job
+    assert engine._active.controlled is None  # tried again on the next sketch job
 
 
 @pytest.mark.parametrize("mode", ["model", "sequential"])
@@ -103,5 +103,5 @@ def test_offload_hooks_once_and_switching_kinds_redraws_the_same_pixels(
     for index, (want, got) in enumerate(zip(expected, drawn)):
         assert np.array_equal(pixels(want), pixels(got)), jobs[index][0].kind
     # Hooked on the first job, once more when the ControlNet joined; never again for txt2img ⇄ img2img ⇄ sketch.
-    assert offloaded._offload.installs == 2
-    assert hasattr(offloaded._txt2img.unet, "_hf_hook") and hasattr(offloaded._controlled.controlnet, "_hf_hook")
+    assert offloaded._active.offload.installs == 2
+    assert hasattr(offloaded._txt2img.unet, "_hf_hook") and hasattr(offloaded._active.controlled.controlnet, "_hf_hook")

@@ -297,6 +297,16 @@ async def test_slash_options_and_their_ranges_come_from_the_grammar_and_the_limi
     await exchange.message(lambda m: "#1" in m.content, timeout=WAIT)
     assert (await bot.history.get(1)).params.hires_strength == 0.75
 
+    # model: autocompletes the configured models' names as they are typed (an AUTOCOMPLETE interaction, type 4).
+    assert options["model"].get("autocomplete") is True
+    for typed, names in (("DEF", ["default"]), ("xl", [])):
+        asking = fake.slash("imagine", {"prompt": "a mill", "model": typed})
+        asking["type"] = 4
+        next(o for o in asking["data"]["options"] if o["name"] == "model")["focused"] = True
+        answer = await (await fake.interact(asking)).callback(WAIT)
+        assert answer.json["type"] == 8
+        assert [choice["value"] for choice in answer.json["data"]["choices"]] == names
+
 
 async def test_easel_run_with_the_token_in_the_environment(fake: FakeDiscord, tmp_path: Path, tiny_model: Path) -> None:
     (tmp_path / "config.toml").write_text(
