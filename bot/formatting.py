@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from generation.models import DEFAULT_NAME
 from storage.params import JobParams
 from storage.records import ImageRecord, JobRecord, Owner
 
@@ -20,8 +21,12 @@ def title(params: JobParams) -> str:
 
 
 def describe(params: JobParams, seed: int | None = None) -> str:
-    """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512."""
-    return " · ".join([f"seed {params.seed if seed is None else seed}", *params.summary()])
+    """The short settings line people see: seed 42 · 30 steps · cfg 7 · 512x512 (· model xl, once models have
+    names of their own)."""
+    model = getattr(params, "model", "")
+    drawn = model and model != DEFAULT_NAME and getattr(params, "denoise", None) != 0  # a Lanczos upscale: no model
+    return " · ".join([f"seed {params.seed if seed is None else seed}", *params.summary(),
+                       *([f"model {model}"] if drawn else [])])
 
 
 def is_rerun(job: JobRecord) -> bool:

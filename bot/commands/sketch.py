@@ -84,8 +84,11 @@ async def run(service: Service, owner: Owner, command: Sketch, attachments: Sequ
     if mode == "pix2pix":
         control = await asyncio.to_thread(pix2pix_input, photo)
     else:  # the drawing at the model's own pixel count: SDXL's ControlNets want 1024², SD 1.x's 512²
-        area = NATIVE_SIDE[service.model(given.get("model")).family] ** 2
-        control = await asyncio.to_thread(control_image, photo, area)
+        model = service.model(given.get("model"))
+        if model.family == "sdxl" and not service.config.sketch.controlnet_sdxl:
+            raise CommandError(f"model {model.name} is SDXL: sketches with it need [sketch] controlnet_sdxl (an SDXL "
+                               "scribble ControlNet); pick an SD 1.x model with --model, or --mode img2img")
+        control = await asyncio.to_thread(control_image, photo, NATIVE_SIDE[model.family] ** 2)
     params = given.apply(SketchParams(
         **{**drawing.fresh(command.prompt, service.config.defaults, service.random_seed()),
            "width": control.width, "height": control.height},

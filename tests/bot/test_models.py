@@ -51,6 +51,7 @@ async def test_jobs_on_two_named_models_record_each_by_name_and_a_rerun_keeps_it
         assert f"Model hash: {job.run.model_hash[:10]}," in text  # a folder's hash: its UNet weights'
     assert plain.run.model_hash != xl.run.model_hash
     assert not np.array_equal(pixels(plain), pixels(xl))
+    assert (await rig.say(ALICE, f"/history #{xl.id}")).text.splitlines()[0].endswith("64x64 · model xl")
     models = (await rig.say(ALICE, "/models")).text
     assert "sd — SD 1.x, default, loaded" in models and "xl — SDXL, loaded, in use" in models
     await rig.queue.stop()
@@ -179,3 +180,20 @@ async def test_an_embedding_named_in_the_prompt_changes_the_picture_and_is_recor
     assert np.array_equal(pixels(await drawn(plain_rig, other)), pixels(await drawn(rig, other)))
     xl = await drawn(rig, f"/imagine portrait of xlface --model xl --seed 5 {FAST}")
     assert "TI hashes: \"xlface: " in read_parameters(Path(xl.images[0].path))
+
+
+async def test_an_sdxl_sketch_needs_an_sdxl_controlnet_and_draws_at_sdxl_size(
+        make_rig, tiny_model: Path, tiny_sdxl: Path, tmp_path: Path) -> None:
+    from bot.replies import Attachment
+    from generation.config import SketchConfig
+    from generation.tiny import make_tiny_controlnet
+    from tests.bot.rig import png
+
+    drawing = Attachment("d.png", png(120, 80))
+    rig = await make_rig(**library(tiny_model, tiny_sdxl))
+    text = await rig.refused(ALICE, "/sketch a house --model xl --mode scribble", drawing)
+    assert "[sketch] controlnet_sdxl" in text and "--model" in text
+    controlnet = make_tiny_controlnet(tiny_sdxl, tmp_path / "controlnet-xl")
+    rig = await make_rig(**library(tiny_model, tiny_sdxl), sketch=SketchConfig(controlnet_sdxl=str(controlnet)))
+    params = (await rig.ok(ALICE, "/sketch a house --model xl --mode scribble", drawing)).job.params
+    assert params.model == "xl" and params.width * params.height >= 900 * 900  # SDXL's pixel count, not 512²
