@@ -34,6 +34,7 @@ async def serve(config: Config, console_only: bool = False) -> int:
     """
     if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
+    os.environ.setdefault("EASEL_HASH_CACHE", str(config.storage.data_dir / "model-hashes.json"))  # hashed once
     with DataDirLock(config.storage.data_dir):
         stopping = _StopOnSignal(asyncio.current_task(), config.database)
         try:

@@ -180,6 +180,7 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
 
         if config.generation.compile:  # as `easel run` does: compiled kernels survive restarts in the data folder
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
+        os.environ.setdefault("EASEL_HASH_CACHE", str(config.storage.data_dir / "model-hashes.json"))
         worker = Worker(redis_settings(config.queue), config, tuple(dict.fromkeys(names)), args.name or default_name(),
                         tuple(dict.fromkeys(models)))
         return asyncio.run(worker.run())

@@ -6,8 +6,11 @@ exception chain) and logs the whole story once, since the queue shows an EaselEr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -70,6 +73,30 @@ def xformers_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+HASH_CACHE = "EASEL_HASH_CACHE"  # a JSON file of model hashes kept across restarts (easel run: data/model-hashes.json)
+_HASHES: dict[str, str] = {}  # "path|size|mtime" → sha256, this process's
+
+
+def model_sha256(path: Path) -> str:
+    """A weights file's sha256, computed once per version of the file (a 7 GB SDXL checkpoint takes a quarter of
+    a minute); remembered in memory and, where EASEL_HASH_CACHE names a file, across restarts."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    store = Path(os.environ[HASH_CACHE]) if os.environ.get(HASH_CACHE) else None
+    if key not in _HASHES and store is not None and store.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            _HASHES.update({k: v for k, v in json.loads(store.read_text(encoding="utf-8")).items()
+                            if k not in _HASHES})
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(path)
+        if store is not None:
+            with contextlib.suppress(OSError):  # only a cache: a read-only folder costs a hash per start
+                partial = store.with_suffix(".tmp")
+                partial.write_text(json.dumps(_HASHES, indent=0), encoding="utf-8")
+                partial.replace(store)
+    return _HASHES[key]
 
 
 def file_sha256(path: Path) -> str:
@@ -220,7 +247,7 @@ def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
             raise ModelLoadError(missing_path(model, path, "file"))
         if config.single_file_config:
             options["config"] = _single_file_config(config)
-        model_hash = file_sha256(path)
+        model_hash = model_sha256(path)
         return cls.from_single_file(str(path), **options), model_hash
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -249,19 +276,10 @@ def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
     return cls.from_pretrained(model, **options), None
 
 
-_FOLDER_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def _folder_hash(folder: Path) -> str | None:
-    """A diffusers folder's model hash: its UNet weights' sha256 (what tells two fine-tunes apart), once per file."""
+    """A diffusers folder's model hash: its UNet weights' sha256 (what tells two fine-tunes apart)."""
     weights = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors"))
-    if not weights:
-        return None
-    stat = weights[0].stat()
-    key = (str(weights[0]), stat.st_size, stat.st_mtime_ns)
-    if key not in _FOLDER_HASHES:
-        _FOLDER_HASHES[key] = file_sha256(weights[0])
-    return _FOLDER_HASHES[key]
+    return model_sha256(weights[0]) if weights else None
 
 
 def _load_failure(config: GenerationConfig, exc: Exception) -> str:

@@ -133,3 +133,26 @@ def test_two_models_sketch_with_one_copy_of_the_controlnet(tiny_model: Path, tin
     second = engine.run(sketch.replace(model="two"), (drawing,), Recorder()).images[0]
     assert engine._loaded["one"].controlled.controlnet is engine._loaded["two"].controlled.controlnet
     assert np.array_equal(pixels(first), pixels(second))  # the same weights, loaded twice under two names
+
+
+def test_a_model_hash_is_computed_once_and_remembered_across_restarts(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import os
+
+    import generation.diffusion.loading as loading
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights" * 1000)
+    monkeypatch.setenv(loading.HASH_CACHE, str(tmp_path / "model-hashes.json"))
+    monkeypatch.setattr(loading, "_HASHES", {})
+    first = loading.model_sha256(weights)
+    assert first == hashlib.sha256(weights.read_bytes()).hexdigest()
+    monkeypatch.setattr(loading, "_HASHES", {})  # a restart: only the file remembers
+    monkeypatch.setattr(loading, "file_sha256", lambda path: pytest.fail("a remembered file was hashed again"))
+    assert loading.model_sha256(weights) == first
+    monkeypatch.undo()
+    monkeypatch.setenv(loading.HASH_CACHE, str(tmp_path / "model-hashes.json"))
+    weights.write_bytes(b"other weights")  # a new version of the file is hashed anew
+    os.utime(weights, ns=(1, 1))
+    assert loading.model_sha256(weights) == hashlib.sha256(b"other weights").hexdigest()
