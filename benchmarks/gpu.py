@@ -395,6 +395,11 @@ def main() -> None:
     print("upscaler:", flush=True)
     subprocess.run([sys.executable, str(Path(__file__).with_name("upscale.py")), *shape, "--device", str(device), *half],
                    check=False)
+    # The model library: cold loads, a switch between two models held in RAM (a RAM↔card copy here), a LoRA.
+    print("models:", flush=True)
+    library = ["--shape", "tiny"] if args.tiny else ["--shape", "sd15", "--size", "512", "--steps", "20"]
+    subprocess.run([sys.executable, str(Path(__file__).with_name("models.py")), *library, "--device", str(device)],
+                   check=False)
 
 
 if __name__ == "__main__":
