@@ -274,7 +274,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
 
 def _describe(error: Mapping) -> str:
     location = [str(part) for part in error["loc"]]
-    if location and location[0] in Config.model_fields and len(location) > 1:
+    table = location[:2] == ["models", "named"] and len(location) > 3  # a key of a [models.<name>] table
+    if table:
+        key = f"[models.{location[2]}] {'.'.join(location[3:])}"
+    elif location and location[0] in Config.model_fields and len(location) > 1:
         key = f"[{location[0]}] {'.'.join(location[1:])}"
     else:
         key = ".".join(location) or "config"
@@ -289,6 +292,10 @@ def _describe(error: Mapping) -> str:
             return f"{key}: unknown key outside any section ({hint})"
         section = Config.model_fields.get(location[0])
         known = section.annotation.model_fields if section is not None and len(location) == 2 else {}
+        if table:
+            from generation.config import ModelEntry
+
+            known = ModelEntry.model_fields
         message = f"unknown key{_did_you_mean(location[-1], known, '{}')} (every key is in config.example.toml)"
     # Never echo the rejected value of a token back into logs.
     return f"{key}: {message}"

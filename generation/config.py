@@ -95,6 +95,8 @@ class ModelEntry(BaseModel):
     family: Family = "auto"  # sd1, sd2 or sdxl; auto reads it from the folder's configs or the checkpoint's keys
     vae: str = ""  # another VAE (diffusers folder or hub id), e.g. madebyollin/sdxl-vae-fp16-fix; empty = its own
     single_file_config: str = ""  # for a checkpoint file: a diffusers folder of its family to take configs from
+    # SDXL only: a refiner (hub id, folder or checkpoint) that finishes text→image pictures (--refiner F).
+    refiner: str = ""
 
 
 class ModelsConfig(BaseModel):

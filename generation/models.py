@@ -38,6 +38,7 @@ class ModelSpec:
     family: str  # "sd1", "sd2" or "sdxl"
     vae: str = ""
     single_file_config: str = ""
+    refiner: str = ""
 
     @property
     def label(self) -> str:
@@ -63,7 +64,10 @@ def catalog(generation: GenerationConfig, models: ModelsConfig) -> dict[str, Mod
 
 def _spec(name: str, entry: ModelEntry) -> ModelSpec:
     family = entry.family if entry.family != "auto" else detect_family(entry.source)
-    return ModelSpec(name, entry.source, family, entry.vae, entry.single_file_config)
+    if entry.refiner and family != "sdxl":
+        raise EaselError(f"[models.{name}] refiner: a refiner finishes SDXL pictures, and {entry.source!r} is "
+                         f"{FAMILY_LABELS[family]} (set family = \"sdxl\" if it is SDXL)")
+    return ModelSpec(name, entry.source, family, entry.vae, entry.single_file_config, entry.refiner)
 
 
 def pick(specs: dict[str, ModelSpec], name: str) -> ModelSpec:

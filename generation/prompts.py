@@ -296,7 +296,9 @@ def encode_prompts_xl(pipe, prompt: str, negative_prompt: str, device: torch.dev
     states joined ([1, 77·k, 768 + 1280]) and the second encoder's pooled, projected text of the first chunk."""
     import torch
 
-    pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
+    # A refiner has only the second encoder: its UNet reads that one's states alone.
+    pairs = [(tokenizer, encoder) for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder),
+                                                              (pipe.tokenizer_2, pipe.text_encoder_2)) if encoder is not None]
     chunked = []
     for tokenizer, _ in pairs:
         positive, negative = chunk_prompt(tokenizer, prompt), chunk_prompt(tokenizer, negative_prompt)

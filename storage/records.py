@@ -69,6 +69,7 @@ class RunInfo:
     loras: str | None = None  # the LoRAs it drew with, as A1111's "Lora hashes": "name: hash, name: hash"
     embeddings: str | None = None  # the embeddings its prompts used, as A1111's "TI hashes"
     vae: str | None = None  # how the VAE decoded when it differs from the model's dtype (SDXL's float32 upcast)
+    refiner: str | None = None  # the SDXL refiner that finished the picture
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ CREATE TABLE {name} (
     loras TEXT,
     embeddings TEXT,
     vae TEXT,
+    refiner TEXT,
     parent_id INTEGER REFERENCES jobs(id),
     status TEXT NOT NULL,
     error TEXT,
@@ -74,7 +75,7 @@ _INDEXES_AND_IMAGES = (
 
 RUN_COLUMNS = (
     "model", "model_hash", "memory_profile", "attention", "dtype", "device",
-    "diffusers_version", "torch_version", "vae_tiling", "controlnet", "family", "loras", "embeddings", "vae",
+    "diffusers_version", "torch_version", "vae_tiling", "controlnet", "family", "loras", "embeddings", "vae", "refiner",
 )
 # What versions 1 and 2 share, copied as it is by the migration.
 _KEPT_COLUMNS = (
@@ -121,8 +122,8 @@ _ADDED_COLUMNS = (
     # Version 5: sends of a job's result that started and never got an answer (a kill mid-send, a timeout):
     # the result may have arrived that many times, so it is sent again at most once.
     ("unsure_sends", "INTEGER NOT NULL DEFAULT 0"),
-    # Version 6: the model library: a job's model family, LoRAs, embeddings and VAE precision.
-    ("family", "TEXT"), ("loras", "TEXT"), ("embeddings", "TEXT"), ("vae", "TEXT"),
+    # Version 6: the model library: a job's model family, LoRAs, embeddings, VAE precision and SDXL refiner.
+    ("family", "TEXT"), ("loras", "TEXT"), ("embeddings", "TEXT"), ("vae", "TEXT"), ("refiner", "TEXT"),
 )
 
 

@@ -15,7 +15,7 @@ from bot.limits import CommandError, LimitProblem, LimitsConfig, register_rules
 from storage.infotext import plain_number
 from storage.params import Img2ImgParams, JobParams, Txt2ImgParams, VaryParams
 from storage.params.img2img import STRENGTH
-from storage.params.txt2img import HIRES, HIRES_STRENGTH
+from storage.params.txt2img import HIRES, HIRES_STRENGTH, REFINER, REFINER_SWITCH
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,6 +29,10 @@ register_option(Option("strength", (), number("strength"),
                        value="float"))
 register_option(Option("hires", (), number("hires"), f"hires fix: draw, enlarge this many times ({HIRES.text()}), "
                        "then redraw in part at the larger size", "hires", HIRES, value="float"))
+register_option(Option("refiner", (), number("refiner"),
+                       f"SDXL with a refiner: the share of the steps the model draws before its refiner finishes the "
+                       f"picture, {REFINER.text()} (default {REFINER_SWITCH}; 0 turns it off)", "refiner", REFINER,
+                       value="float"))
 register_option(Option("hires-strength", ("hires_strength",), number("hires-strength"),
                        f"hires fix: how far the second pass redraws, {HIRES_STRENGTH.text()} (default 0.5)",
                        "hires_strength", HIRES_STRENGTH, value="float"))
@@ -85,6 +89,15 @@ async def draw(service: Service, owner: Owner, prompt: str, given: Settings, ima
     if given.get("hires_strength") is not None and given.get("hires") is None:
         raise CommandError("--hires-strength is the hires fix's second pass; add --hires 2 to turn it on")
     params = drawing.sized_for(model, given.apply(params), given)
+    if isinstance(params, Txt2ImgParams):  # a model with a refiner finishes with it unless told otherwise
+        chosen = given.get("refiner")
+        if chosen and not model.refiner:
+            raise CommandError(f"--refiner is for an SDXL model with a refiner; {model.name} has none "
+                               f"(set [models.{model.name}] refiner)")
+        switch = chosen if chosen is not None else REFINER_SWITCH if model.refiner else 0
+        params = params.replace(refiner=switch or None)
+    elif given.get("refiner") is not None:
+        raise CommandError("--refiner is for text→image")
     if isinstance(params, Txt2ImgParams) and params.hires:  # what enlarges it, kept so a rerun does the same
         from bot.commands.upscale import upscaler_of  # here: at the top it would register /upscale before /imagine
 
@@ -143,7 +156,7 @@ SPEC = register(CommandSpec(
     name="imagine",
     usage="/imagine <prompt> [options] — draw a picture; attach an image for image→image (console: --image PATH)",
     summary="draw a picture: /imagine a red lighthouse --seed 42",
-    parse=parse, run=run, options=(*DRAWING_OPTIONS, "strength", "hires", "hires-strength"),
+    parse=parse, run=run, options=(*DRAWING_OPTIONS, "strength", "hires", "hires-strength", "refiner"),
     from_options=lambda values, defaults: from_options(
         str(values.get("prompt") or ""), {k: v for k, v in values.items() if k != "prompt"}, defaults),
     params=(Param("prompt", "text", "what to draw; (word:1.3) weights a word; --seed 42 and other flags work here too",

@@ -21,7 +21,8 @@ from PIL import Image
 from generation.config import ActionsConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
 from generation.device import pick_device
 from generation.diffusion.actions import canvas_and_mask, paste_back
-from generation.diffusion.loading import controlnet_pipeline, load_controlnet, load_inpaint_unet, load_pipelines
+from generation.diffusion.loading import (controlnet_pipeline, load_controlnet, load_inpaint_unet, load_pipelines,
+                                         load_refiner)
 from generation.diffusion.memory import MemoryPlan, needs_tiling
 from generation.diffusion.offload import SharedOffload
 from generation.diffusion.preview import latent_preview
@@ -81,6 +82,7 @@ class _Model:
     model_hash: str | None
     scheduler_config: Any  # the model's own scheduler config, before any job's options
     inpaint: Any = None  # built on the first zoom or pan
+    refiner: Any = None  # an SDXL refiner's image→image pipeline, loaded on the first job that asks for it
     controlled: Any = None  # built on the first sketch job
     offload: SharedOffload | None = None  # hooks on the shared modules, installed when it is in use
     embeddings: dict[str, int] = field(default_factory=dict)  # embedding name → vectors added to its encoders
@@ -99,6 +101,8 @@ class _Model:
         side = [self.controlled.controlnet] if self.controlled is not None else []
         if self.inpaint is not None and self.inpaint.unet is not self.txt2img.unet:
             side.append(self.inpaint.unet)
+        if self.refiner is not None:
+            side.append(self.refiner.unet)
         return side
 
 
@@ -158,7 +162,10 @@ class DiffusionEngine:
 
     def _load(self, spec: ModelSpec) -> _Model:
         settings = self.config.model_copy(update=dict(model=spec.source, single_file_config=spec.single_file_config))
-        loaded = load_pipelines(settings, spec.family, spec.vae)
+        # Models naming the same VAE share one copy of it (only the model in use is on the GPU).
+        vae = next((other.txt2img.vae for other in self._loaded.values() if spec.vae and other.spec.vae == spec.vae),
+                   spec.vae)
+        loaded = load_pipelines(settings, spec.family, vae)
         self._device = loaded.device
         return _Model(spec, loaded.txt2img, loaded.img2img, loaded.plan, loaded.model_hash,
                       loaded.txt2img.scheduler.config)
@@ -224,15 +231,20 @@ class DiffusionEngine:
                 result = self._run_upscale(model, params, inputs, progress)
                 return dataclasses.replace(result, run=dataclasses.replace(result.run, **extras))
             hires = isinstance(params, Txt2ImgParams) and params.hires
+            refined = isinstance(params, Txt2ImgParams) and params.refiner and params.refiner < 1
             pipe, options = self._KIND_CALLS[params.kind](self, model, params, inputs)
-            first = _Stage(progress, 0, params.effective_steps) if hires else progress
-            images, tiling = self._draw(model, pipe, params, options, first)
+            first = _Stage(progress, 0, params.effective_steps) if hires or refined else progress
+            if refined:
+                images, tiling = self._refined(model, params, options, first)
+            else:
+                images, tiling = self._draw(model, pipe, params, options, first)
             if params.kind in ("zoom", "pan"):  # the original's own pixels where it sits on the canvas
                 box = params.layout(inputs[0].size)[1]
                 images = tuple(paste_back(image, inputs[0], box) for image in images)
             if hires:
                 images, tiling = self._hires(model, params, images, progress)
-        run = dataclasses.replace(self.run_info(), vae_tiling=tiling, controlnet=self._steered_by(model, pipe), **extras)
+        run = dataclasses.replace(self.run_info(), vae_tiling=tiling, controlnet=self._steered_by(model, pipe),
+                                  refiner=model.spec.refiner if refined else None, **extras)
         return EngineResult(images=images, seeds=params.seeds, run=run)
 
     def _extras(self, model: _Model, params: DiffusionParams):
@@ -287,6 +299,27 @@ class DiffusionEngine:
         if pipe.interrupt:
             raise JobCancelled("cancelled while running")
         return tuple(output.images), tiling
+
+    def _refined(self, model: _Model, params: Txt2ImgParams, options: dict, stage: _Stage):
+        """SDXL's ensemble of experts: the model draws the first `refiner` share of the steps and hands its latents
+        to the refiner, which draws the rest (diffusers' denoising_end / denoising_start)."""
+        refiner = self._refiner_pipe(model)
+        latents, _ = self._draw(model, model.txt2img, params, dict(options, denoising_end=params.refiner,
+                                                                    output_type="latent"), stage)
+        # The split falls on the schedule's timesteps, not at steps × refiner: count what the model drew.
+        done = _Stage(stage, model.txt2img.num_timesteps, params.effective_steps)
+        return self._draw(model, refiner, params, dict(image=torch.stack(latents), denoising_start=params.refiner), done)
+
+    def _refiner_pipe(self, model: _Model):
+        if model.refiner is None:
+            if not model.spec.refiner:
+                raise ModelLoadError(f"this job is finished by a refiner, and model {model.spec.name!r} has none "
+                                     f"now: set [models.{model.spec.name}] refiner, or rerun with --refiner 0")
+            if model.offload is not None:  # hook again with the refiner's UNet beside the others on the next job
+                model.offload.remove()
+            model.refiner = load_refiner(model.spec.refiner, model.txt2img, model.plan, self._device)
+            log.info("loaded refiner %s beside %s", model.spec.refiner, model.spec.name)
+        return model.refiner
 
     def _hires(self, model: _Model, params: Txt2ImgParams, drawn: tuple[Image.Image, ...], progress: Progress):
         """A1111's hires fix: each picture enlarged, then redrawn in part at the larger size with its own seed."""

@@ -108,9 +108,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_pipelines(config: GenerationConfig, family: str = "sd1", vae: str = "") -> Pipelines:
-    """Load config.model (of `family`, with another VAE when `vae` names one) onto the device its memory plan
-    allows; raises ModelLoadError with the reason."""
+def load_pipelines(config: GenerationConfig, family: str = "sd1", vae: str | AutoencoderKL = "") -> Pipelines:
+    """Load config.model (of `family`, with another VAE when `vae` names one or is one already loaded) onto the
+    device its memory plan allows; raises ModelLoadError with the reason."""
     # Loading bars for a few-second load are noise; the hub's download bar on a first run (GBs)
     # is not, and transformers' switch turns that off too, so turn it back on.
     diffusers.utils.logging.disable_progress_bar()
@@ -121,7 +121,8 @@ def load_pipelines(config: GenerationConfig, family: str = "sd1", vae: str = "")
     plan = plan_memory(config.memory, device.type, total, dtype=config.dtype, xformers_available=xformers_available())
     dtype = getattr(torch, plan.dtype)
     xl = family == "sdxl"
-    pipe, model_hash = _load_pipeline(config, dtype, xl, _load_vae(vae, dtype) if vae else None)
+    other_vae = _load_vae(vae, dtype) if isinstance(vae, str) and vae else vae or None
+    pipe, model_hash = _load_pipeline(config, dtype, xl, other_vae)
     pipe.set_progress_bar_config(disable=True)
     # img2img shares every module; build it before any offload hooks exist.
     img2img = (StableDiffusionXLImg2ImgPipeline if xl else StableDiffusionImg2ImgPipeline).from_pipe(pipe, dtype=dtype)
@@ -205,6 +206,35 @@ def _load_vae(source: str, dtype: torch.dtype) -> AutoencoderKL:
                    "diffusers VAE folder or a hub id such as 'madebyollin/sdxl-vae-fp16-fix'.")
         log.error("VAE load failed: %s", message, exc_info=exc, extra=SHOWN)
         raise ModelLoadError(message) from exc
+
+
+def load_refiner(source: str, base: StableDiffusionXLPipeline, plan: MemoryPlan,
+                 device: torch.device) -> StableDiffusionXLImg2ImgPipeline:
+    """An SDXL refiner ([models.<name>] refiner: hub id, diffusers folder or checkpoint) on the base model's second
+    text encoder, its tokenizer and VAE (the refiner's own are the same weights): only its UNet is new."""
+    shared = dict(text_encoder_2=base.text_encoder_2, tokenizer_2=base.tokenizer_2, vae=base.vae,
+                  dtype=getattr(torch, plan.dtype))
+    path = Path(source).expanduser()
+    try:
+        if path.suffix in SINGLE_FILE_SUFFIXES:
+            if not path.is_file():
+                raise ModelLoadError(missing_path(source, path, "file"))
+            pipe = StableDiffusionXLImg2ImgPipeline.from_single_file(str(path), **shared)
+        else:
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(path) if path.is_dir() else source, **shared)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        message = (f"could not load the SDXL refiner {source!r} ([models] refiner): {sentence(reason(root(exc)))} "
+                   "Point it at a diffusers folder, a checkpoint file or a hub id such as "
+                   "'stabilityai/stable-diffusion-xl-refiner-1.0', or leave it empty.")
+        log.error("refiner load failed: %s", message, exc_info=exc, extra=SHOWN)
+        raise ModelLoadError(message) from exc
+    pipe.set_progress_bar_config(disable=True)
+    apply_plan(pipe, plan)
+    if plan.offload == "none":
+        pipe.unet.to(device)
+    return pipe
 
 
 def controlnet_pipeline(

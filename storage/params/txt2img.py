@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from storage.infotext import plain_number
+from storage.infotext import model_name, plain_number
 from storage.params.base import Range, register
 from storage.params.diffusion import DiffusionParams
 from storage.records import RunInfo
 
 HIRES = Range("hires", 1, 4, above_low=True)
 HIRES_STRENGTH = Range("hires-strength", 0, 1, above_low=True)
+REFINER = Range("refiner", 0, 1)  # 0: off
+REFINER_SWITCH = 0.8  # the default switch of a model with a refiner: the base draws 80 % of the steps
 
 
 def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
@@ -30,9 +32,13 @@ class Txt2ImgParams(DiffusionParams):
     hires: float | None = None
     hires_strength: float = 0.5
     hires_upscaler: str = ""
+    # An SDXL model's refiner finishes the picture after this share of the steps (A1111's "Refiner switch at");
+    # None: the model draws every step itself.
+    refiner: float | None = None
 
-    RANGES: ClassVar[dict[str, Range]] = {**DiffusionParams.RANGES, "hires": HIRES, "hires_strength": HIRES_STRENGTH}
-    RERUN_SETTINGS: ClassVar[frozenset[str]] = DiffusionParams.RERUN_SETTINGS | {"hires", "hires_strength"}
+    RANGES: ClassVar[dict[str, Range]] = {**DiffusionParams.RANGES, "hires": HIRES, "hires_strength": HIRES_STRENGTH,
+                                          "refiner": REFINER}
+    RERUN_SETTINGS: ClassVar[frozenset[str]] = DiffusionParams.RERUN_SETTINGS | {"hires", "hires_strength", "refiner"}
     LABEL: ClassVar[str] = "text→image job"
 
     @property
@@ -50,15 +56,22 @@ class Txt2ImgParams(DiffusionParams):
         return self.steps + self.hires_steps
 
     def summary(self) -> list[str]:
+        parts = super().summary()
+        if self.refiner:
+            parts.append(f"refiner at {plain_number(self.refiner)}")
         if not self.hires:
-            return super().summary()
+            return parts
         width, height = self.hires_size
-        return [*super().summary(), f"hires {plain_number(self.hires)}× → {width}x{height} "
-                                    f"at {plain_number(self.hires_strength)}"]
+        return [*parts, f"hires {plain_number(self.hires)}× → {width}x{height} at {plain_number(self.hires_strength)}"]
 
     def infotext_extra(self, run: RunInfo | None) -> list[tuple[str, object]]:
-        if not self.hires:
-            return []
-        # As A1111 writes its hires fix; "Size" stays the first pass's, as in A1111's files.
-        return [("Denoising strength", plain_number(self.hires_strength)), ("Hires upscale", plain_number(self.hires)),
-                ("Hires steps", self.steps), ("Hires upscaler", self.hires_upscaler or "Lanczos")]
+        fields: list[tuple[str, object]] = []
+        if self.hires:
+            # As A1111 writes its hires fix; "Size" stays the first pass's, as in A1111's files.
+            fields += [("Denoising strength", plain_number(self.hires_strength)),
+                       ("Hires upscale", plain_number(self.hires)), ("Hires steps", self.steps),
+                       ("Hires upscaler", self.hires_upscaler or "Lanczos")]
+        if self.refiner:  # as A1111 writes its refiner
+            fields += [("Refiner", model_name(run.refiner) if run is not None and run.refiner else None),
+                       ("Refiner switch at", plain_number(self.refiner))]
+        return fields

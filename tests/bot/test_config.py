@@ -92,6 +92,8 @@ def test_config_is_frozen():
         ("[defualts]\nsteps = 30\n", "[defualts]: unknown section (did you mean [defaults]?)"),
         ("[generaton]\nmodel = 'x'\n", "[generaton]: unknown section (did you mean [generation]?)"),
         ("steps = 30\n", "steps: unknown key outside any section (did you mean [defaults] steps?)"),
+        ("[models.xl]\nsorce = 'a/b'\n", "[models.xl] sorce: unknown key (did you mean source?)"),
+        ("[models]\nkeep_in_rma = 2\n", "[models] keep_in_rma: unknown key (did you mean keep_in_ram?)"),
     ],
 )
 def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
@@ -121,6 +123,9 @@ def test_unknown_keys_are_named_with_their_section(tmp_path, text, named):
         ('[generation]\ndevice = "tpu"\n', "[generation] device: "),
         ('[access]\nadmins = "discord:1"\n', "[access] admins: "),
         ('defaults = 3\n', "defaults: "),
+        ("[models.xl]\nsource = 'a/b'\nfamily = 'sd3'\n", "[models.xl] family: Input should be 'auto', 'sd1'"),
+        ("[models.default]\nsource = 'a/b'\n", "[models.default] table exists too"),
+        ("[models.sd]\nsource = 'a/b'\nrefiner = 'c/d'\n", "[models.sd] refiner: a refiner finishes SDXL pictures"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, named):

@@ -197,3 +197,19 @@ async def test_an_sdxl_sketch_needs_an_sdxl_controlnet_and_draws_at_sdxl_size(
     rig = await make_rig(**library(tiny_model, tiny_sdxl), sketch=SketchConfig(controlnet_sdxl=str(controlnet)))
     params = (await rig.ok(ALICE, "/sketch a house --model xl --mode scribble", drawing)).job.params
     assert params.model == "xl" and params.width * params.height >= 900 * 900  # SDXL's pixel count, not 512²
+
+
+async def test_a_model_with_a_refiner_finishes_with_it_unless_told_otherwise(make_rig, tiny_model: Path,
+                                                                             tiny_sdxl: Path) -> None:
+    setup = library(tiny_model, tiny_sdxl)
+    named = {**setup["models"].named, "xl": ModelEntry(source=str(tiny_sdxl), refiner=str(tiny_sdxl))}
+    rig = await make_rig(generation=setup["generation"], models=ModelsConfig(named=named))
+    assert (await rig.ok(ALICE, f"/imagine a cat --model xl {FAST}")).job.params.refiner == 0.8
+    assert (await rig.ok(ALICE, f"/imagine a cat --model xl --refiner 0.7 {FAST}")).job.params.refiner == 0.7
+    assert (await rig.ok(ALICE, f"/imagine a cat --model xl --refiner 0 {FAST}")).job.params.refiner is None
+    assert (await rig.ok(ALICE, f"/imagine a cat {FAST}")).job.params.refiner is None  # sd has none
+    assert "sd has none" in await rig.refused(ALICE, f"/imagine a cat --refiner 0.5 {FAST}")
+    await rig.queue.start()
+    job = await drawn(rig, f"/imagine a red lighthouse --model xl --seed 5 {FAST}")
+    assert job.run.refiner == str(tiny_sdxl)
+    assert "Refiner switch at: 0.8" in read_parameters(Path(job.images[0].path))

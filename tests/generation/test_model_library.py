@@ -156,3 +156,48 @@ def test_a_model_hash_is_computed_once_and_remembered_across_restarts(tmp_path: 
     weights.write_bytes(b"other weights")  # a new version of the file is hashed anew
     os.utime(weights, ns=(1, 1))
     assert loading.model_sha256(weights) == hashlib.sha256(b"other weights").hexdigest()
+
+
+def test_an_sdxl_refiner_finishes_the_picture_on_the_models_own_text_encoder_and_vae(tiny_sdxl: Path,
+                                                                                     tmp_path: Path) -> None:
+    from generation.tiny import make_tiny_model
+    from storage.infotext import infotext
+
+    def engine_with(refiner: str) -> DiffusionEngine:
+        models = ModelsConfig(named={"xl": ModelEntry(source=str(tiny_sdxl), refiner=refiner)})
+        return DiffusionEngine(GenerationConfig(device="cpu", model="xl", preview_every=0), models=models)
+
+    plain = Txt2ImgParams(**{**COMMON, "steps": 5}, model="xl")
+    refined = plain.replace(refiner=0.6)
+    alone = engine_with("").run(plain, (), Recorder())
+    # A "refiner" with the model's own weights continues exactly where the model stopped: the hand-over is exact.
+    same = engine_with(str(tiny_sdxl))
+    progress = Recorder()
+    handed = same.run(refined, (), progress)
+    assert handed.run.refiner == str(tiny_sdxl) and alone.run.refiner is None
+    assert np.array_equal(pixels(handed.images[0]), pixels(alone.images[0]))
+    assert progress.steps[-1] == (5, 5) and [done for done, _ in progress.steps] == [1, 2, 3, 4, 5]  # one bar
+    model = same._loaded["xl"]
+    assert model.refiner.vae is model.txt2img.vae and model.refiner.text_encoder_2 is model.txt2img.text_encoder_2
+    assert "Refiner: tiny-sdxl0, Refiner switch at: 0.6" in infotext(refined, 3, handed.run)
+    # Another refiner finishes it differently, the same way every time.
+    other = engine_with(str(make_tiny_model(tmp_path / "refiner", seed=1, family="sdxl")))
+    finished = other.run(refined, (), Recorder()).images[0]
+    assert not np.array_equal(pixels(finished), pixels(alone.images[0]))
+    assert np.array_equal(pixels(other.run(refined, (), Recorder()).images[0]), pixels(finished))
+    with pytest.raises(ModelLoadError, match=r"--refiner 0"):
+        engine_with("").run(refined, (), Recorder())
+
+
+def test_models_naming_the_same_vae_share_one_copy(tiny_model: Path) -> None:
+    vae = str(tiny_model / "vae")  # a diffusers VAE folder
+    models = ModelsConfig(named={"one": ModelEntry(source=str(tiny_model), vae=vae),
+                                 "two": ModelEntry(source=str(tiny_model), vae=vae),
+                                 "own": ModelEntry(source=str(tiny_model))})
+    engine = DiffusionEngine(GenerationConfig(device="cpu", model="one", preview_every=0),
+                             models=models.model_copy(update=dict(keep_in_ram=3)))
+    one, two, own = (engine.load(name) for name in ("one", "two", "own"))
+    assert one.txt2img.vae is two.txt2img.vae and own.txt2img.vae is not one.txt2img.vae
+    drawn = [pixels(engine.run(Txt2ImgParams(**COMMON, model=name), (), Recorder()).images[0])
+             for name in ("one", "two", "own")]
+    assert np.array_equal(drawn[0], drawn[1]) and np.array_equal(drawn[0], drawn[2])  # the same weights
