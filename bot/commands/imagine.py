@@ -29,13 +29,13 @@ register_option(Option("strength", (), number("strength"),
                        value="float"))
 register_option(Option("hires", (), number("hires"), f"hires fix: draw, enlarge this many times ({HIRES.text()}), "
                        "then redraw in part at the larger size", "hires", HIRES, value="float"))
+register_option(Option("hires-strength", ("hires_strength",), number("hires-strength"),
+                       f"hires fix: how far the second pass redraws, {HIRES_STRENGTH.text()} (default 0.5)",
+                       "hires_strength", HIRES_STRENGTH, value="float"))
 register_option(Option("refiner", (), number("refiner"),
                        f"SDXL with a refiner: the share of the steps the model draws before its refiner finishes the "
                        f"picture, {REFINER.text()} (default {REFINER_SWITCH}; 0 turns it off)", "refiner", REFINER,
                        value="float"))
-register_option(Option("hires-strength", ("hires_strength",), number("hires-strength"),
-                       f"hires fix: how far the second pass redraws, {HIRES_STRENGTH.text()} (default 0.5)",
-                       "hires_strength", HIRES_STRENGTH, value="float"))
 
 
 @dataclass(frozen=True)

@@ -440,7 +440,7 @@ async def test_rerun_checks_its_settings(rig):
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
         "unknown setting 'cute'; settings are "
-        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, mode, control, psi, layers, scale, denoise, variation, factor, direction"
+        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, refiner, mode, control, psi, layers, scale, denoise, variation, factor, direction"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 
