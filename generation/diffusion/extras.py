@@ -31,6 +31,7 @@ class JobExtras:
         loras = loras_of(self.params.prompt, self.models.lora_dir, self.params.negative_prompt)
         used = self._add_embeddings()
         if loras:  # each checked against the model first; one at weight 0 is checked, not set (the same picture)
+            self._unhook()
             apply_loras(self.model.txt2img, loras, self.cache)
             self._applied = True
         return dict(
@@ -47,6 +48,7 @@ class JobExtras:
         names = embedding_names_in(f"{prompt}\n{self.params.negative_prompt}", found)
         for name in names:
             if name not in self.model.embeddings:
+                self._unhook()
                 vectors = read_embedding(found[name])
                 count = 0
                 for tokenizer, encoder, key in embeddings_for(self.model.txt2img, vectors, name):
@@ -54,6 +56,14 @@ class JobExtras:
                 self.model.embeddings[name] = count
         return [(name, found[name]) for name in names]
 
+    def _unhook(self) -> None:
+        """Take the model's offload hooks off before its modules change: sequential offload streams each layer's
+        weights from a copy made when it was hooked (an embedding's new rows would be lost), and diffusers would
+        switch on offload of its own. The next job hooks the changed modules again."""
+        if self.model.offload is not None and self.model.offload.installed:
+            self.model.offload.remove()
+
     def __exit__(self, *exc) -> None:
         if self._applied:
+            self._unhook()
             remove_loras(self.model.txt2img)

@@ -201,3 +201,32 @@ def test_models_naming_the_same_vae_share_one_copy(tiny_model: Path) -> None:
     drawn = [pixels(engine.run(Txt2ImgParams(**COMMON, model=name), (), Recorder()).images[0])
              for name in ("one", "two", "own")]
     assert np.array_equal(drawn[0], drawn[1]) and np.array_equal(drawn[0], drawn[2])  # the same weights
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_loras_and_embeddings_under_offload_draw_what_they_draw_without_it(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    import dataclasses
+
+    import generation.diffusion.loading as loading
+    from generation.tiny import make_tiny_embedding, make_tiny_lora
+
+    for folder in ("loras", "embeddings"):
+        (tmp_path / folder).mkdir()
+    make_tiny_lora(tiny_model, tmp_path / "loras" / "style.safetensors")
+    make_tiny_embedding(tiny_model, tmp_path / "embeddings" / "myface.pt")
+    models = ModelsConfig(lora_dir=str(tmp_path / "loras"), embeddings_dir=str(tmp_path / "embeddings"))
+    jobs = [Txt2ImgParams(**{**COMMON, "prompt": "a house <lora:style:0.8>"}),
+            Txt2ImgParams(**{**COMMON, "prompt": "portrait of myface"}), Txt2ImgParams(**COMMON)]
+
+    def drawn() -> list[np.ndarray]:
+        engine = DiffusionEngine(GenerationConfig(device="cpu", model=str(tiny_model), preview_every=0), models=models)
+        pictures = [pixels(engine.run(job, (), Recorder()).images[0]) for job in jobs]
+        assert not getattr(engine._txt2img, "_all_hooks", None)  # diffusers' own offload was never switched on
+        return pictures
+
+    expected = drawn()
+    original = loading.plan_memory  # only the plan is forced: the CPU never offloads by itself
+    monkeypatch.setattr(loading, "plan_memory", lambda *a, **k: dataclasses.replace(original(*a, **k), offload=mode))
+    for index, (want, got) in enumerate(zip(expected, drawn())):
+        assert np.array_equal(want, got), (index, np.abs(want - got).max())
