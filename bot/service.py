@@ -169,8 +169,9 @@ class Service:
         check_params(params, self.config.limits)
         self.queue.check_available(params.kind)
         if isinstance(params, DiffusionParams):
-            self.model(params.model)
-            loras_of(params.prompt, self.config.models.lora_dir, params.negative_prompt)  # not there, or a bad tag
+            family = self.model(params.model).family
+            # A LoRA that is not there, a bad tag, or a file plainly not a LoRA for this model: refused now.
+            loras_of(params.prompt, self.config.models.lora_dir, params.negative_prompt, family)
 
     async def decode(self, attachment: Attachment) -> Image.Image:
         """An attached image decoded within the upload limits, or a refusal saying why."""

@@ -247,18 +247,59 @@ def _sha256(path: Path, addnet: bool) -> str:
     return _HASHES[key]
 
 
-def _metadata(path: Path) -> dict:
-    """A safetensors file's `__metadata__` (an empty dict where there is none or the header is not JSON)."""
+def _header(path: Path) -> dict | None:
+    """A safetensors file's JSON header (tensor names, dtypes, shapes; `__metadata__`), or None where the file
+    has none: read without torch and without reading a single tensor."""
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > 100_000_000:
-                return {}
+                return None
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
-        return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _metadata(path: Path) -> dict:
+    """A safetensors file's `__metadata__` (an empty dict where there is none or the header is not JSON)."""
+    metadata = (_header(path) or {}).get("__metadata__")
     return metadata if isinstance(metadata, dict) else {}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A tensor as a safetensors header describes it: enough for the checks that read only names and shapes."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def lora_file_problem(path: Path, family: str) -> str | None:
+    """What makes a .safetensors LoRA unusable with a model of `family` ("sd1", "sd2", "sdxl"), from its header
+    alone (no torch, no weights read: the bot refuses such a tag before the job queues); None when nothing is
+    plainly wrong. Other formats are checked when the job loads them."""
+    from generation.models import FAMILY_LABELS
+
+    if path.suffix.lower() != ".safetensors":
+        return None
+    header = _header(path)
+    if header is None:
+        return f"'{path.name}' is not a safetensors file (its header cannot be read)"
+    shapes = {key: _Shape(tuple(value["shape"])) for key, value in header.items()
+              if isinstance(value, dict) and isinstance(value.get("shape"), list)}
+    kind = _lycoris_kind(shapes)
+    if kind:
+        return f"'{path.name}' is a LyCORIS {kind} file, which easel cannot load; use a LoRA"
+    if not any(_LORA_KEY.search(key) for key in shapes):
+        return f"'{path.name}' is not a LoRA (it has no LoRA weights)"
+    made = lora_family(shapes)
+    if made in FAMILY_LABELS and made != family:
+        return f"LoRA '{path.stem}' is an {FAMILY_LABELS[made]} LoRA, and this model is {FAMILY_LABELS[family]}"
+    return None
 
 
 # ---- reading files (torch from here down) --------------------------------------------------------------

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.addons import LORA_SUFFIXES, AddonError, find_files, split_loras
+from generation.addons import LORA_SUFFIXES, AddonError, find_files, lora_file_problem, split_loras
 from generation.config import GenerationConfig, ModelEntry, ModelsConfig
 from storage.errors import EaselError
 
@@ -148,8 +148,9 @@ def sdxl_size(ratio_w: int, ratio_h: int) -> tuple[int, int]:
     return (width, height) if wide else (height, width)
 
 
-def loras_of(prompt: str, lora_dir: str, negative_prompt: str = "") -> list[tuple[object, Path]]:
-    """The prompt's <lora:name:weight> tags with their files; an unknown name is one line listing those found."""
+def loras_of(prompt: str, lora_dir: str, negative_prompt: str = "", family: str = "") -> list[tuple[object, Path]]:
+    """The prompt's <lora:name:weight> tags with their files; an unknown name is one line listing those found,
+    and with the model's `family`, a file that is plainly no LoRA for it is one line saying why."""
     if split_loras(negative_prompt)[1]:
         raise AddonError("a <lora:…> tag goes in the prompt, not in the negative prompt")
     _, uses = split_loras(prompt)
@@ -161,4 +162,7 @@ def loras_of(prompt: str, lora_dir: str, negative_prompt: str = "") -> list[tupl
             where = f"[models] lora_dir ({lora_dir})" if lora_dir else "[models] lora_dir, which is not set"
             listed = f"; found: {', '.join(found)}" if found else ""
             raise AddonError(f"no LoRA named {use.name!r} in {where}{listed}")
+        problem = lora_file_problem(found[use.name], family) if family else None
+        if problem:
+            raise AddonError(problem)
     return [(use, found[use.name]) for use in uses]

@@ -33,6 +33,7 @@ from generation.addons import (
     expand_embeddings,
     find_files,
     lora_family,
+    lora_file_problem,
     lora_short_hash,
     read_embedding,
     read_lora,
@@ -225,6 +226,26 @@ def test_files_that_are_not_loras_are_one_line_errors_naming_the_file(tmp_path: 
     torch.save({"lora_unet_x.lokr_w1": torch.ones(2, 2), "lora_unet_x.lokr_w2": torch.ones(2, 2)}, lokr)
     assert "is a LyCORIS LoKr file" in one_line_error(read_lora, lokr)
     assert "cannot be read" in one_line_error(read_lora, tmp_path / "gone.safetensors")
+
+
+def test_a_safetensors_lora_is_checked_from_its_header_alone(tmp_path: Path, lora_files: dict[str, Path]) -> None:
+    # What the bot refuses before a job queues: read without torch and without the weights.
+    text = tmp_path / "notes.safetensors"
+    text.write_text("this is not a tensor file, it is a note\n")
+    assert lora_file_problem(text, "sd1") == "'notes.safetensors' is not a safetensors file (its header cannot be read)"
+    model = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.out.0.weight": torch.ones(4)}, model)
+    assert lora_file_problem(model, "sd1") == "'model.safetensors' is not a LoRA (it has no LoRA weights)"
+    loha = tmp_path / "loha.safetensors"
+    save_file({f"lora_unet_x.hada_w{n}_{ab}": torch.ones(2, 2) for n in (1, 2) for ab in "ab"}, loha)
+    assert "is a LyCORIS LoHa file" in lora_file_problem(loha, "sd1")
+    real = tmp_path / "real15.safetensors"
+    save_file(kohya(768, 768), real)
+    assert lora_file_problem(real, "sd1") is None
+    assert lora_file_problem(real, "sdxl") == "LoRA 'real15' is an SD 1.x LoRA, and this model is SDXL"
+    assert lora_file_problem(lora_files["sdxl"], "sd1").endswith("is an SDXL LoRA, and this model is SD 1.x")
+    assert lora_file_problem(lora_files["sd15"], "sd1") is None  # the tiny one is 32 wide: no family to hold it to
+    assert lora_file_problem(tmp_path / "any.pt", "sd1") is None  # other formats: checked when loaded
 
 
 def kohya(width: int, cross: int, te2: bool = False) -> dict[str, torch.Tensor]:
