@@ -204,11 +204,12 @@ async def _list_workers(settings: RedisSettings) -> str:
     if not workers:
         return "no easel workers are connected"
     now = time.time()
-    lines = [f"{'worker':24} {'gpu':28} {'kinds':28} {'done':>5}  running  heartbeat"]
+    lines = [f"{'worker':24} {'gpu':28} {'kinds':28} {'models':16} {'done':>5}  running  heartbeat"]
     for worker in workers:
         running = f"#{worker.running}" if worker.running else "-"
-        lines.append(f"{worker.name:24} {worker.gpu[:28]:28} {','.join(worker.kinds)[:28]:28} {worker.done:5d}  "
-                     f"{running:7}  {now - worker.seen:.0f} s ago")
+        models = ",".join(worker.models) or "all"
+        lines.append(f"{worker.name:24} {worker.gpu[:28]:28} {','.join(worker.kinds)[:28]:28} {models[:16]:16} "
+                     f"{worker.done:5d}  {running:7}  {now - worker.seen:.0f} s ago")
     return "\n".join(lines)
 
 

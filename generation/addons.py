@@ -208,6 +208,24 @@ def embedding_tokens(name: str, count: int) -> list[str]:
     return [f"<{safe}#{index}>" for index in range(count)]
 
 
+_EMBEDDING_TOKEN = re.compile(r"<(.+)#(\d+)>")
+
+
+def embedding_spans(tokenizer) -> dict[int, int]:
+    """The id of each embedding's first token in this tokenizer → how many vectors (tokens) the embedding has:
+    the prompt chunker keeps them together, as A1111 does."""
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    spans = {}
+    for text, token_id in added.items():
+        match = _EMBEDDING_TOKEN.fullmatch(text)
+        if match and match.group(2) == "0":
+            count = 1
+            while f"<{match.group(1)}#{count}>" in added:
+                count += 1
+            spans[token_id] = count
+    return spans
+
+
 # ---- A1111's short hashes ------------------------------------------------------------------------------
 
 

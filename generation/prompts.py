@@ -8,7 +8,8 @@ Supported syntax, read as the A1111 web UI reads it:
 - an unclosed `(` or `[` applies to the rest of the prompt; a `)` or `]` with nothing open is plain text.
 - `BREAK` (capitals, a word on its own) ends the current 75-token chunk; the rest starts a new one.
 - prompts of any length: tokens go into chunks of 75, each encoded on its own as BOS + 75 + EOS and
-  concatenated; a chunk that fills up breaks after a comma among its last 20 tokens instead.
+  concatenated; a chunk that fills up breaks after a comma among its last 20 tokens instead, and an
+  embedding's vectors that would not fit in what is left of a chunk start the next one together.
 
 SDXL's two text encoders read the same syntax: each encodes the same chunks, their states are joined,
 and the pooled text comes from the second encoder's first chunk (as A1111 does).
@@ -24,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from generation.addons import embedding_spans
 from storage.errors import EaselError
 
 # torch is imported where it is used, so the parser stays importable (and usable to check a prompt up
@@ -165,6 +167,7 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, comma_backtrack: int = C
     ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).input_ids if texts else []
     tokenized = iter(ids)
     comma = tokenizer.get_vocab().get(",</w>")
+    spans = embedding_spans(tokenizer)  # an embedding's vectors stay in one chunk
 
     chunks: list[Chunk] = []
     current: list[tuple[int, float]] = []
@@ -180,6 +183,9 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, comma_backtrack: int = C
             close()
             continue
         for token in next(tokenized):
+            span = spans.get(token, 0)
+            if span and len(current) + span > size >= span:
+                close()  # as A1111: an embedding that would not fit starts the next chunk
             if token == comma:
                 last_comma = len(current)
             elif len(current) == size and last_comma >= 0 and size - last_comma <= comma_backtrack:

@@ -391,6 +391,7 @@ async def test_a_worker_limited_to_faces_never_gets_a_picture_job(
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
     assert set(rows) == {"faces", "pictures"}, listed.stdout
     assert " face " in rows["faces"] and " txt2img " in rows["pictures"] and "s ago" in rows["pictures"]
+    assert rows["pictures"].split()[-6] == "all"  # every configured model
     assert rows["pictures"].split()[-5:-3] == ["1", "-"]  # one job done, none running
 
 

@@ -440,6 +440,11 @@ def test_an_embedding_is_new_token_ids_and_leaves_other_prompts_as_they_were(tin
     assert encoder.get_input_embeddings().weight.shape[0] == len(tokenizer) > rows
     assert torch.equal(encoder.get_input_embeddings().weight[-8:], big)
     assert chunk_prompt(tokenizer, plain_prompt) == plain_ids
+    # An embedding that would not fit in what is left of a 75-token chunk starts the next one whole (as A1111).
+    filler = " ".join(["a"] * 73)
+    first, second = chunk_prompt(tokenizer, expand_embeddings(f"{filler} ink-wash", added))
+    assert not set(ids) & set(first.ids) and second.ids[1:4] == tuple(ids)
+    assert len(chunk_prompt(tokenizer, expand_embeddings(f"{filler[:-2]} ink-wash", added))) == 1  # 72 + 3 fit
     assert one_line_error(add_embedding, tokenizer, encoder, "wide", torch.zeros(2, 768)) == (
         "embedding 'wide' is for another model family (width 768; this model's text encoder 32)")
 
