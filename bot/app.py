@@ -16,6 +16,7 @@ from bot.frontends.console import ConsoleFrontend
 from bot.logs import shown_elsewhere
 from bot.service import Service
 from generation.engines import build_engines
+from generation.files import HASH_CACHE
 from generation.queue import JobQueue
 from storage.errors import EaselError
 from storage.history import History, requeue_running
@@ -34,7 +35,7 @@ async def serve(config: Config, console_only: bool = False) -> int:
     """
     if config.generation.compile:  # compiled kernels survive restarts (and /tmp cleaners) in the data folder
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
-    os.environ.setdefault("EASEL_HASH_CACHE", str(config.storage.data_dir / "model-hashes.json"))  # hashed once
+    os.environ.setdefault(HASH_CACHE, str(config.storage.data_dir / "model-hashes.json"))  # weights hashed once
     with DataDirLock(config.storage.data_dir):
         stopping = _StopOnSignal(asyncio.current_task(), config.database)
         try:

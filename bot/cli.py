@@ -166,6 +166,7 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
         if unknown or not names:
             print(f"easel: --kinds takes {', '.join(ENGINES)}; not {', '.join(unknown) or 'nothing'}", file=sys.stderr)
             return 2
+        from generation.files import HASH_CACHE
         from generation.models import catalog
 
         configured = catalog(config.generation, config.models)
@@ -180,7 +181,7 @@ def _worker(config_file: str | None, verbose: bool, args: argparse.Namespace) ->
 
         if config.generation.compile:  # as `easel run` does: compiled kernels survive restarts in the data folder
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.storage.data_dir / "torch-compile-cache"))
-        os.environ.setdefault("EASEL_HASH_CACHE", str(config.storage.data_dir / "model-hashes.json"))
+        os.environ.setdefault(HASH_CACHE, str(config.storage.data_dir / "model-hashes.json"))
         worker = Worker(redis_settings(config.queue), config, tuple(dict.fromkeys(names)), args.name or default_name(),
                         tuple(dict.fromkeys(models)))
         return asyncio.run(worker.run())

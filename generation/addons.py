@@ -13,11 +13,9 @@ The prompt tags, file finding and hashes import no torch: the bot layer uses the
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
-import struct
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from generation.files import safetensors_header, sha256
 from storage.errors import EaselError
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ _LYCORIS = (("hada_", "LoHa"), ("lokr_", "LoKr"), ("oft_", "OFT"), ("boft_", "BO
             ("diff_b", "full-weight"), ("on_input", "(IA)³"), ("lora_mid", "LoCon (Tucker)"), ("a1", "GLoRA"),
             ("b1", "GLoRA"))
 
-_HASHES: dict[tuple[str, int, int, bool], str] = {}  # (path, size, mtime, addnet?) → sha256 hex
 
 # peft warns at every LoRA after the first on a model; several at once is what apply_loras means to do.
 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
@@ -250,38 +248,14 @@ def embedding_short_hash(path: str | Path) -> str:
 def _sha256(path: Path, addnet: bool) -> str:
     """The file's sha256 (with `addnet`, of what follows the safetensors header), hashed once per version."""
     try:
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, addnet)
-        if key not in _HASHES:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                if addnet:  # as sd-scripts' addnet_hash_safetensors: skip the 8-byte length and the header
-                    handle.seek(8 + int.from_bytes(handle.read(8), "little"))
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            _HASHES[key] = digest.hexdigest()
+        return sha256(path, after_header=addnet)
     except OSError as error:
         raise AddonError(f"'{path.name}' cannot be read ({error.strerror or error})") from error
-    return _HASHES[key]
-
-
-def _header(path: Path) -> dict | None:
-    """A safetensors file's JSON header (tensor names, dtypes, shapes; `__metadata__`), or None where the file
-    has none: read without torch and without reading a single tensor."""
-    try:
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:
-                return None
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error):
-        return None
-    return header if isinstance(header, dict) else None
 
 
 def _metadata(path: Path) -> dict:
     """A safetensors file's `__metadata__` (an empty dict where there is none or the header is not JSON)."""
-    metadata = (_header(path) or {}).get("__metadata__")
+    metadata = (safetensors_header(path) or {}).get("__metadata__")
     return metadata if isinstance(metadata, dict) else {}
 
 
@@ -304,7 +278,7 @@ def lora_file_problem(path: Path, family: str) -> str | None:
 
     if path.suffix.lower() != ".safetensors":
         return None
-    header = _header(path)
+    header = safetensors_header(path)
     if header is None:
         return f"'{path.name}' is not a safetensors file (its header cannot be read)"
     shapes = {key: _Shape(tuple(value["shape"])) for key, value in header.items()

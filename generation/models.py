@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from generation.addons import LORA_SUFFIXES, AddonError, find_files, lora_file_problem, split_loras
 from generation.config import GenerationConfig, ModelEntry, ModelsConfig
+from generation.files import safetensors_header
 from storage.errors import EaselError
 
 DEFAULT_NAME = "default"
@@ -112,14 +112,7 @@ def _folder_family(folder: Path) -> str:
 
 def _checkpoint_family(path: Path) -> str:
     """From a .safetensors checkpoint's tensor names (its JSON header; no weights read)."""
-    try:
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:
-                return "sd1"
-            keys = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error):
-        return "sd1"
+    keys = safetensors_header(path) or {}
     if any(key.startswith("conditioner.embedders.1.") for key in keys):
         return "sdxl"
     if any(key.startswith("cond_stage_model.model.") for key in keys):  # OpenCLIP: SD 2.x

@@ -6,11 +6,7 @@ exception chain) and logs the whole story once, since the queue shows an EaselEr
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,6 +46,7 @@ from generation.diffusion.load_errors import (
 )
 from generation.diffusion.memory import MemoryPlan, apply_plan, plan_memory
 from generation.engine import ModelLoadError
+from generation.files import sha256
 from storage.records import is_hub_id
 
 log = logging.getLogger(__name__)
@@ -73,39 +70,6 @@ def xformers_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-HASH_CACHE = "EASEL_HASH_CACHE"  # a JSON file of model hashes kept across restarts (easel run: data/model-hashes.json)
-_HASHES: dict[str, str] = {}  # "path|size|mtime" → sha256, this process's
-
-
-def model_sha256(path: Path) -> str:
-    """A weights file's sha256, computed once per version of the file (a 7 GB SDXL checkpoint takes a quarter of
-    a minute); remembered in memory and, where EASEL_HASH_CACHE names a file, across restarts."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    store = Path(os.environ[HASH_CACHE]) if os.environ.get(HASH_CACHE) else None
-    if key not in _HASHES and store is not None and store.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            _HASHES.update({k: v for k, v in json.loads(store.read_text(encoding="utf-8")).items()
-                            if k not in _HASHES})
-    if key not in _HASHES:
-        _HASHES[key] = file_sha256(path)
-        if store is not None:
-            with contextlib.suppress(OSError):  # only a cache: a read-only folder costs a hash per start
-                partial = store.with_suffix(".tmp")
-                partial.write_text(json.dumps(_HASHES, indent=0), encoding="utf-8")
-                partial.replace(store)
-    return _HASHES[key]
-
-
-def file_sha256(path: Path) -> str:
-    """The checkpoint's sha256 (AUTOMATIC1111 shows its first 10 hex digits as the model hash)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_pipelines(config: GenerationConfig, family: str = "sd1", vae: str | AutoencoderKL = "") -> Pipelines:
@@ -277,7 +241,7 @@ def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
             raise ModelLoadError(missing_path(model, path, "file"))
         if config.single_file_config:
             options["config"] = _single_file_config(config)
-        model_hash = model_sha256(path)
+        model_hash = sha256(path)
         return cls.from_single_file(str(path), **options), model_hash
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -309,7 +273,7 @@ def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
 def _folder_hash(folder: Path) -> str | None:
     """A diffusers folder's model hash: its UNet weights' sha256 (what tells two fine-tunes apart)."""
     weights = sorted((folder / "unet").glob("diffusion_pytorch_model*.safetensors"))
-    return model_sha256(weights[0]) if weights else None
+    return sha256(weights[0]) if weights else None
 
 
 def _load_failure(config: GenerationConfig, exc: Exception) -> str:

@@ -140,22 +140,22 @@ def test_a_model_hash_is_computed_once_and_remembered_across_restarts(tmp_path: 
     import hashlib
     import os
 
-    import generation.diffusion.loading as loading
+    import generation.files as files
 
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"weights" * 1000)
-    monkeypatch.setenv(loading.HASH_CACHE, str(tmp_path / "model-hashes.json"))
-    monkeypatch.setattr(loading, "_HASHES", {})
-    first = loading.model_sha256(weights)
+    monkeypatch.setenv(files.HASH_CACHE, str(tmp_path / "model-hashes.json"))
+    monkeypatch.setattr(files, "_HASHES", {})
+    first = files.sha256(weights)
     assert first == hashlib.sha256(weights.read_bytes()).hexdigest()
-    monkeypatch.setattr(loading, "_HASHES", {})  # a restart: only the file remembers
-    monkeypatch.setattr(loading, "file_sha256", lambda path: pytest.fail("a remembered file was hashed again"))
-    assert loading.model_sha256(weights) == first
+    monkeypatch.setattr(files, "_HASHES", {})  # a restart: only the file remembers
+    monkeypatch.setattr(files, "_digest", lambda *args: pytest.fail("a remembered file was hashed again"))
+    assert files.sha256(weights) == first
     monkeypatch.undo()
-    monkeypatch.setenv(loading.HASH_CACHE, str(tmp_path / "model-hashes.json"))
+    monkeypatch.setenv(files.HASH_CACHE, str(tmp_path / "model-hashes.json"))
     weights.write_bytes(b"other weights")  # a new version of the file is hashed anew
     os.utime(weights, ns=(1, 1))
-    assert loading.model_sha256(weights) == hashlib.sha256(b"other weights").hexdigest()
+    assert files.sha256(weights) == hashlib.sha256(b"other weights").hexdigest()
 
 
 def test_an_sdxl_refiner_finishes_the_picture_on_the_models_own_text_encoder_and_vae(tiny_sdxl: Path,
