@@ -220,8 +220,7 @@ class DiffusionEngine:
             raise JobCancelled("cancelled before it started")
         if params.kind == "upscale" and not params.denoise:  # a plain enlargement needs no model at all
             return self._run_upscale(None, params, inputs, progress)
-        spec = pick(self.specs, params.model or self.default)  # an unknown name fails before any load
-        model = self.load(spec.name)
+        model = self.load(params.model)  # an unknown name fails before anything is loaded or moved
         if progress.cancelled:  # a load can take minutes (a first download); honour a cancel made meanwhile
             raise JobCancelled("cancelled while the model loaded")
         if params.kind == "sketch" and params.mode == "pix2pix":

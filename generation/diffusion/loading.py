@@ -127,6 +127,12 @@ def compile_unet(unet, plan: MemoryPlan, device: torch.device) -> None:
     log.info("the UNet is compiled on its first job (minutes on a GPU, once; cached on disk afterwards)")
 
 
+def _failed(what: str, message: str, exc: Exception) -> ModelLoadError:
+    """A part that did not load: its traceback logged once (the queue shows an EaselError and logs nothing)."""
+    log.error("%s load failed: %s", what, message, exc_info=exc, extra=SHOWN)
+    return ModelLoadError(message)
+
+
 def load_controlnet(name: str, plan: MemoryPlan) -> ControlNetModel:
     """The ControlNet of [sketch] controlnet (a local folder or a hub id); raises ModelLoadError with the reason."""
     folder = Path(name).expanduser()
@@ -137,8 +143,7 @@ def load_controlnet(name: str, plan: MemoryPlan) -> ControlNetModel:
         message = (f"could not load the ControlNet {name!r} ([sketch] controlnet): {sentence(reason(root(exc)))} "
                    "Set [sketch] controlnet to a local diffusers ControlNet folder or a hub id such as "
                    "'lllyasviel/control_v11p_sd15_scribble', or connect once so it can be downloaded.")
-        log.error("ControlNet load failed: %s", message, exc_info=exc, extra=SHOWN)
-        raise ModelLoadError(message) from exc
+        raise _failed("ControlNet", message, exc) from exc
 
 
 def load_inpaint_unet(name: str, plan: MemoryPlan) -> UNet2DConditionModel:
@@ -152,8 +157,7 @@ def load_inpaint_unet(name: str, plan: MemoryPlan) -> UNet2DConditionModel:
                    f"{sentence(reason(root(exc)))} Set it to a local diffusers SD 1.5 inpainting folder (with a unet "
                    "folder) or a hub id such as 'stable-diffusion-v1-5/stable-diffusion-inpainting', or leave it "
                    "empty to outpaint with the model itself.")
-        log.error("inpainting model load failed: %s", message, exc_info=exc, extra=SHOWN)
-        raise ModelLoadError(message) from exc
+        raise _failed("inpainting model", message, exc) from exc
     if unet.config.in_channels != 9:
         raise ModelLoadError(f"[actions] inpaint_model {name!r} is no inpainting model: its UNet takes "
                              f"{unet.config.in_channels} channels, an inpainting UNet 9 (image, mask and masked image)")
@@ -168,8 +172,7 @@ def _load_vae(source: str, dtype: torch.dtype) -> AutoencoderKL:
     except Exception as exc:
         message = (f"could not load the VAE {source!r} ([models] vae): {sentence(reason(root(exc)))} Point it at a "
                    "diffusers VAE folder or a hub id such as 'madebyollin/sdxl-vae-fp16-fix'.")
-        log.error("VAE load failed: %s", message, exc_info=exc, extra=SHOWN)
-        raise ModelLoadError(message) from exc
+        raise _failed("VAE", message, exc) from exc
 
 
 def load_refiner(source: str, base: StableDiffusionXLPipeline, plan: MemoryPlan,
@@ -192,8 +195,7 @@ def load_refiner(source: str, base: StableDiffusionXLPipeline, plan: MemoryPlan,
         message = (f"could not load the SDXL refiner {source!r} ([models] refiner): {sentence(reason(root(exc)))} "
                    "Point it at a diffusers folder, a checkpoint file or a hub id such as "
                    "'stabilityai/stable-diffusion-xl-refiner-1.0', or leave it empty.")
-        log.error("refiner load failed: %s", message, exc_info=exc, extra=SHOWN)
-        raise ModelLoadError(message) from exc
+        raise _failed("refiner", message, exc) from exc
     pipe.set_progress_bar_config(disable=True)
     apply_plan(pipe, plan)
     if plan.offload == "none":
@@ -223,9 +225,7 @@ def _load_pipeline(config: GenerationConfig, dtype: torch.dtype, xl: bool,
         log.error("model load failed: %s", exc, extra=SHOWN)
         raise
     except Exception as exc:  # hub unreachable, missing files, wrong architecture…
-        error = ModelLoadError(_load_failure(config, exc))
-        log.error("model load failed: %s", error, exc_info=exc, extra=SHOWN)
-        raise error from exc
+        raise _failed("model", _load_failure(config, exc), exc) from exc
 
 
 def _from_model(config: GenerationConfig, dtype: torch.dtype, xl: bool,
