@@ -400,6 +400,11 @@ def main() -> None:
     library = ["--shape", "tiny"] if args.tiny else ["--shape", "sd15", "--size", "512", "--steps", "20"]
     subprocess.run([sys.executable, str(Path(__file__).with_name("models.py")), *library, "--device", str(device)],
                    check=False)
+    # Animations: seconds per frame of each mode and what the PNGs and the MP4 add, 512², 20 steps, 12 frames.
+    print("animations:", flush=True)
+    frames = ["--shape", "tiny"] if args.tiny else ["--shape", "sd15", "--size", "512", "--steps", "20"]
+    subprocess.run([sys.executable, str(Path(__file__).with_name("animate.py")), *frames, "--device", str(device)],
+                   check=False)
 
 
 if __name__ == "__main__":

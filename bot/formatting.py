@@ -97,7 +97,12 @@ def queue_lines(running: list[tuple[JobRecord, tuple[int, int], str | None]], wa
              for job, (done, total), where in running]
     # A job drawn with another model than the one before it waits for that model to be moved in (or loaded).
     model = _model(running[-1][0]) if running else ""
+    started = {job.id for job, _, _ in running}
     for n, job in enumerate(waiting, 1):
+        if job.id in started:  # an animation between two frames: its next frame takes a turn in the line
+            mine = job.owner.key == owner.key or sees_all
+            lines.append(f"{n}. next frame of " + (f"#{job.id}" if mine else "someone's animation"))
+            continue
         switch = _model(job) and model and _model(job) != model
         lines.append(f"{n}. {job_text(job)}" + (f" · switches to model {_model(job)}" if switch else ""))
         model = _model(job) or model

@@ -34,6 +34,12 @@ class LimitsConfig(BaseModel):
     max_upload_bytes: int = Field(10_000_000, ge=1, le=1_000_000_000)
     # A few hundred kilobytes of PNG can declare a 14000x14000 canvas; refuse before decoding it.
     max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=64 * 64, le=1_000_000_000)
+    # Animations: frames per job, the clip a /animate --mode video may send, and the work one animation may
+    # ask (frames × steps, counted at 512×512: a 768×768 frame counts 2.25 times).
+    max_frames: int = Field(48, ge=1, le=10_000)
+    max_clip_bytes: int = Field(20_000_000, ge=1, le=2_000_000_000)  # Telegram's bots can fetch at most 20 MB
+    max_clip_seconds: float = Field(10.0, gt=0, le=3600)
+    max_animation_steps: int = Field(1500, ge=1, le=10_000_000)
 
 
 @dataclass(frozen=True)

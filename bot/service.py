@@ -144,7 +144,8 @@ class Service:
     async def _run(self, owner: Owner, command: Command, attachments: Sequence[Attachment]) -> Reply:
         spec = commands.COMMANDS[command.name]
         if attachments and spec.image == "none":
-            taking = " and ".join(f"/{other.name}" for other in commands.COMMANDS.values() if other.image != "none")
+            *some, last = [f"/{other.name}" for other in commands.COMMANDS.values() if other.image != "none"]
+            taking = f"{', '.join(some)} and {last}" if some else last
             raise CommandError(f"/{spec.name} does not take an image (only {taking} do)")
         return await spec.run(self, owner, command, attachments)
 

@@ -54,7 +54,8 @@ def check_job(params: JobParams, inputs: tuple[Image.Image, ...], kinds: Collect
     """
     if params.kind not in kinds:
         raise ValueError(f"a {params.kind} job was sent to an engine for {', '.join(map(str, kinds))} jobs")
-    if len(inputs) != len(params.inputs):
+    # A job drawn in turns (an animation) gets the frames of its earlier turns after its own inputs.
+    if not 0 <= len(inputs) - len(params.inputs) < params.slices:
         raise ValueError(f"{params.kind} job with {len(inputs)} input images instead of {len(params.inputs)}")
 
 
@@ -72,3 +73,41 @@ class Engine(Protocol):
     def run_info(self) -> RunInfo | None:
         """How jobs run now (model, profile, attention…), or None before the model is loaded."""
         ...
+
+
+class PartOf:
+    """The Progress of one part of a job (a pass, a turn): cancel and previews as the whole job's; a subclass says
+    how its steps count in the whole's."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self.wants_preview = getattr(progress, "wants_preview", True)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._progress.cancelled
+
+
+class _Turn(PartOf):
+    """Progress of one turn of a job drawn whole: its steps counted on after the earlier turns' (frame k of n
+    runs from k/n to (k+1)/n of the bar)."""
+
+    def __init__(self, progress: Progress, turn: int, turns: int) -> None:
+        super().__init__(progress)
+        self._turn, self._turns = turn, turns
+
+    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+        self._progress.step(self._turn * total + done, self._turns * total, preview)
+
+
+def draw_whole(engine: Engine, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+    """Every turn of a job drawn in turns (an animation) one after another, where nobody else's job waits for
+    it (an `easel worker`): what the queue puts together turn by turn here."""
+    images: list[Image.Image] = []
+    seeds: list[int] = []
+    result = None
+    while len(images) < params.slices:
+        result = engine.run(params, inputs + tuple(images), _Turn(progress, len(images), params.slices))
+        images += result.images
+        seeds += result.seeds
+    return EngineResult(images=tuple(images), seeds=tuple(seeds), run=result.run)

@@ -42,6 +42,7 @@ ENGINES: dict[str, Callable[[EngineConfig], Engine]] = {
     "vary": _diffusion,
     "zoom": _diffusion,
     "pan": _diffusion,
+    "animate": _diffusion,  # each frame an image→image (or text→image) drawing on the same pipelines
 }
 
 

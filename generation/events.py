@@ -33,6 +33,8 @@ class JobEvent:
     preview: Image.Image | None = None
     error: str | None = None
     replayed: bool = False  # a finished job's end, sent again because its platform had not had it
+    frame: int = 0  # an animation's frame being drawn (1-based) of `frames`; 0 for a job of one picture
+    frames: int = 0
 
     @classmethod
     def ending(cls, job: JobRecord, replayed: bool = False) -> JobEvent:

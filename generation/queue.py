@@ -35,6 +35,7 @@ class CancelError(EaselError):
 
 class Stage(StrEnum):
     WAITING = "waiting"  # back in the line after its end could not be recorded; its drawing may be kept
+    TURN = "turn"  # a job drawn in several turns (an animation), back in the line between two of them
     DRAWING = "drawing"
     SAVING = "saving"  # drawn, images being saved: too late to cancel
 
@@ -52,8 +53,27 @@ class _Job:
     steps: tuple[int, int] = (0, 0)  # (done, total), for /queue: one tuple swap, so readers see a whole pair
     where: str | None = None  # where it is drawn, when not in this process ("on gpu-box-1")
     by_user: bool = False  # a person asked to cancel (not a shutdown): the job must end cancelled
+    sliced: bool = True  # its runner draws it a turn at a time (else all of it at once: Redis workers)
     result: EngineResult | None = None  # drawn; kept until it is on disk, so a retry saves rather than redraws
+    # A job drawn in turns (params.slices > 1, an animation): what its earlier turns drew, and how.
+    frames: list[Image.Image] = field(default_factory=list)
+    frame_seeds: list[int] = field(default_factory=list)
+    frame_run: object = None
     _cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def drawn(self) -> tuple[Image.Image, ...]:
+        """The frames earlier turns drew (the runner hands them to the engine after the job's inputs)."""
+        return tuple(self.frames)
+
+    def add_turn(self, result: EngineResult) -> None:
+        self.frames += result.images
+        self.frame_seeds += result.seeds
+        self.frame_run = result.run
+
+    def so_far(self) -> EngineResult:
+        """What its turns drew, as one result."""
+        return EngineResult(images=tuple(self.frames), seeds=tuple(self.frame_seeds), run=self.frame_run)
 
     @property
     def cancelled(self) -> bool:
@@ -65,7 +85,10 @@ class _Job:
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
         self.steps = (done, total)
-        event = JobEvent(EventKind.PROGRESS, self.record, step=done, total=total, preview=preview)
+        slices = self.record.params.slices
+        frame = (len(self.frames) + 1, slices) if slices > 1 and self.sliced else (0, 0)
+        event = JobEvent(EventKind.PROGRESS, self.record, step=done, total=total, preview=preview,
+                         frame=frame[0], frames=frame[1])
         self.loop.call_soon_threadsafe(self.emit, event)
 
 
@@ -135,6 +158,11 @@ class JobQueue:
                 await self._dispatcher
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+        between = [job_id for job_id, state in self._jobs.items() if state.stage is Stage.TURN]
+        if between:  # waiting for their next turn: they start again on the next start, as a clean stop leaves them
+            await self.history.mark_requeued(between)
+            log.info("job(s) %s stopped between two frames; they run again on next start",
+                     ", ".join(f"#{job_id}" for job_id in between))
         await self.runner.close()
 
     async def __aenter__(self) -> JobQueue:
@@ -194,7 +222,7 @@ class JobQueue:
     async def cancel(self, job_id: int, by: Owner, admin: bool = False) -> JobRecord:
         """Cancel a waiting job at once, or ask the running one to stop at its next step."""
         state = self._jobs.get(job_id)
-        out = state is not None and state.stage is not Stage.WAITING
+        out = state is not None and state.stage in (Stage.DRAWING, Stage.SAVING)
         job = state.record if out else self._line.find(job_id)
         if job is None:
             stored = await self.history.get(job_id)
@@ -210,6 +238,10 @@ class JobQueue:
             self.runner.cancel(job_id)
             return job
         self._line.remove(job)
+        if state is not None and state.stage is Stage.TURN:  # between two frames: it ends with what it drew
+            state.cancel(by_user=True)
+            self._start(self._keep_partial(state))
+            return job
         if state is not None:  # put back after a full disk, its drawing kept: nothing will save it now
             await self._forget(job_id)
         await self.history.finish(job_id, JobStatus.CANCELLED)
@@ -222,12 +254,15 @@ class JobQueue:
         return self._line.order()
 
     def running_jobs(self) -> list[tuple[JobRecord, tuple[int, int], str | None]]:
-        """Every job in progress, oldest first: (job, (steps done, steps in all), where it runs).
+        """Every job in progress, oldest first: (job, (steps done, steps in all), where it runs); for a job drawn
+        in turns here (an animation), (frames done, frames in all).
         A job whose images are being saved is still in progress: its end is not on disk yet."""
         jobs = []
         for job_id in sorted(self._jobs):
             state = self._jobs[job_id]
-            if state.stage is Stage.DRAWING:
+            if state.stage in (Stage.DRAWING, Stage.TURN) and state.record.params.slices > 1 and state.sliced:
+                jobs.append((state.record, (len(state.frames), state.record.params.slices), state.where))
+            elif state.stage in (Stage.DRAWING, Stage.TURN):
                 jobs.append((state.record, state.steps, state.where))
             elif state.stage is Stage.SAVING:
                 jobs.append((state.record, (state.record.params.effective_steps,) * 2, None))
@@ -237,7 +272,7 @@ class JobQueue:
         """1 = runs next; 0 = running now; None = not in the queue."""
         state = self._jobs.get(job_id)
         if state is not None and state.stage is not Stage.WAITING:
-            return 0
+            return 0  # between two turns too: it has started
         return self._line.position(job_id)
 
     def count_for(self, owner: Owner) -> int:
@@ -245,7 +280,9 @@ class JobQueue:
         return self._line.count_for(owner) + self._out_for(owner)
 
     def _out_for(self, owner: Owner) -> int:
-        return sum(s.record.owner.key == owner.key and s.stage is not Stage.WAITING for s in self._jobs.values())
+        # A job waiting between two turns is in the line too, and counted there.
+        return sum(s.record.owner.key == owner.key and s.stage in (Stage.DRAWING, Stage.SAVING)
+                   for s in self._jobs.values())
 
     # ---- handing jobs out -----------------------------------------------------------------
     def _emit(self, event: JobEvent) -> None:
@@ -282,64 +319,98 @@ class JobQueue:
             if state is None:
                 wants_preview = self._preview_watchers.get(job.owner.platform, 0) > 0
                 state = self._jobs[job.id] = _Job(job, loop, self._emit, wants_preview,
-                                                  steps=(0, job.params.effective_steps))
+                                                  steps=(0, job.params.effective_steps),
+                                                  sliced=self.runner.draws_in_turns)
             state.record, state.stage = job, Stage.DRAWING
             reserved = state.result is None
             if reserved:
                 self.runner.reserve(job)
-            task = asyncio.create_task(self._run(state, reserved), name=f"easel-job-{job.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._run(state, reserved), name=f"easel-job-{job.id}")
+
+    def _start(self, coroutine, name: str | None = None) -> None:
+        """Run a job's coroutine in a task stop() waits for."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, state: _Job, reserved: bool) -> None:
         """One job out of the line: drawn (unless its drawing was kept), saved and recorded."""
         try:
             try:
-                drawn = await self._draw(state)
+                ending = await self._draw(state)
             finally:
                 if reserved:
                     self.runner.release(state.record.id)
                 self._wake.set()  # room for the next one; its drawing overlaps this one's saving
-            if drawn:
-                await self._save(state)
+            if ending is not None:
+                await self._save(state, ending)
         except Exception as exc:
             await self._recover(state, exc)
 
-    async def _draw(self, state: _Job) -> bool:
-        """Record the job running and have the runner draw it; False when it ended (failed, cancelled) or
-        went back for the next start."""
+    async def _keep_partial(self, state: _Job) -> None:
+        """A job drawn in turns, cancelled by its owner: it ends cancelled with the frames it has, if any."""
+        try:
+            if not state.frames:
+                await self._end(state, JobStatus.CANCELLED)
+                return
+            state.result, state.stage = state.so_far(), Stage.SAVING
+            await self._save(state, JobStatus.CANCELLED)
+        except Exception as exc:
+            await self._recover(state, exc)
+
+    async def _draw(self, state: _Job) -> JobStatus | None:
+        """Record the job running and have the runner draw it (a job in turns: its next turn); the status to
+        save it with (DONE, or CANCELLED with the frames it has), or None when it ended (failed, cancelled),
+        went back for the next start, or back in the line for its next turn."""
         job = state.record
         try:
-            job = state.record = replace(job, status=JobStatus.RUNNING,
-                                         started_at=await self.history.mark_running(job.id))
-            self._emit(JobEvent(EventKind.STARTED, job, position=0))
+            if job.status is not JobStatus.RUNNING:  # its first turn
+                job = state.record = replace(job, status=JobStatus.RUNNING,
+                                             started_at=await self.history.mark_running(job.id))
+                self._emit(JobEvent(EventKind.STARTED, job, position=0))
             if state.cancelled:  # while it was being recorded running
                 raise JobCancelled("cancelled before it started")
             if state.result is None:
-                state.result = await self.runner.draw(job, state)
+                drawn = await self.runner.draw(job, state)
+                if job.params.slices == 1:
+                    state.result = drawn
+                else:
+                    state.add_turn(drawn)
+                    if len(state.frames) < job.params.slices and not state.by_user:
+                        # Its next frame takes a turn like anyone's job: whoever was served least recently goes
+                        # first, and the animation goes on when its turn comes round again.
+                        state.stage = Stage.TURN
+                        self._line.put_back(job)
+                        return None
+                    state.result = state.so_far()
             if state.by_user:
                 # The cancel came after the last step the engine could stop at; the person was told
-                # "cancelling…", so the job ends cancelled rather than delivering anyway.
+                # "cancelling…", so the job ends cancelled rather than delivering anyway (an animation
+                # with the frames it has).
                 raise JobCancelled("cancelled as it finished")
             state.stage = Stage.SAVING  # from here a cancel is refused: the images are as good as delivered
-            return True
+            return JobStatus.DONE
         except JobCancelled:
             if self._stopping and not state.by_user:
                 # Shutting down, not a person's cancel: leave it unfinished so the next start runs it.
                 self._jobs.pop(job.id, None)
                 await self.history.mark_requeued([job.id])  # a clean stop, not a crash
                 log.info("job #%d interrupted by shutdown; it will run again on next start", job.id)
-                return False
+                return None
+            if state.frames:  # an animation keeps the frames drawn before the cancel
+                state.result, state.stage = state.so_far(), Stage.SAVING
+                return JobStatus.CANCELLED
             await self._end(state, JobStatus.CANCELLED)
         except EaselError as exc:
             await self._end(state, JobStatus.FAILED, error=str(exc))
         except Exception:
             log.exception("job #%d failed", job.id)
             await self._end(state, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
-        return False
+        return None
 
-    async def _save(self, state: _Job) -> None:
-        """Save a drawn job's images and record it done; a storage problem is raised for _recover."""
+    async def _save(self, state: _Job, status: JobStatus = JobStatus.DONE) -> None:
+        """Save a drawn job's images and record it done (or cancelled, with the frames an animation has); a
+        storage problem is raised for _recover."""
         job, result = state.record, state.result
         try:
             images = await asyncio.to_thread(save_images, self.images, job, result)
@@ -350,7 +421,7 @@ class JobQueue:
             await self._end(state, JobStatus.FAILED, error=f"something went wrong with job #{job.id}")
             return
         try:
-            await self.history.finish(job.id, JobStatus.DONE, run=result.run, images=images)
+            await self.history.finish(job.id, status, run=result.run, images=images)
         except BaseException:  # not recorded: its files would be orphans, and the retry writes new ones
             remove_images(images)
             raise

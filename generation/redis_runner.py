@@ -65,7 +65,9 @@ class _Out:
 class RedisRunner:
     """Sends jobs to `easel worker` processes through SAQ and reads what comes back from the stream."""
 
-    counts_crashes = False  # the bot stopping does not stop a worker: SAQ counts the workers' crashes
+    counts_crashes = False
+    draws_in_turns = False  # a worker draws a whole animation: other jobs go to other workers meanwhile
+ # the bot stopping does not stop a worker: SAQ counts the workers' crashes
 
     def __init__(self, settings: RedisSettings, images: ImageStore, poll_seconds: float = 1.0) -> None:
         self.settings = settings

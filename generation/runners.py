@@ -10,15 +10,19 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable, Mapping, Protocol
 
+from PIL import Image
+
 from generation.engine import Engine, EngineResult, EngineUnavailable, Progress
 from storage.images import ImageStore
 from storage.records import JobRecord, RunInfo
 
 
 class Drawing(Progress, Protocol):
-    """What a runner gets with a job: the engine's Progress, and where to say the job is drawn."""
+    """What a runner gets with a job: the engine's Progress, where to say the job is drawn, and for a job drawn
+    in turns (an animation) the frames its earlier turns drew."""
 
     where: str | None  # None: here; else words for /queue ("on gpu-box-1")
+    drawn: tuple[Image.Image, ...]
 
 
 class Runner(Protocol):
@@ -27,6 +31,9 @@ class Runner(Protocol):
     # True: a job history calls running died with this process (a crash to count); False: it may still
     # be drawing elsewhere, and will come back.
     counts_crashes: bool
+    # True: draw() draws one turn of a job drawn in turns (one frame of an animation), so the queue hands the
+    # next turn out fairly; False: draw() draws all of it (a worker elsewhere, which other jobs do not wait for).
+    draws_in_turns: bool
 
     async def start(self, wake: Callable[[], None], wants_end: Callable[[int], Awaitable[bool]]) -> None:
         """Get ready; call `wake` when there is room again; `wants_end(job_id)` says whether a drawing
@@ -80,12 +87,14 @@ class LocalRunner:
     """One job at a time on this process's one torch thread, with an engine for each kind."""
 
     counts_crashes = True
+    draws_in_turns = True
 
     def __init__(self, images: ImageStore, engines: Mapping[str, Engine]) -> None:
         self.images = images
         self.engines = dict(engines)  # the engine for each kind; one engine may serve several kinds
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self._busy = False
+        self._kept: dict[int, tuple[Image.Image, ...]] = {}  # a job drawn in turns: its inputs, read once
 
     async def start(self, wake: Callable[[], None], wants_end: Callable[[int], Awaitable[bool]]) -> None:
         # The torch thread runs long stretches of Python (schedulers, module calls) holding the GIL;
@@ -119,8 +128,12 @@ class LocalRunner:
 
     async def draw(self, job: JobRecord, progress: Drawing) -> EngineResult:
         self.check_available(job.params.kind)  # e.g. a job recovered from before its engine was unset
-        inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
-        return await self.run_on_gpu(self.engines[job.params.kind].run, job.params, inputs, progress)
+        inputs = self._kept.get(job.id)
+        if inputs is None:
+            inputs = tuple([await asyncio.to_thread(self.images.load_input, sha) for sha in job.params.inputs])
+            if job.params.slices > 1:
+                self._kept[job.id] = inputs
+        return await self.run_on_gpu(self.engines[job.params.kind].run, job.params, inputs + progress.drawn, progress)
 
     def cancel(self, job_id: int) -> None:
         pass  # the engine stops at its next step: it reads progress.cancelled
@@ -133,7 +146,7 @@ class LocalRunner:
         return engine.run_info() if engine is not None else None
 
     async def ended(self, job_id: int) -> None:
-        pass
+        self._kept.pop(job_id, None)
 
     async def run_on_gpu(self, function: Callable, *args: object) -> object:
         """Run function on the one torch thread, after any job in progress (tools, benchmarks)."""

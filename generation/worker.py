@@ -21,7 +21,7 @@ from typing import Callable
 
 from PIL import Image
 
-from generation.engine import EngineResult, JobCancelled
+from generation.engine import EngineResult, JobCancelled, draw_whole
 from generation.engines import EngineConfig, build_engines
 from generation.redis_link import REDIS_DOWN, connect, retried
 from generation.wire import (DRAW, Cancelled, Done, Event, Failed, Progressed, RedisSettings, Started, WorkerInfo,
@@ -148,7 +148,7 @@ class Worker:
                     raise EaselError(f"the input image of job #{job_id} is no longer in Redis; send it again")
                 inputs.append(Image.open(io.BytesIO(data)))
             engine = self.engines[job.kind]
-            future = asyncio.get_running_loop().run_in_executor(self.gpu, engine.run, job, tuple(inputs), progress)
+            future = asyncio.get_running_loop().run_in_executor(self.gpu, draw_whole, engine, job, tuple(inputs), progress)
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             # SAQ cancels for a person's cancel (abort) and for a shutdown of this worker; either way the

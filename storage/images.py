@@ -64,11 +64,12 @@ class ImageStore:
         with Image.open(path) as image:
             return image.convert("RGB")
 
-    def save_output(self, job_id: int, index: int, image: Image.Image, text: str) -> Path:
-        """Write one result PNG with its infotext, never over an existing file; returns the path written."""
-        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        folder = self.outputs / day
-        folder.mkdir(parents=True, exist_ok=True)
+    def save_output(self, job_id: int, index: int, image: Image.Image, text: str, folder: Path | None = None) -> Path:
+        """Write one result PNG with its infotext, never over an existing file; returns the path written. In the
+        day's folder, or in `folder` (a job's own, from job_folder)."""
+        if folder is None:
+            folder = self._day()
+            folder.mkdir(parents=True, exist_ok=True)
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", text)
         data = png_bytes(image, info=info)
@@ -78,6 +79,34 @@ class ImageStore:
             (folder / f"{job_id}-{index}-{n}.png" for n in range(2, _MAX_TWINS + 2)),
         )
         return _publish(data, names)
+
+    def job_folder(self, job_id: int) -> Path:
+        """A new folder of the job's own in the day's folder (an animation's frames and video): <job>, or
+        <job>-2, … where a job of the same number (a lost database) made one before."""
+        day = self._day()
+        day.mkdir(parents=True, exist_ok=True)
+        for name in itertools.chain([str(job_id)], (f"{job_id}-{n}" for n in range(2, _MAX_TWINS + 2))):
+            try:
+                (day / name).mkdir()
+            except FileExistsError:
+                continue
+            return day / name
+        raise FileExistsError(errno.EEXIST, "every name is taken", str(day / str(job_id)))
+
+    def save_file(self, folder: Path, name: str, data: bytes) -> Path:
+        """Write a file of a job's (its video) into its folder, never over an existing one."""
+        return _publish(data, [folder / name])
+
+    def _day(self) -> Path:
+        return self.outputs / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def animation_video(job) -> Path | None:
+    """The MP4 of a job drawn as frames in a folder of its own (an animation), where it is on disk."""
+    if job.params.slices <= 1 or not job.images:
+        return None
+    path = Path(job.images[0].path).parent / f"{job.id}.mp4"
+    return path if path.exists() else None
 
 
 # How many files one job and index may share a day folder with before we give up looking for a free name.

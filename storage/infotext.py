@@ -33,12 +33,13 @@ SAMPLER_NAMES = {
 }
 
 
-def infotext(params: JobParams, seed: int, run: RunInfo | None) -> str:
+def infotext(params: JobParams, seed: int, run: RunInfo | None, extra: list[tuple[str, object]] = ()) -> str:
     """The `parameters` text chunk in AUTOMATIC1111's format: the kind's heading lines, then one line of settings."""
     # A1111's reader takes the last line as the settings and the lines from one starting with
     # "Negative prompt:" on as the negative prompt, so newlines inside prompts survive; a prompt line
     # that itself starts with "Negative prompt:" cannot be told apart (A1111's own files share this).
     lines, fields = params.infotext(seed, run)
+    fields = [*fields, *extra]
     return "\n".join([*lines, ", ".join(f"{key}: {quote(str(value))}" for key, value in fields if value is not None)])
 
 

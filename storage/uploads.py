@@ -29,8 +29,9 @@ NOT_AN_IMAGE = f"the attached file is not an image; {ACCEPTED}"
 # Decoded, 64 MP is 192 MB of RGB; it lets a full-resolution 48/50 MP phone photo through and stays
 # under Pillow's own decompression-bomb warning (89 MP).
 MAX_UPLOAD_PIXELS = 64_000_000
-def read_image_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of the console's `--image PATH`: a regular file of at most max_bytes, or a plain refusal."""
+def read_image_file(path: Path, max_bytes: int, option: str = "--image") -> bytes:
+    """The bytes of the console's `--image PATH` (or `--video PATH`): a regular file of at most max_bytes, or a
+    plain refusal."""
     # Runs in a worker thread, so it must never wait forever: a FIFO opened for reading blocks until a
     # writer appears (O_NONBLOCK returns at once), and /dev/zero or /dev/urandom never end. stat first so a
     # device is refused without being opened at all (some act on open: a tape drive rewinds); fstat the
@@ -43,17 +44,17 @@ def read_image_file(path: Path, max_bytes: int) -> bytes:
             info = os.fstat(fd)
             _check_regular(path, info.st_mode)
             if info.st_size > max_bytes:
-                raise BadImageError(f"--image {path} {_too_big(info.st_size, max_bytes)}")
+                raise BadImageError(f"{option} {path} {_too_big(info.st_size, max_bytes)}")
             with contextlib.suppress(OSError, AttributeError):
                 os.set_blocking(fd, True)  # meaningless for a regular file; avoids a stray EAGAIN
             data = _read_at_most(fd, max_bytes + 1)  # one byte more: the file may have grown since fstat
         finally:
             os.close(fd)
     except OSError as exc:
-        raise BadImageError(f"cannot read --image {path}: {exc.strerror or exc}") from exc
+        raise BadImageError(f"cannot read {option} {path}: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
         limit = _size(max_bytes)
-        raise BadImageError(f"--image {path} is larger than the limit of {limit} (it grew while it was read)")
+        raise BadImageError(f"{option} {path} is larger than the limit of {limit} (it grew while it was read)")
     return data
 
 

@@ -38,3 +38,7 @@ def test_the_gpu_benchmark_prints_every_profile_and_batch_on_the_cpu(tmp_path: P
     assert len(switches) == 4 and all("txt2img→img2img" in line and "img2img→sketch" in line for line in switches)
     idle = re.search(rf"idle between 4 queued jobs: ({NUMBER}) ms median gap, ({NUMBER}) % of busy time", out)
     assert idle and float(idle[1]) >= 0 and float(idle[2]) >= 0, out
+    # The animation benchmark runs on the card too: each mode's seconds per frame and what saving adds.
+    for mode in ("sweep", "zoom", "video"):
+        line = re.search(rf"{mode}: ({NUMBER}) s/frame; saving 12 PNG \+ MP4 ({NUMBER}) s = ({NUMBER}) % of drawing", out)
+        assert line and float(line[1]) > 0 and float(line[2]) > 0, out[-2000:]

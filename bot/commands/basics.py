@@ -104,7 +104,8 @@ def help_text(limits: LimitsConfig) -> str:
     lines += [f"  --{o.name:<{width}} {o.help}" for o in OPTIONS.values()]
     lines.append(
         f"limits: steps 1–{limits.max_steps}, cfg 0–{plain_number(limits.max_cfg)}, n 1–{limits.max_count}, "
-        f"sides 64–{limits.max_side} (multiples of 8), at most {limits.max_pixels:,} pixels"
+        f"sides 64–{limits.max_side} (multiples of 8), at most {limits.max_pixels:,} pixels; animations: frames "
+        f"1–{limits.max_frames}, at most {limits.max_animation_steps:,} steps at 512x512 in all"
     )
     return "\n".join(lines)
 

@@ -50,11 +50,17 @@ async def run(service: Service, owner: Owner, command: Describe, attachments: Se
                      f"attention {run.attention} · diffusers {run.diffusers_version} · torch {run.torch_version}{extra}")
     if job.error:
         lines.append(f"error: {service.shown_text(job.error, owner)}")
-    for image in job.images:
+    images, count = list(job.images), len(job.images)
+    if job.params.slices > 1 and count > 2:  # an animation: its first and last frames say how every one was drawn
+        images = [images[0], images[-1]]
+        lines.append(f"{count} frames; the first's and the last's parameters (each frame's PNG has its own):")
+    for image in images:
         text = await asyncio.to_thread(_png_parameters, Path(image.path))
         where = service.shown_path(image.path, owner)
         if text is None:  # the file is gone or was rewritten: what it carried, rebuilt from the record
-            text, where = infotext(job.params, image.seed, job.run), f"{where}, no longer on disk; as it was written"
+            params = job.params.for_image(image.index, count)
+            text = infotext(params, image.seed, job.run, job.params.image_fields(image.index, count))
+            where = f"{where}, no longer on disk; as it was written"
         lines += [f"A1111 parameters of image {image.index + 1} ({where}):", text]
     if not job.images and not job.status.finished:
         lines.append(f"not drawn yet ({job.status}); its PNG parameters come with the result")
@@ -72,6 +78,8 @@ def _value(value: object) -> str:
         return plain_number(value)
     if isinstance(value, str):
         return repr(value) if value == "" or value != value.strip() or "\n" in value else value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+        return f"{len(value)}: " + " ".join(item[:12] for item in value[:3]) + (" …" if len(value) > 3 else "")
     if isinstance(value, (list, tuple)):
         return " ".join(f"{name}={plain_number(amount)}" for name, amount in value) if value else "none"
     return "default" if value is None else str(value)

@@ -102,6 +102,21 @@ def _scheduler(text: str) -> str:
     return name
 
 
+_YES, _NO = ("yes", "on", "true", "1"), ("no", "off", "false", "0")
+_SWITCH_WORDS = _YES + _NO
+
+
+def switch(name: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        value = text.lower()
+        if value in _YES:
+            return True
+        if value in _NO:
+            return False
+        raise CommandError(f"--{name} is yes or no (or just --{name}), got {short(text)!r}")
+    return parse
+
+
 def choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.lower()
@@ -130,6 +145,7 @@ class Option:
     choices: tuple[str, ...] = ()  # the values it takes, when it is a choice (Discord shows a menu)
     value: Literal["text", "int", "float"] = "text"  # what a typed form (a Discord option) asks for
     slash: str = ""  # its name as a Discord option, where the grammar's own is too terse ("count" for n)
+    flag: bool = False  # said bare ("--reverse") it means yes; it also takes yes/no (Discord: a true/false option)
 
 
 OPTIONS: dict[str, Option] = {}  # every option of every command, in the order /help lists them
@@ -225,7 +241,11 @@ def split_options(words: list[str], loose_keys: bool) -> tuple[list[str], dict[s
         if given.name in raw:
             raise CommandError(f"{given.name} is given twice")
         parts = [] if value is None else [value]
-        if given.greedy or value is None:
+        if given.flag and value is None:  # "--reverse" alone means yes; "--colour no" takes its word
+            said = index < len(words) and words[index].lower() in _SWITCH_WORDS
+            parts = [words[index]] if said else ["yes"]
+            index += said
+        elif given.greedy or value is None:
             while index < len(words) and (given.greedy or not parts) and _option_token(words[index], True) is None:
                 parts.append(words[index])
                 index += 1

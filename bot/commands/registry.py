@@ -6,7 +6,7 @@ commands, the Telegram command menu.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable, ClassVar, Literal, Mapping, Sequence
 
 from bot.config import DefaultsConfig
@@ -70,6 +70,12 @@ class CommandSpec:
     frontends: frozenset[str] = FRONTENDS  # where it is offered
     # What to say when it is given an option it does not take; {option} is that option, {owner} a command taking it.
     foreign: str = ""
+    # An option shared with other commands whose values here are some of its choices: option name → those
+    # (Discord's menu for /sketch's mode lists only its own modes).
+    menus: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The options its Discord slash form takes when not all of options (Discord allows 25 in all): the rest
+    # are typed as text in a parameter of its own (/rerun's settings).
+    slash_options: tuple[str, ...] | None = None
 
 
 COMMANDS: dict[str, CommandSpec] = {}

@@ -44,10 +44,18 @@ def parse(words: list[str], defaults: DefaultsConfig) -> Rerun:
 
 
 def from_options(given: Mapping[str, object], defaults: DefaultsConfig) -> Rerun:
-    """/rerun from a slash command: `ref` is a seed, "#job" or nothing (your last job)."""
+    """/rerun from a slash command: `ref` is a seed, "#job" or nothing (your last job); `settings` the key=value
+    text (every command's options are more than a slash command may have), and any typed options."""
     given = dict(given)
-    ref = given.pop("ref", None)
-    return Rerun(*_target(str(ref).strip() if ref else None), settings(typed_values(given), defaults))
+    ref, text = given.pop("ref", None), str(given.pop("settings", None) or "")
+    free, typed = split_options(text.split(), loose_keys=False)
+    if free:
+        raise CommandError(f"settings are key=value, e.g. steps=350 cfg=8; got {' '.join(free)[:40]!r}")
+    values = typed_values(given)
+    for name in typed:
+        if name in values:
+            raise CommandError(f"{name} is given twice; keep one")
+    return Rerun(*_target(str(ref).strip() if ref else None), settings({**typed, **values}, defaults))
 
 
 def _target(target: str | None) -> tuple[int | None, int | None]:
@@ -133,5 +141,8 @@ SPEC = register(CommandSpec(
     summary="redraw: reply to a result with /rerun steps=350",
     parse=parse, run=run, options=EVERY_OPTION,
     from_options=from_options,
-    params=(Param("ref", "text", f"a seed (0–{MAX_SEED}) or #job number; default: your last job"),),
+    params=(Param("ref", "text", f"a seed (0–{MAX_SEED}) or #job number; default: your last job"),
+            Param("settings", "text", "what to change, as key=value: steps=350 cfg=8 seed=7", limit="max_prompt_chars")),
+    # In Discord the settings most reruns change are options of their own; any other goes in `settings`.
+    slash_options=("seed", "steps", "cfg", "n", "size", "scheduler", "model", "no"),
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, get_args
 
 from bot.commands import drawing, imagine
 from bot.commands.grammar import DRAWING_OPTIONS, Option, Settings, choice, number, prompt_and_values, \
@@ -15,6 +15,7 @@ from bot.config import DefaultsConfig
 from bot.limits import CommandError, register_rules
 from generation.models import NATIVE_SIDE
 from storage.params import SketchParams
+from storage.params.animate import Mode as AnimationMode
 from storage.params.sketch import CONTROL_SCALE
 
 if TYPE_CHECKING:
@@ -23,10 +24,14 @@ if TYPE_CHECKING:
     from storage.records import Owner
 
 MODES = ("scribble", "img2img", "pix2pix")
-register_option(Option("mode", (), choice("mode", MODES),
-                       "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix", choices=MODES))
+# /animate's modes share the option: the grammar reads any of them, and each command refuses the others.
+ANIMATION_MODES: tuple[str, ...] = get_args(AnimationMode)
+register_option(Option("mode", (), choice("mode", MODES + ANIMATION_MODES),
+                       "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix; "
+                       "/animate: sweep, zoom or video", choices=MODES + ANIMATION_MODES))
 register_option(Option("control", ("control_scale",), number("control"),
-                       f"/sketch: how strongly the drawing steers, {CONTROL_SCALE.text()}", "control_scale",
+                       f"/sketch: how strongly the drawing steers, {CONTROL_SCALE.text()}; /animate video: how "
+                       "strongly each frame's edges steer (off unless given)", "control_scale",
                        CONTROL_SCALE, value="float"))
 
 
@@ -59,6 +64,8 @@ def _sketch(prompt: str, values: dict[str, object], defaults: DefaultsConfig) ->
         raise CommandError("/sketch takes its size from the drawing; leave out --ar and --size")
     only_options_of(SPEC, values)
     mode = values.pop("mode", None)
+    if mode is not None and mode not in MODES:
+        raise CommandError(f"/sketch's mode is scribble, img2img or pix2pix, got {mode!r} (that is /animate's)")
     return Sketch(prompt, settings(values, defaults), mode)
 
 
@@ -112,4 +119,5 @@ SPEC = register(CommandSpec(
     options=tuple(name for name in DRAWING_OPTIONS if name not in ("ar", "size")) + ("strength", "mode", "control"),
     params=(Param("prompt", "text", "what it shows; flags work here too", required=True, limit="max_prompt_chars"),),
     image="required", image_help="a photo of the drawing, or the file",
+    menus={"mode": MODES},
 ))

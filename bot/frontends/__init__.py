@@ -7,7 +7,8 @@
     telegram.py             Telegram: updates in, status messages and results; telegram_access.py who may use
                             it (PTB filters), telegram_sending.py what goes out, telegram_uploads.py what comes in
     pacing.py               the pace of progress edits and sends, flood control, failures logged sparingly
-    results.py              images in (checked, read under a cap) and out (fitted to a platform's limits)
+    results.py              images and clips in (checked, read under a cap) and out (fitted to a platform's limits:
+                            pictures, and an animation's video)
     connection.py           reaching a platform at start-up: wait out an outage, stop on a refused token
 
 Only the discord*.py modules import discord, only the telegram*.py modules import telegram.

@@ -163,7 +163,11 @@ def result_buttons(job: JobRecord, images: Sequence[int] | None = None) -> list[
     ⬅ ➡ ⬆ ⬇; last 5× steps (where it has steps) and New seed: four rows at most. A picture without a prompt
     (a StyleGAN2 face) gets only U k: the others redraw with the prompt. Of a larger batch only the first
     MOST_IMAGES images get buttons (Discord shows 5 a row); the others stay reachable as /upscale #N K. A job
-    that drew nothing gets none."""
+    that drew nothing gets none. An animation (its frames one video, a cancelled one's too) gets only 5× steps
+    and New seed: the others act on one picture."""
+    again = [ResultButton(MORE_STEPS, "more", job.id)] if job.params.has_steps else []
+    if job.params.slices > 1 and job.images:
+        return [[*again, ResultButton(NEW_SEED, "seed", job.id)]]
     if job.status is not JobStatus.DONE:
         return []
     shown = list(images if images is not None else range(1, len(job.images) + 1))[:MOST_IMAGES]
@@ -176,7 +180,6 @@ def result_buttons(job: JobRecord, images: Sequence[int] | None = None) -> list[
             rows = [[button for row in rows for button in row],
                     [ResultButton(f"🔍 Zoom out {ZOOM_FACTOR:g}×", "zoom", job.id, k)],
                     [ResultButton(_ARROWS[side], "pan", job.id, k, side) for side in DIRECTIONS]]
-    again = [ResultButton(MORE_STEPS, "more", job.id)] if job.params.has_steps else []
     rows.append([*again, ResultButton(NEW_SEED, "seed", job.id)])
     return [row for row in rows if row]
 

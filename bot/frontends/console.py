@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import getpass
 import logging
+import os
 import re
 import signal
 import sys
@@ -27,6 +28,7 @@ from bot.formatting import describe
 from bot.replies import Attachment, Reply
 from bot.service import Service
 from generation.queue import EventKind, JobEvent
+from storage.images import animation_video
 from storage.uploads import BadImageError, read_image_file
 from storage.records import Owner
 
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "console"
 PROMPT = "> "
-_IMAGE_OPTION = re.compile(r"(?:^|\s)(?:(?:--|\u2014|\u2013)image[\s=]|image=)\s*(\"[^\"]+\"|'[^']+'|\S+)")
+_FILE_OPTION = r"(?:^|\s)(?:(?:--|\u2014|\u2013){0}[\s=]|{0}=)\s*(\"[^\"]+\"|'[^']+'|\S+)"
+_IMAGE_OPTION = re.compile(_FILE_OPTION.format("image"))
+_VIDEO_OPTION = re.compile(_FILE_OPTION.format("video"))
 # Prompts, file names and error messages quoting them are people's text: an escape sequence in one must
 # not reach the terminal (retitle the window, clear the screen, fake a line). C0 controls, DEL and C1
 # controls are shown as \x1b-style escapes; a newline stays a newline and a tab becomes a space.
@@ -48,9 +52,10 @@ def visible(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
-def extract_image(line: str) -> tuple[str, Path | None]:
-    """Take `--image PATH` (or image=PATH) out of a line; the rest goes to the command parser."""
-    match = _IMAGE_OPTION.search(line)
+def extract_image(line: str, pattern: re.Pattern = _IMAGE_OPTION) -> tuple[str, Path | None]:
+    """Take `--image PATH` (or image=PATH; `--video PATH` with _VIDEO_OPTION) out of a line; the rest goes to
+    the command parser."""
+    match = pattern.search(line)
     if match is None:
         return line, None
     path = Path(match[1].strip("\"'")).expanduser()
@@ -87,6 +92,7 @@ class ConsoleFrontend:
         self._settled = asyncio.Event()
         self._steps: dict[int, tuple[int, int]] = {}  # running jobs of ours: (steps done, steps in all)
         self._cells: dict[int, int] = {}
+        self._frames: dict[int, tuple[int, int]] = {}  # running animations of ours: (frame drawn now, frames)
         self._in_command = False
         self._reading = False  # the prompt is in use: progress goes to its toolbar, not out as lines
         self._deliveries = Pending()
@@ -108,7 +114,8 @@ class ConsoleFrontend:
 
     def toolbar(self) -> str:
         """The prompt's bottom line: our running job's progress and how many wait (`#3 ████████░░ 24/30  (2 waiting)`)."""
-        parts = [f"#{job} {progress_bar(step, total)} {step}/{total}" for job, (step, total) in self._steps.items()]
+        parts = [f"#{job} {self._frame_text(job)}{progress_bar(step, total)} {step}/{total}"
+                 for job, (step, total) in self._steps.items()]
         waiting = len(self.service.waiting())
         if waiting:
             parts.append(f"({waiting} waiting)")
@@ -182,15 +189,20 @@ class ConsoleFrontend:
         if not line or line.startswith("#"):
             return
         text, image_path = extract_image(line)
+        text, video_path = extract_image(text, _VIDEO_OPTION)
         attachments = []
-        if image_path is not None:
+        limits = self.service.limits
+        for path, option, limit in ((image_path, "--image", limits.max_upload_bytes),
+                                    (video_path, "--video", limits.max_clip_bytes)):
+            if path is None:
+                continue
             try:
                 # Off the event loop: a slow disk or a network mount must not stall the running job's progress.
-                data = await asyncio.to_thread(read_image_file, image_path, self.service.limits.max_upload_bytes)
+                data = await asyncio.to_thread(read_image_file, path, limit, option)
             except BadImageError as exc:  # a FIFO, a device, too big, unreadable: refused before reading it
                 self._error(str(exc))
                 return
-            attachments.append(Attachment(image_path.name, data))
+            attachments.append(Attachment(path.name, data))
         self._in_command = True
         try:
             reply = await self.service.handle(self.owner, text, attachments)
@@ -220,6 +232,9 @@ class ConsoleFrontend:
             self._steps[job.id] = (0, job.params.effective_steps)
             self._redraw()
         elif event.kind is EventKind.PROGRESS:
+            if event.frames and self._frames.get(job.id) != (event.frame, event.frames):
+                self._frames[job.id] = (event.frame, event.frames)
+                self._cells.pop(job.id, None)  # each frame's steps get their own bar
             self._progress(job.id, event.step, event.total)
         elif event.kind is EventKind.STALLED:  # e.g. a full disk: it waits, it has not failed
             self._steps.pop(job.id, None)
@@ -235,9 +250,15 @@ class ConsoleFrontend:
             self._redraw()
             return
         cells = BAR_CELLS * step // max(total, 1)
+        if job_id in self._frames:  # an animation: a line a frame in a log, not ten
+            cells = 0
         if cells != self._cells.get(job_id):  # at most ten lines a job in a log
             self._cells[job_id] = cells
-            self.say(f"[#{job_id}] {progress_bar(step, total)} {step}/{total}")
+            self.say(f"[#{job_id}] {self._frame_text(job_id)}{progress_bar(step, total)} {step}/{total}")
+
+    def _frame_text(self, job_id: int) -> str:
+        frame = self._frames.get(job_id)
+        return f"frame {frame[0]}/{frame[1]} · " if frame else ""
 
     def _redraw(self) -> None:
         if self._session is not None:
@@ -247,7 +268,14 @@ class ConsoleFrontend:
         job = event.job
         self._steps.pop(job.id, None)
         self._cells.pop(job.id, None)
-        if event.kind is EventKind.DONE:
+        self._frames.pop(job.id, None)
+        video = animation_video(job) if job.images else None
+        if video is not None:  # an animation, done or cancelled with the frames it has
+            ended = "done" if event.kind is EventKind.DONE else \
+                f"cancelled after {len(job.images)} of {job.params.slices} frames"
+            self.say(f"#{job.id} {ended}: {video}  {describe(job.params, job.images[0].seed)}")
+            self.say(f"    frames: {Path(job.images[0].path).parent}{os.sep} ({len(job.images)} PNG)")
+        elif event.kind is EventKind.DONE:
             first, *more = job.images
             self.say(f"#{job.id} done: {first.path}  {describe(job.params, first.seed)}")
             for image in more:

@@ -29,7 +29,17 @@ from bot.frontends.connection import TokenRefused
 from bot.frontends.discord_access import DiscordAccess
 from bot.frontends.discord_commands import ActionButton, CommandTree, JobButton, buttons, register_commands
 from bot.frontends.pacing import Pending, clip, pieces, retried, status_line
-from bot.frontends.results import fitted, over_limit, read_capped, upload_problem
+from bot.frontends.results import (
+    animation_state,
+    fitted,
+    fitted_video,
+    is_animation,
+    is_clip,
+    over_limit,
+    read_capped,
+    too_large,
+    upload_problem,
+)
 from bot.limits import CommandError
 from bot.logs import one_line
 from bot.formatting import describe, title
@@ -268,14 +278,17 @@ class DiscordFrontend(ChatFrontend[_Live]):
             log.warning("could not show job #%d in Discord (%s); its result will still be posted", job.id, _reason(exc))
 
     def _attachment_problem(self, image: discord.Attachment) -> str | None:
-        """Checked before anything is downloaded: the type and size Discord reports (the download has its own cap)."""
+        """Checked before anything is downloaded: the type and size Discord reports (the download has its own cap).
+        A clip (a video, a GIF) passes within max_clip_bytes: the command says whether it takes one."""
         return upload_problem(image.filename, image.content_type, image.size, self.limits.max_upload_bytes,
-                              unknown="unknown type", instead="attach a PNG, JPEG, WebP, GIF or BMP")
+                              unknown="unknown type", instead="attach a PNG, JPEG, WebP, GIF or BMP",
+                              clip_limit=self.limits.max_clip_bytes)
 
     async def _download(self, image: discord.Attachment) -> bytes:
-        """The attachment's bytes, streamed from its URL and cut off past [limits] max_upload_bytes whatever
-        size it declared; every failure is a CommandError to show."""
-        limit = self.limits.max_upload_bytes
+        """The attachment's bytes, streamed from its URL and cut off past [limits] max_upload_bytes (a clip's:
+        max_clip_bytes) whatever size it declared; every failure is a CommandError to show."""
+        clip = is_clip(image.content_type)
+        limit = self.limits.max_clip_bytes if clip else self.limits.max_upload_bytes
         if self._downloads is None:
             self._downloads = aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT)
         try:
@@ -284,7 +297,7 @@ class DiscordFrontend(ChatFrontend[_Live]):
                 data = await read_capped(response.content.iter_chunked(1 << 16), response.content_length, limit)
                 if data is None:
                     response.close()  # hang up: the rest is never read
-                    raise CommandError(over_limit(image.filename, limit))
+                    raise CommandError(over_limit(image.filename, limit, clip))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             why = exc.status if isinstance(exc, aiohttp.ClientResponseError) else type(exc).__name__
             raise CommandError(f"could not download {image.filename} ({why})") from None
@@ -383,16 +396,27 @@ class DiscordFrontend(ChatFrontend[_Live]):
                 _reason(exc), "; trying again" if pause is not None else "", exc_info=not isinstance(exc, SEND_ERRORS))
 
         try:
-            images = await asyncio.to_thread(_result_images, job, limit)
+            images, more = await asyncio.to_thread(self._result_files, job, limit)
         except OSError as exc:  # its files are gone from disk
             failed(exc, None)
             return None
+        text = "\n".join(line for line in (text, more) if line)
         try:  # files are read as they are sent: each try gets its own
             return await retried(
                 lambda: post(_text(text), [discord.File(io.BytesIO(data), name) for name, data in images], buttons(job)),
                 delays=SEND_RETRIES, transient=self._unreachable, failed=failed, timeout=SEND_TIMEOUT)
         except Exception:  # logged by failed()
             return None
+
+    def _result_files(self, job: JobRecord, limit: int) -> tuple[list[tuple[str, bytes]], str]:
+        """The files of a job's result message within `limit` bytes, and a line to add to its text: an
+        animation's video (with how it was made to fit), or where it is on disk when no form of it fits."""
+        if not is_animation(job):
+            return _result_images(job, limit), ""
+        video = fitted_video(job, limit)
+        if video is None:
+            return [], too_large(job, limit, self.service.images.root)
+        return [(video.name, video.data)], video.note or ""
 
     async def _tell(self, interaction: discord.Interaction | None, user_id: int, text: str) -> None:
         """A note for one person: in the interaction while it lives, else in a DM; best effort, logged if lost."""
@@ -417,6 +441,10 @@ class DiscordFrontend(ChatFrontend[_Live]):
 
 
 def _result_text(job: JobRecord) -> str:
+    if is_animation(job):  # one seed (each frame's is in its PNG); a cancelled one says how far it got
+        state = animation_state(job)
+        return (f"**{_text(title(job.params), 1200)}**\n{describe(job.params)} · job #{job.id}"
+                + (f"\n{state}" if state else ""))
     if job.status is not JobStatus.DONE:
         return ending(job)
     seeds = ", ".join(str(image.seed) for image in job.images)

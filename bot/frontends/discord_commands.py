@@ -6,6 +6,7 @@ CommandSpec (arguments, image, options ranged by [limits]), and discord.py reads
 """
 
 import inspect
+import keyword
 import logging
 import typing
 
@@ -124,6 +125,8 @@ def _slash(spec: CommandSpec, frontend: "DiscordFrontend", limits: LimitsConfig,
     def add(name: str, annotation: object, description: str, needed: bool) -> str:
         kind = inspect.Parameter.KEYWORD_ONLY
         shown, name = name, name.replace("-", "_")  # Discord takes hyphens in a name; a signature does not
+        if keyword.iskeyword(name):  # nor a keyword (/animate's "from")
+            name += "_"
         if shown != name:
             renames[name] = shown
         (required if needed else optional).append(
@@ -136,11 +139,12 @@ def _slash(spec: CommandSpec, frontend: "DiscordFrontend", limits: LimitsConfig,
         add(param.name, _param_type(param, limits), param.description, param.required)
     if spec.image != "none":
         add("image", discord.Attachment, spec.image_help or "the picture to start from", spec.image == "required")
-    for name in commands.options_of(spec):
+    for name in commands.options_of(spec) if spec.slash_options is None else spec.slash_options:
         option = commands.OPTIONS[name]
         slash = add(option.slash or option.name, _option_type(option, limits), option.help, False)
-        if option.choices:
-            choices[slash] = [app_commands.Choice(name=value, value=value) for value in option.choices][:25]
+        menu = spec.menus.get(name, option.choices)
+        if menu:
+            choices[slash] = [app_commands.Choice(name=value, value=value) for value in menu][:25]
         if option.name == "model":
             autocomplete[slash] = _model_names(frontend)
 
@@ -188,7 +192,9 @@ def _param_type(param: Param, limits: LimitsConfig) -> object:
 
 
 def _option_type(option: Option, limits: LimitsConfig) -> object:
-    """An option's Discord type: a number ranged as the limits check it, or text (read by the grammar)."""
+    """An option's Discord type: a number ranged as the limits check it, yes/no, or text (read by the grammar)."""
+    if option.flag:
+        return bool
     if option.range is None or option.value == "text":
         if option.greedy:  # a negative prompt: as long as a prompt may be
             return app_commands.Range[str, 1, limits.max_prompt_chars]

@@ -43,6 +43,9 @@ def progress_bar(done: int, total: int) -> str:
 def status_line(event: JobEvent) -> str:
     """A job's state in one line for its status message: queued, started, step and percentage, or waiting."""
     job, prompt = event.job, clip(title(event.job.params), 300)
+    if event.kind is EventKind.PROGRESS and event.frames:  # an animation: the frame, then its steps
+        return (f"#{job.id} frame {event.frame}/{event.frames} · step {event.step}/{event.total} "
+                f"{progress_bar(event.frame - 1, event.frames)} — {prompt}")
     if event.kind is EventKind.PROGRESS:
         percent = 100 * event.step // max(event.total, 1)
         return f"#{job.id} {progress_bar(event.step, event.total)} {event.step}/{event.total} ({percent}%) — {prompt}"

@@ -1,4 +1,4 @@
-"""The Telegram frontend: photos with captions and commands in, one status message and the result out.
+"""The Telegram frontend: photos and clips with captions and commands in, one status message and the result out.
 
 Only the bot/frontends/telegram*.py modules import telegram: this one (updates in, jobs shown) and
 telegram_sending (what goes out, healed and paced). No handler waits on Telegram's pace: whatever is said
@@ -56,7 +56,7 @@ PRESS_SLOW_DOWN = "too many presses at once; try again in a few seconds"
 SENT_AGAIN = "(sent again after a restart: it may have arrived before)"
 WENT_WRONG = "something went wrong with that command; the details are in the log"
 _BUTTON = re.compile(r"(more|seed|png):([0-9]+)")
-_UPLOADS = filters.PHOTO | filters.Document.ALL
+_UPLOADS = filters.PHOTO | filters.Document.ALL | filters.VIDEO | filters.ANIMATION
 
 
 class _Status(Shown):
@@ -86,7 +86,8 @@ class TelegramFrontend(ChatFrontend[_Status]):
         if self.config.base_url:
             builder = builder.base_url(self.config.base_url).base_file_url(self.config.base_file_url)
         self.app: Application = builder.build()
-        self.sender = TelegramSender(self.app.bot, service, self._failures, self.config.send_png, self._remember)
+        self.sender = TelegramSender(self.app.bot, service, self._failures, self.config.send_png, self._remember,
+                                     own_server=bool(self.config.base_url))
         self.uploads = TelegramUploads(self.app.bot, self.limits, own_server=bool(self.config.base_url))
         self._add_handlers(Allowed(self.config.allowed_chats, self.config.allowed_users))
         self._refused: set[tuple[int, int]] = set()  # (chat, user) already told no, once
@@ -253,10 +254,10 @@ class TelegramFrontend(ChatFrontend[_Status]):
         if meant is None:
             return
         caption = meant[0]
-        upload = message.photo[-1] if message.photo else message.document
-        if not self._let_through(update, f"{caption} {upload.file_unique_id}"):
+        sent = message.photo[-1] if message.photo else message.video or message.animation or message.document
+        if not self._let_through(update, f"{caption} {sent.file_unique_id}"):
             return
-        problem, file_id, name = self.uploads.problem(message)
+        problem, upload = self.uploads.problem(message)
         if problem:
             self._say(message.chat_id, problem, message.message_id)
             return
@@ -266,19 +267,23 @@ class TelegramFrontend(ChatFrontend[_Status]):
                                            "(flags work too: a red sports car --seed 7).", message.message_id)
                 return
             caption = self.config.default_prompt
-        text = caption if caption.startswith("/") else f"/sketch {caption}"  # a photo of a drawing, as a rule
+        if not caption.startswith("/"):  # a photo (a GIF file too) is of a drawing, as a rule; a video is redrawn
+            video = message.video or message.animation or (upload.mime or "").startswith("video/")
+            caption = f"/animate {caption}" if video else f"/sketch {caption}"
         try:
-            data = await self.uploads.download(file_id, name)
+            data = await self.uploads.download(upload)
         except TooBig as exc:
             self._say(message.chat_id, str(exc), message.message_id)
             return
         except (TelegramError, httpx.HTTPError) as exc:
             # httpx's text names the URL, which holds the token: the kind of failure is enough here.
             why = exc.message if isinstance(exc, TelegramError) else type(exc).__name__
-            self._say(message.chat_id, f"could not download the image from Telegram: {why}", message.message_id)
+            what = "clip" if upload.clip else "image"
+            self._say(message.chat_id, f"could not download the {what} from Telegram: {why}", message.message_id)
             return
         owner = self._owner(update)
-        self._submitted(owner, message.message_id, await self.service.handle(owner, text, [Attachment(name, data)]))
+        reply = await self.service.handle(owner, caption, [Attachment(upload.name, data)])
+        self._submitted(owner, message.message_id, reply)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press is answered with Telegram's own answer to it (a toast, an alert for a problem), never with

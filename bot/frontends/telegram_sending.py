@@ -23,7 +23,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.frontends.chat import ending, result_buttons
 from bot.frontends.pacing import Throttled, clip, retried
-from bot.frontends.results import fitted
+from bot.frontends.results import Video, animation_state, fitted, fitted_video, is_animation, too_large
 from bot.formatting import describe, title
 from bot.service import Service
 from storage.records import JobRecord, JobStatus
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 PHOTO_LIMIT = 10 * 1024 * 1024  # sendPhoto
 DOCUMENT_LIMIT = 50 * 1024 * 1024  # sendDocument
+VIDEO_LIMIT = 50_000_000  # sendVideo and sendAnimation: what bots may upload to Telegram's own servers
+OWN_SERVER_VIDEO_LIMIT = 2000 * 1000 * 1000  # your own Bot API server (--local) takes 2000 MB
 CAPTION_LIMIT = 1024
 TEXT_LIMIT = 4096
 RETRY_DELAYS = (1.0, 4.0)  # before the second and third try of a send that failed (a 5xx, a reset, a timeout)
@@ -104,11 +106,13 @@ def answering(message_id: int | None) -> ReplyParameters | None:
 
 def _buttons(job: JobRecord, image: int) -> InlineKeyboardMarkup:
     """The keyboard under picture `image` (1-based) of a job, each picture in a message of its own: its own U, V,
-    V strong, zoom and pan (chat.result_buttons for that picture alone), then 5× steps, New seed and PNG."""
+    V strong, zoom and pan (chat.result_buttons for that picture alone), then 5× steps, New seed and PNG. An
+    animation's video gets 5× steps and New seed alone (PNG would send every frame)."""
     rows = [[InlineKeyboardButton(button.label, callback_data=button.data) for button in row]
             for row in result_buttons(job, (image,))] or [[]]
-    rows[-1].append(InlineKeyboardButton("PNG", callback_data=f"png:{job.id}"))
-    return InlineKeyboardMarkup(rows)
+    if not is_animation(job):
+        rows[-1].append(InlineKeyboardButton("PNG", callback_data=f"png:{job.id}"))
+    return InlineKeyboardMarkup([row for row in rows if row])
 
 
 def _caption(job: JobRecord, seed: int, note: str = "") -> str:
@@ -122,10 +126,11 @@ class TelegramSender:
     """Sends a chat's messages and results for the frontend, each send healed by sent()."""
 
     def __init__(self, bot: Bot, service: Service, failures: Throttled, send_png: bool,
-                 remember: Callable[[int, int, int], Awaitable[None]]) -> None:
+                 remember: Callable[[int, int, int], Awaitable[None]], own_server: bool = False) -> None:
         self.bot = bot
         self.service = service
         self.send_png = send_png
+        self.own_server = own_server  # a Bot API server of your own: larger uploads
         self._failures = failures
         self._remember = remember  # (chat, message, job): a message that shows the job
 
@@ -176,6 +181,9 @@ class TelegramSender:
         """A job's pictures, each with its settings and buttons (as a file where a photo fails), or why there
         are none; `note` goes under each caption. Each message that shows the job is remembered."""
         bot, answer = self.bot, answering(reply_to)
+        if is_animation(job):  # done, or cancelled with the frames drawn so far
+            await self.video(job, chat_id, reply_to, note)
+            return
         if job.status is not JobStatus.DONE:
             await self.sent(lambda: bot.send_message(chat_id, clip(f"{ending(job)} {note}".strip(), TEXT_LIMIT),
                                                      reply_parameters=answer), job.id)
@@ -197,6 +205,44 @@ class TelegramSender:
             await self._remember(chat_id, sent.message_id, job.id)
         if self.send_png and job.status is JobStatus.DONE:
             await self.pngs(job, chat_id, None)
+
+    async def video(self, job: JobRecord, chat_id: int, reply_to: int | None, note: str) -> None:
+        """An animation as one video with its settings (how far it got, how it was made to fit) and its buttons:
+        the MP4 as a streamable video, a GIF or WebP as an animation, a file where those are refused; where no
+        form of it fits, a line saying where it is on disk. The message is remembered as showing the job."""
+        bot, answer = self.bot, answering(reply_to)
+        limit = OWN_SERVER_VIDEO_LIMIT if self.own_server else VIDEO_LIMIT
+        video = await asyncio.to_thread(fitted_video, job, limit)
+        buttons = _buttons(job, 1)
+        if video is None:
+            text = clip(f"{too_large(job, limit, self.service.images.root)} {note}".strip(), TEXT_LIMIT)
+            sent = await self.sent(lambda: bot.send_message(chat_id, text, reply_markup=buttons,
+                                                            reply_parameters=answer), job.id)
+            await self._remember(chat_id, sent.message_id, job.id)
+            return
+        extra = "\n".join(line for line in (animation_state(job), video.note, note) if line)
+        caption = _caption(job, job.params.seed, extra)
+        try:
+            sent = await self.sent(lambda: self._send_video(chat_id, video, caption, buttons, answer), job.id)
+        except (Forbidden, MaybeSent):
+            raise
+        except TelegramError as exc:
+            # Refused as a video (its encoding, its size on this server): the same file often goes through.
+            self._failures.warning(chat_id, "could not send job #%d's video to Telegram chat %s as a video (%s); "
+                                            "sending it as a file", job.id, chat_id, exc)
+            sent = await self.sent(lambda: bot.send_document(chat_id, document=video.data, filename=video.name,
+                                                             caption=caption, reply_markup=buttons,
+                                                             reply_parameters=answer), job.id)
+        await self._remember(chat_id, sent.message_id, job.id)
+
+    def _send_video(self, chat_id: int, video: Video, caption: str, buttons: InlineKeyboardMarkup,
+                    answer: ReplyParameters | None) -> Awaitable[Message]:
+        """sendVideo for an MP4 (played as it streams), sendAnimation for a GIF or WebP (looped, silent)."""
+        send = self.bot.send_video if video.format == "mp4" else self.bot.send_animation
+        extra = {"supports_streaming": True} if video.format == "mp4" else {}
+        return send(chat_id, video.data, filename=video.name, caption=caption, width=video.width, height=video.height,
+                    duration=timedelta(seconds=max(1, round(video.seconds))), reply_markup=buttons,
+                    reply_parameters=answer, **extra)
 
     async def pngs(self, job: JobRecord, chat_id: int, reply_to: int | None) -> None:
         """The original PNGs, with their parameters (Telegram recompresses photos and drops them)."""

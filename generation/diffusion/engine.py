@@ -26,28 +26,24 @@ from generation.diffusion.loading import (controlnet_pipeline, load_controlnet, 
 from generation.diffusion.memory import MemoryPlan, needs_tiling
 from generation.diffusion.offload import SharedOffload
 from generation.diffusion.preview import latent_preview
-from generation.engine import EngineResult, JobCancelled, ModelLoadError, Progress, check_job
+from generation.engine import EngineResult, JobCancelled, ModelLoadError, PartOf, Progress, check_job
 from generation.models import ModelSpec, catalog, default_name, pick
 from generation.prompts import encode_prompts, encode_prompts_xl
 from generation.schedulers import SCHEDULERS
 from storage.errors import EaselError
-from storage.params import DiffusionParams, SketchParams, Txt2ImgParams, UpscaleParams
+from storage.params import AnimateParams, DiffusionParams, SketchParams, Txt2ImgParams, UpscaleParams
 from storage.records import RunInfo
 
 log = logging.getLogger(__name__)
 
 
-class _Stage:
+class _Stage(PartOf):
     """One pass of a job with several (the hires fix, an upscale's redraw): its steps counted on from `offset`
     of `total` in all, so a progress bar runs once from 0 to 100%."""
 
     def __init__(self, progress: Progress, offset: int, total: int) -> None:
-        self._progress, self._offset, self._total = progress, offset, total
-        self.wants_preview = getattr(progress, "wants_preview", True)
-
-    @property
-    def cancelled(self) -> bool:
-        return self._progress.cancelled
+        super().__init__(progress)
+        self._offset, self._total = offset, total
 
     def step(self, done: int, total: int, preview: Image.Image | None) -> None:
         self._progress.step(min(self._offset + done, self._total), self._total, preview)
@@ -84,6 +80,7 @@ class _Model:
     inpaint: Any = None  # built on the first zoom or pan
     refiner: Any = None  # an SDXL refiner's image→image pipeline, loaded on the first job that asks for it
     controlled: Any = None  # built on the first sketch job
+    controlled_img2img: Any = None  # the same ControlNet redrawing a picture (a clip's frames), built on first use
     offload: SharedOffload | None = None  # hooks on the shared modules, installed when it is in use
     embeddings: dict[str, int] = field(default_factory=dict)  # embedding name → vectors added to its encoders
 
@@ -218,6 +215,8 @@ class DiffusionEngine:
         check_job(params, inputs, self.KINDS)
         if progress.cancelled:
             raise JobCancelled("cancelled before it started")
+        if params.kind == "animate":
+            return self._next_frame(params, inputs, progress)
         if params.kind == "upscale" and not params.denoise:  # a plain enlargement needs no model at all
             return self._run_upscale(None, params, inputs, progress)
         model = self.load(params.model)  # an unknown name fails before anything is loaded or moved
@@ -354,7 +353,62 @@ class DiffusionEngine:
 
     _KIND_CALLS = {"txt2img": _txt2img_call, "img2img": _img2img_call, "sketch": _sketch_call,
                    "vary": _img2img_call, "zoom": _outpaint_call, "pan": _outpaint_call}
-    KINDS = (*_KIND_CALLS, "upscale")  # the job kinds this engine draws
+    KINDS = (*_KIND_CALLS, "upscale", "animate")  # the job kinds this engine draws
+
+    # ---- animations: one frame a turn, each drawn as the /imagine job params.frame_params(k) names ----------
+    def _next_frame(self, params: AnimateParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+        """The next frame of an animation: `inputs` are its own (a picture, a clip's frames) then the frames its
+        earlier turns drew."""
+        from generation.animation import matched_colours, moved
+
+        own, drawn = inputs[:len(params.inputs)], inputs[len(params.inputs):]
+        k = len(drawn)
+        frame = params.frame_params(k)
+        if params.mode == "sweep":
+            return self.run(frame, own, progress)
+        if params.mode == "video":
+            if params.control_scale:
+                return self._controlled_frame(params, frame, own[k], progress)
+            return self.run(frame, (own[k],), progress)
+        if k == 0 and params.starts_from_picture:  # the loop starts from the picture itself
+            self.load(params.model)
+            progress.step(1, 1, None)
+            start = own[0].convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
+            return EngineResult(images=(start,), seeds=(params.frame_seed(0),), run=self.run_info())
+        if k == 0:
+            return self.run(frame, (), progress)
+        source = moved(drawn[-1], params.zoom, params.rotate, (params.shift_x, params.shift_y))
+        if params.colour:
+            source = matched_colours(source, drawn[0])
+        return self.run(frame, (source,), progress)
+
+    def _controlled_frame(self, params: AnimateParams, frame: DiffusionParams, image: Image.Image,
+                          progress: Progress) -> EngineResult:
+        """A clip's frame redrawn by image→image with the sketch ControlNet following its edges, so what stands
+        still in the clip stays put from frame to frame."""
+        from generation.animation import edges
+
+        model = self.load(frame.model)
+        if progress.cancelled:
+            raise JobCancelled("cancelled while the model loaded")
+        with self._extras(model, frame) as extras:
+            pipe = self._controlled_img2img_pipe(model)
+            picture = image.convert("RGB").resize((frame.width, frame.height), Image.Resampling.LANCZOS)
+            images, tiling = self._draw(model, pipe, frame, dict(
+                image=picture, control_image=edges(picture), strength=frame.strength,
+                controlnet_conditioning_scale=params.control_scale), progress)
+        run = dataclasses.replace(self.run_info(), vae_tiling=tiling, controlnet=self._steered_by(model, model.controlled),
+                                  **extras)
+        return EngineResult(images=images, seeds=frame.seeds, run=run)
+
+    def _controlled_img2img_pipe(self, model: _Model):
+        if model.controlled_img2img is None:
+            controlled = self._controlnet_pipe(model)
+            cls = diffusers.StableDiffusionXLControlNetImg2ImgPipeline if model.xl else \
+                diffusers.StableDiffusionControlNetImg2ImgPipeline
+            model.controlled_img2img = cls.from_pipe(controlled, dtype=getattr(torch, model.plan.dtype))
+            model.controlled_img2img.set_progress_bar_config(disable=True)
+        return model.controlled_img2img
 
     def _inpaint_pipe(self, model: _Model):
         """The model's own modules, with [actions] inpaint_model's 9-channel UNet in place of its UNet when set

@@ -12,8 +12,9 @@ from storage.params.face import FaceParams
 from storage.params.upscale import UpscaleParams
 from storage.params.vary import VaryParams
 from storage.params.outpaint import PanParams, ZoomParams
+from storage.params.animate import AnimateParams
 
 __all__ = [
-    "MAX_SEED", "ActionParams", "DiffusionParams", "PanParams", "UpscaleParams", "VaryParams", "ZoomParams", "FaceParams", "Img2ImgParams", "JobParams", "Range", "SketchParams",
+    "MAX_SEED", "ActionParams", "AnimateParams", "DiffusionParams", "PanParams", "UpscaleParams", "VaryParams", "ZoomParams", "FaceParams", "Img2ImgParams", "JobParams", "Range", "SketchParams",
     "Txt2ImgParams", "kinds", "params_from_json", "params_to_json", "register",
 ]

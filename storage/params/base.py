@@ -92,6 +92,24 @@ class JobParams:
         return 1
 
     @property
+    def slices(self) -> int:
+        """How many turns in the fair line the job is drawn in: 1, or an animation's frames (one a turn)."""
+        return 1
+
+    def for_image(self, index: int, count: int) -> JobParams:
+        """The params image `index` of the job's `count` was drawn with: its own (an animation's frame: the
+        /imagine job that draws that frame)."""
+        return self
+
+    def order(self, count: int) -> list[int]:
+        """The images as drawn (0…count−1) in the order they are kept: as drawn, or an animation played backwards."""
+        return list(range(count))
+
+    def image_fields(self, index: int, count: int) -> list[tuple[str, object]]:
+        """Infotext fields image `index` of `count` adds to for_image's (an animation's frame: which one)."""
+        return []
+
+    @property
     def has_steps(self) -> bool:
         """Whether the job has denoising steps a rerun can add to."""
         return False

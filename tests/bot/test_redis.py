@@ -463,7 +463,8 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
 ) -> None:
     from generation.config import FacesConfig, SketchConfig
     from generation.faces.engine import FaceEngine
-    from storage.params import FaceParams, Img2ImgParams, SketchParams, ZoomParams
+    from generation.engine import draw_whole
+    from storage.params import AnimateParams, FaceParams, Img2ImgParams, SketchParams, ZoomParams
     from tests.generation.nvidia_pickle import write_nvidia_pickle
     from tests.generation.nvidia_pickle import TINY, tiny_generator
 
@@ -480,11 +481,14 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
         kinds = [Img2ImgParams(**common, strength=0.7, input_sha256=photo_sha),
                  SketchParams(**common, input_sha256=photo_sha, control_sha256=lines_sha),
                  FaceParams(seed=5, psi=0.5),
-                 ZoomParams(**common, source_job=1, input_sha256=photo_sha, factor=1.5)]
+                 ZoomParams(**common, source_job=1, input_sha256=photo_sha, factor=1.5),
+                 # A worker draws a whole animation (other jobs go to other workers): a clip of two frames,
+                 # each redrawn with the sketch ControlNet on its edges.
+                 AnimateParams(**common, mode="video", frames=2, frame_inputs=(photo_sha, lines_sha), control_scale=0.8)]
         sent = [await bot.queue.submit(PEOPLE[0], params) for params in kinds]
         await bot.until(lambda: all(bot.ended(j.id) for j in sent))
         stored = [await bot.history.get(j.id) for j in sent]
-    assert [j.status for j in stored] == [JobStatus.DONE] * 4, [j.error for j in stored]
+    assert [j.status for j in stored] == [JobStatus.DONE] * 5, [j.error for j in stored]
 
     class Quiet:
         cancelled = False
@@ -496,10 +500,12 @@ async def test_every_kind_draws_on_a_worker_what_it_draws_here(
                                 SketchConfig(controlnet=str(tiny_controlnet)))
     here = [diffusion.run(kinds[0], (photo,), Quiet()), diffusion.run(kinds[1], (lines,), Quiet()),
             FaceEngine(FacesConfig(checkpoint=str(checkpoint)), "cpu").run(kinds[2], (), Quiet()),
-            diffusion.run(kinds[3], (photo,), Quiet())]
+            diffusion.run(kinds[3], (photo,), Quiet()), draw_whole(diffusion, kinds[4], (photo, lines), Quiet())]
     for record, local in zip(stored, here):
-        remote = np.asarray(Image.open(record.images[0].path).convert("RGB"))
-        assert np.array_equal(remote, np.asarray(local.images[0].convert("RGB"))), record.params.kind
+        assert len(record.images) == len(local.images)
+        for image, drawn in zip(record.images, local.images):
+            remote = np.asarray(Image.open(image.path).convert("RGB"))
+            assert np.array_equal(remote, np.asarray(drawn.convert("RGB"))), record.params.kind
     assert stored[1].run.controlnet == str(tiny_controlnet)  # how it was drawn came back with it
 
 

@@ -236,8 +236,8 @@ async def test_attachment_misuse(rig):
         "--strength is for image→image; attach an image to use it"
     )
     assert await rig.refused(ALICE, "/imagine a cat", image, image) == "attach one image at most"
-    assert await rig.refused(ALICE, "/history", image) == "/history does not take an image (only /imagine and /sketch do)"
-    assert await rig.refused(ALICE, "/face --seed 3", image) == "/face does not take an image (only /imagine and /sketch do)"
+    assert await rig.refused(ALICE, "/history", image) == "/history does not take an image (only /imagine, /sketch and /animate do)"
+    assert await rig.refused(ALICE, "/face --seed 3", image) == "/face does not take an image (only /imagine, /sketch and /animate do)"
     assert await rig.refused(ALICE, "/imagine a cat --strength 1.5", image) == (
         "strength must be above 0 and at most 1, got 1.5"
     )
@@ -440,7 +440,8 @@ async def test_rerun_checks_its_settings(rig):
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
         "unknown setting 'cute'; settings are "
-        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, refiner, mode, control, psi, layers, scale, denoise, variation, factor, direction"
+        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, refiner, mode, control, psi, layers, scale, denoise, variation, factor, direction, "
+        "frames, fps, from, to, zoom, rotate, shift, reverse, fixed-seed, colour"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 

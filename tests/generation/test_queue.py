@@ -22,7 +22,7 @@ from storage.history import History
 from storage.images import ImageStore
 from storage.infotext import read_parameters
 from storage.records import JobStatus, Owner
-from storage.params import JobParams
+from storage.params import AnimateParams, JobParams
 from tests.conftest import params
 from tests.helpers import eventually
 
@@ -790,3 +790,90 @@ async def test_a_full_disk_keeps_the_job_queued_and_it_runs_once_there_is_room(s
         finally:
             gated.gate.set()
             await queue.stop()
+
+
+# ---- jobs drawn in turns (animations) -------------------------------------------------------
+
+def animation(frames: int = 3, prompt: str = "a zoom") -> AnimateParams:
+    return AnimateParams(prompt=prompt, seed=7, steps=2, cfg=7.0, width=64, height=64, scheduler="dpmpp_2m",
+                         mode="zoom", frames=frames, zoom=1.1)
+
+
+async def test_an_animation_draws_a_frame_a_turn_and_others_take_theirs_in_between(
+        make_queue, engine: RecordingEngine, history: History) -> None:
+    queue = make_queue()
+    events = Events(queue)
+    long = await queue.submit(ALICE, animation(3, "zoom"))
+    after = await queue.submit(ALICE, params(prompt="alice's next"))
+    b1, b2 = [await queue.submit(BOB, params(prompt=f"b{k}")) for k in (1, 2)]
+    await queue.start()
+    for job in (long, after, b1, b2):
+        assert (await events.finished(job.id)).kind is EventKind.DONE
+    # One frame a turn; Bob's pictures go between; Alice's next job waits for her animation, as any job of hers.
+    assert engine.prompts == ["zoom", "b1", "zoom", "b2", "zoom", "alice's next"]
+    frames = [(e.frame, e.frames) for e in events.of(long.id) if e.kind is EventKind.PROGRESS]
+    assert sorted(set(frames)) == [(1, 3), (2, 3), (3, 3)]
+    assert events.kinds(long.id)[:2] == [EventKind.QUEUED, EventKind.STARTED]
+    assert events.kinds(long.id).count(EventKind.STARTED) == 1  # one job, started once
+    done = await history.get(long.id)
+    assert [image.seed for image in done.images] == [7, 8, 9]
+
+
+class HoldsBob(RecordingEngine):
+    """Draws everyone's jobs at once but Bob's, which wait until `bobs_gate` opens: the moment an animation
+    waits in the line between two frames while someone else's job is drawn."""
+
+    def __init__(self, inner: DiffusionEngine) -> None:
+        super().__init__(inner)
+        self.bobs_gate = threading.Event()
+        self.bob_waits = threading.Event()
+
+    def run(self, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
+        if params.prompt == "bob":
+            self.bob_waits.set()
+            if not self.bobs_gate.wait(TIMEOUT):
+                raise RuntimeError("bob's gate was never opened")
+        return super().run(params, inputs, progress)
+
+
+async def test_an_animation_cancelled_between_two_frames_ends_with_the_frames_it_has(
+        make_queue, config: GenerationConfig, history: History) -> None:
+    engine = HoldsBob(DiffusionEngine(config))
+    queue = make_queue(engine=engine)
+    events = Events(queue)
+    long = await queue.submit(ALICE, animation(5))
+    other = await queue.submit(BOB, params(prompt="bob"))
+    await queue.start()
+    await eventually(engine.bob_waits.is_set, what="bob's turn after frame 1")
+    assert engine.prompts == ["a zoom"]
+    assert queue.position(long.id) == 0 and in_progress(queue) == [long.id, other.id]  # between two turns: running
+    await queue.cancel(long.id, ALICE)
+    end = await events.finished(long.id)
+    assert end.kind is EventKind.CANCELLED and len(end.job.images) == 1  # the one frame drawn before bob's turn
+    assert (await history.get(long.id)).status is JobStatus.CANCELLED
+    engine.bobs_gate.set()
+    assert (await events.finished(other.id)).kind is EventKind.DONE
+    assert engine.prompts == ["a zoom", "bob"]  # nothing more of the animation was drawn
+
+
+async def test_a_stop_between_two_frames_leaves_the_animation_for_the_next_start(
+        db_path: Path, history: History, store: ImageStore, config: GenerationConfig) -> None:
+    engine = RecordingEngine(DiffusionEngine(config), gated=True)
+    first = JobQueue(history, store, every_kind(engine), QueueLimits())
+    await first.start()
+    long = await first.submit(ALICE, animation(3))
+    await first.submit(BOB, params(prompt="bob"))
+    engine.gate.set()
+    await eventually(lambda: len(engine.prompts) == 2, what="bob's turn")
+    await first.stop()
+    stopped = await history.get(long.id)
+    assert (stopped.status, stopped.crashes) == (JobStatus.QUEUED, 0)  # a clean stop, not a crash
+
+    second = JobQueue(history, store, every_kind(RecordingEngine(DiffusionEngine(config))), QueueLimits())
+    events = Events(second)
+    try:
+        await second.start()
+        assert (await events.finished(long.id)).kind is EventKind.DONE
+    finally:
+        await second.stop()
+    assert len((await history.get(long.id)).images) == 3

@@ -61,7 +61,10 @@ What Telegram does that the fake does too: per-chat message ids (two chats can b
 "message is not modified"; text/caption are trimmed and parsed (HTML, MarkdownV2, Markdown) into entities,
 so ``<lora:x>`` in an HTML caption is 400 "can't parse entities"; limits (text 4096, caption 1024,
 callback_data 1-64 bytes, photo upload 10 MB, upload 50 MB, download 20 MB, 2-10 items per album); photos
-must be real images within Telegram's dimension rules; a callback query can be answered once.
+must be real images within Telegram's dimension rules; a callback query can be answered once; a user's
+video message carries ``video``, a GIF sent from the app ``animation`` (an MP4, as Telegram converts it) with a
+``document`` beside it; ``sendVideo``/``sendAnimation`` keep what they were sent (``message.video`` /
+``message.animation``) and the width, height and duration they were told.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ JSON_FIELDS = {"reply_markup", "reply_parameters", "entities", "caption_entities
 STRING_FIELDS = {"text", "caption", "parse_mode", "callback_query_id", "file_id", "photo", "document", "action",
                  "url", "language_code", "inline_message_id", "business_connection_id", "message_effect_id",
                  "emoji", "name", "description", "short_description", "secret_token", "ip_address",
-                 "filename", "title", "thumbnail"}
+                 "filename", "title", "thumbnail", "video", "animation"}
 COUNTED_METHODS = {"sendmessage", "sendphoto", "senddocument", "sendmediagroup", "editmessagetext",
                    "editmessagecaption", "editmessagemedia", "editmessagereplymarkup", "copymessage",
                    "forwardmessage", "sendanimation", "sendvideo", "sendaudio", "sendvoice", "sendsticker"}
@@ -212,6 +215,7 @@ class FakeFile:
     # What updates and getFile say its size is: True = the real size, False = nothing (the field is optional),
     # a number = that number (a lying server: the download then comes chunked, without Content-Length).
     declared: int | bool = True
+    duration: int | None = None  # seconds, for a video or an animation
 
     @property
     def size(self) -> int:
@@ -236,6 +240,11 @@ class FakeFile:
         if self.filename:
             out["file_name"] = self.filename
         return self.with_size(out)
+
+    def video(self) -> dict[str, Any]:
+        """A Video or Animation object (the two have the same fields)."""
+        return {**self.document(), "width": self.width or 0, "height": self.height or 0,
+                "duration": self.duration or 0}
 
 
 @dataclass
@@ -304,6 +313,8 @@ class FakeMessage:
     caption_entities: list[dict[str, Any]] = field(default_factory=list)
     photo_sizes: list[FakeFile] = field(default_factory=list)  # smallest first
     document_file: FakeFile | None = None
+    video_file: FakeFile | None = None
+    animation_file: FakeFile | None = None  # a user's also has document_file, the same file, as on Telegram
     reply_markup: dict[str, Any] | None = None  # as sent (inline keyboards are also in payload())
     reply_to_message: FakeMessage | None = None
     media_group_id: str | None = None
@@ -331,8 +342,21 @@ class FakeMessage:
         return self.document_file.data if self.document_file else None
 
     @property
+    def video(self) -> bytes | None:
+        return self.video_file.data if self.video_file else None
+
+    @property
+    def animation(self) -> bytes | None:
+        return self.animation_file.data if self.animation_file else None
+
+    @property
+    def media_file(self) -> FakeFile | None:
+        """The file of a document, video or animation message."""
+        return self.animation_file or self.video_file or self.document_file
+
+    @property
     def filename(self) -> str | None:
-        return self.document_file.filename if self.document_file else None
+        return self.media_file.filename if self.media_file else None
 
     @property
     def content(self) -> str:
@@ -360,7 +384,8 @@ class FakeMessage:
         return {"time": time.perf_counter(), "text": self.text, "caption": self.caption,
                 "entities": json.loads(json.dumps(self.entities or self.caption_entities)),
                 "reply_markup": json.loads(json.dumps(self.reply_markup)), "photo": self.photo,
-                "document": self.document, "filename": self.filename, "deleted": self.deleted}
+                "document": self.document, "video": self.video, "animation": self.animation,
+                "filename": self.filename, "deleted": self.deleted}
 
     def payload(self, *, nested: bool = True) -> dict[str, Any]:
         """The Message object Telegram would send (the replied-to message nested one level deep)."""
@@ -376,6 +401,10 @@ class FakeMessage:
             out["photo"] = [f.photo_size() for f in self.photo_sizes]
         if self.document_file is not None:
             out["document"] = self.document_file.document()
+        if self.video_file is not None:
+            out["video"] = self.video_file.video()
+        if self.animation_file is not None:
+            out["animation"] = self.animation_file.video()
         if self.caption is not None:
             out["caption"] = self.caption
             if self.caption_entities:
@@ -389,7 +418,8 @@ class FakeMessage:
         return out
 
     def __repr__(self) -> str:
-        what = "photo " if self.photo_sizes else "document " if self.document_file else ""
+        what = ("photo " if self.photo_sizes else "animation " if self.animation_file else "video " if self.video_file
+                else "document " if self.document_file else "")
         return (f"<FakeMessage {self.chat.id}/{self.message_id} {self.method} {what}{self.content[:40]!r}"
                 f" edits={len(self.edits)}{' deleted' if self.deleted else ''}>")
 
@@ -789,6 +819,7 @@ class FakeTelegram(FakeServer):
                 "deleteMyCommands": self._delete_my_commands,
                 "sendMessage": self._send_message, "sendPhoto": self._send_photo,
                 "sendDocument": self._send_document, "sendMediaGroup": self._send_media_group,
+                "sendVideo": self._send_video, "sendAnimation": self._send_animation,
                 "editMessageText": self._edit_message_text, "editMessageCaption": self._edit_message_caption,
                 "editMessageMedia": self._edit_message_media,
                 "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -932,13 +963,16 @@ class FakeTelegram(FakeServer):
 
     def register_file(self, data: bytes, *, kind: str = "document", filename: str | None = None,
                       mime_type: str | None = None, size: tuple[int, int] | None = None,
-                      file_size: int | bool = True) -> FakeFile:
+                      file_size: int | bool = True, duration: int | None = None) -> FakeFile:
         """Store bytes under a new file_id (served at its file_path), as if someone had sent them.
 
-        ``file_size`` is the size updates and getFile declare (FakeFile.declared): True for the real one."""
+        ``kind``: "photo", "document", "video" or "animation". ``file_size`` is the size updates and getFile
+        declare (FakeFile.declared): True for the real one."""
         number = next(self._file_counter)
         if kind == "photo":
             path, mime_type = f"photos/file_{number}.jpg", mime_type or "image/jpeg"
+        elif kind in ("video", "animation"):
+            path, mime_type = f"{kind}s/file_{number}.mp4", mime_type or "video/mp4"
         else:
             suffix = ""
             if filename and "." in filename:
@@ -948,8 +982,10 @@ class FakeTelegram(FakeServer):
             path = f"documents/file_{number}{suffix}"
             mime_type = mime_type or (mimetypes.guess_type(filename or "")[0]) or "application/octet-stream"
         unique = secrets.token_urlsafe(9)
-        file_id = f"{'AgAC' if kind == 'photo' else 'BQAC'}{unique}{number:06d}"
-        file = FakeFile(file_id, unique, bytes(data), path, mime_type, filename, *(size or (None, None)), file_size)
+        prefix = {"photo": "AgAC", "video": "BAAC", "animation": "CgAC"}.get(kind, "BQAC")  # as Telegram's ids start
+        file_id = f"{prefix}{unique}{number:06d}"
+        file = FakeFile(file_id, unique, bytes(data), path, mime_type, filename, *(size or (None, None)), file_size,
+                        duration)
         self.files[file_id] = file
         self._files_by_path[path] = file
         return file
@@ -1049,6 +1085,20 @@ class FakeTelegram(FakeServer):
                                   mime_type=mime_type or mimetypes.guess_type(filename)[0])
         return self._user_message(user, chat, reply_to, document_file=file, caption=caption,
                                   caption_entities=_command_entities(caption or ""))
+
+    def video(self, data: bytes, *, filename: str | None = "clip.mp4", mime_type: str = "video/mp4",
+              caption: str | None = None, user: FakeUser | None = None, chat: FakeChat | FakeUser | int | None = None,
+              reply_to: FakeMessage | int | Mapping[str, Any] | None = None, size: tuple[int, int] = (64, 64),
+              duration: int = 1, file_size: int | bool = True, animation: bool = False) -> dict[str, Any]:
+        """A video message update (``animation=True``: a GIF sent from the app, which Telegram turned into an MP4
+        without sound: ``animation`` with the same file as ``document``); the file is downloadable through getFile.
+        ``file_size``: the size declared for it (see ``register_file``)."""
+        kind = "animation" if animation else "video"
+        file = self.register_file(data, kind=kind, filename=filename, mime_type=mime_type, size=size,
+                                  file_size=file_size, duration=duration)
+        fields = {"animation_file": file, "document_file": file} if animation else {"video_file": file}
+        return self._user_message(user, chat, reply_to, caption=caption, caption_entities=_command_entities(caption or ""),
+                                  **fields)
 
     def callback(self, data: str, message: FakeMessage | tuple[FakeChat | int, int], *,
                  user: FakeUser | None = None, forged: bool = False) -> dict[str, Any]:
@@ -1542,6 +1592,36 @@ class FakeTelegram(FakeServer):
         self._changed()
         return message.payload()
 
+    def _send_video(self, record: FakeRequest) -> Any:
+        return self._send_moving(record, "video")
+
+    def _send_animation(self, record: FakeRequest) -> Any:
+        return self._send_moving(record, "animation")
+
+    def _send_moving(self, record: FakeRequest, kind: str) -> Any:
+        """sendVideo / sendAnimation: the file kept as sent, with the width, height and duration the bot gave
+        (Telegram reads them off the file where it can; the fake believes the bot)."""
+        params = record.params
+        chat = self._target_chat(params)
+        self._check_upload_sizes(record)
+        caption, entities = self._caption(params)
+        source = self._upload(record, params.get(kind), kind)
+        if isinstance(source, FakeFile):
+            file = source
+        else:
+            data, filename, content_type = source
+            if not data:
+                raise _bad("file must be non-empty")
+            mime = content_type if content_type and content_type != "application/octet-stream" else \
+                (mimetypes.guess_type(params.get("filename") or filename or "")[0] or "video/mp4")
+            file = self.register_file(data, kind=kind, filename=params.get("filename") or filename, mime_type=mime,
+                                      size=(int(params.get("width") or 0), int(params.get("height") or 0)),
+                                      duration=int(params.get("duration") or 0))
+        message = self._new_message(chat, record.method, params, caption=caption, caption_entities=entities,
+                                    **{f"{kind}_file": file})
+        self._changed()
+        return message.payload()
+
     def _send_media_group(self, record: FakeRequest) -> Any:
         params = record.params
         chat = self._target_chat(params)
@@ -1592,7 +1672,7 @@ class FakeTelegram(FakeServer):
     def _edit_message_caption(self, record: FakeRequest) -> Any:
         params = record.params
         message = self._editable(params)
-        if not message.photo_sizes and message.document_file is None:
+        if not message.photo_sizes and message.media_file is None:
             raise _bad("there is no caption in the message to edit")
         caption, entities = self._caption(params)
         return self._apply_edit(message, {"caption": caption, "caption_entities": entities,

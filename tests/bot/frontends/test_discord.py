@@ -145,6 +145,11 @@ async def test_imagine_is_deferred_at_once_then_delivers_the_png_with_its_seed(b
     assert "Steps: 8," in parameters(again) and "Seed: 42" in parameters(again)
     child = await bot.history.get(2)
     assert child.parent_id == 1 and child.params.steps == 8
+    # Settings that are not options of /rerun's own (Discord allows 25) are typed as key=value in `settings`.
+    more = await fake.interact(fake.slash("rerun", {"ref": "#2", "settings": "cfg=9 steps=3"}))
+    assert "Steps: 3," in parameters(await result_of(fake, more)) and "CFG scale: 9" in parameters(await result_of(fake, more))
+    rerun = bot.fake.command("rerun", bot.fake.guild.id)
+    assert len(rerun["options"]) <= 25 and "settings" in {option["name"] for option in rerun["options"]}
 
 
 async def test_progress_is_shown_with_previews_but_not_more_than_every_1_5_s(bot: Easel) -> None:
@@ -296,6 +301,13 @@ async def test_slash_options_and_their_ranges_come_from_the_grammar_and_the_limi
                                                           "hires-strength": 0.75}))
     await exchange.message(lambda m: "#1" in m.content, timeout=WAIT)
     assert (await bot.history.get(1)).params.hires_strength == 0.75
+
+    # /animate: its mode menu lists its own modes (the option is /sketch's too), yes/no settings are booleans.
+    animate = {option["name"]: option for option in bot.fake.command("animate", bot.fake.guild.id)["options"]}
+    assert [choice["value"] for choice in animate["mode"]["choices"]] == ["sweep", "zoom", "video"]
+    sketch = {option["name"]: option for option in bot.fake.command("sketch", bot.fake.guild.id)["options"]}
+    assert [choice["value"] for choice in sketch["mode"]["choices"]] == ["scribble", "img2img", "pix2pix"]
+    assert animate["reverse"]["type"] == 5 and animate["from"]["max_value"] == 1 and len(animate) <= 25
 
     # model: autocompletes the configured models' names as they are typed (an AUTOCOMPLETE interaction, type 4).
     assert options["model"].get("autocomplete") is True
