@@ -100,13 +100,17 @@ async def _serve(config: Config, console_only: bool, stopping: _StopOnSignal) ->
         stopping.busy = lambda: bool(queue.running_jobs())
         await queue.start()
         try:
-            chats = [] if console_only else _chat_frontends(config, service)
-            if not chats:
-                shown_elsewhere.console = True  # job failures reach the terminal as the console's own lines
-                console = ConsoleFrontend(service)
-                await console.run()
-                return 1 if console.failures else 0
             async with contextlib.AsyncExitStack() as running:
+                if config.web.enabled:  # the gallery, in this same loop, beside the console or the chats
+                    from bot.frontends.web import WebFrontend
+
+                    await running.enter_async_context(WebFrontend(service, config.web))
+                chats = [] if console_only else _chat_frontends(config, service)
+                if not chats:
+                    shown_elsewhere.console = True  # job failures reach the terminal as the console's own lines
+                    console = ConsoleFrontend(service)
+                    await console.run()
+                    return 1 if console.failures else 0
                 for frontend in chats:
                     await running.enter_async_context(frontend)
                 # Each runs until it is closed or fails for good (a refused token); then the others stop

@@ -176,6 +176,23 @@ class TelegramConfig(_FrontendConfig):
         return self
 
 
+class WebConfig(BaseModel):
+    """[web]: the gallery of everything easel drew, served beside the chat frontends by `easel run`."""
+
+    model_config = _FROZEN
+    enabled: bool = False
+    host: str = "127.0.0.1"  # only this machine; a reverse proxy (Caddy, nginx) puts it on the internet with TLS
+    port: int = Field(8765, ge=1, le=65535)
+    # The address people open, as the links /gallery gives them carry it (behind a proxy: https://easel.example.org);
+    # empty = http://host:port.
+    base_url: str = ""
+    link_hours: float = Field(24.0, gt=0, le=24 * 365)  # how long a /gallery link works
+
+    @property
+    def address(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
 class Config(BaseModel):
     """Everything easel reads from config.toml; every section has working defaults."""
 
@@ -193,6 +210,7 @@ class Config(BaseModel):
     access: AccessConfig = AccessConfig()
     discord: DiscordConfig = DiscordConfig()
     telegram: TelegramConfig = TelegramConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def database(self) -> Path:

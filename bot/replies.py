@@ -24,3 +24,6 @@ class Reply:
     job: JobRecord | None = None
     error: bool = False
     shows: JobRecord | None = None
+    # For the asker's eyes only (a /gallery link): a chat frontend sends it where nobody else reads it — Discord
+    # answers only them, Telegram writes to their private chat with the bot.
+    private: bool = False

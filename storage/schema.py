@@ -10,7 +10,11 @@ from storage.errors import StorageError
 from storage.params import Img2ImgParams, JobParams, Txt2ImgParams, params_to_json
 from storage.records import JobStatus
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+
+# A job's model name as its params hold it ("" or "default": the default model; NULL: a kind without one). The
+# gallery's model filter must write it exactly so for SQLite to use the index on it.
+MODEL = "json_extract(params, '$.model')"
 
 # Version 2: each kind's parameters are one JSON column, validated into its typed class on read, so
 # a new kind needs no migration. Only what queries need (kind, seed, count) has columns of its own.
@@ -71,6 +75,48 @@ _INDEXES_AND_IMAGES = (
         PRIMARY KEY (platform, chat_id, message_id)
     )""",
     "CREATE INDEX IF NOT EXISTS messages_job ON messages(job_id)",
+    # Version 7: the web gallery. Its pages are newest first (keyset by id) and stop after one page, so a filter's
+    # index ends in id (as jobs_owner and jobs_status do): the walk reads that filter's newest jobs first.
+    "CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(kind, id)",
+    f"CREATE INDEX IF NOT EXISTS jobs_model ON jobs({MODEL}, id)",
+    # A date range becomes a range of ids through this (storage.gallery), which the walk then keeps to.
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at)",
+    # The filter menus (the kinds, models and LoRAs of each person's jobs) read from this index alone, in order,
+    # never from the rows and their JSON.
+    f"CREATE INDEX IF NOT EXISTS jobs_facets ON jobs(platform, user_id, kind, {MODEL}, loras)",
+    # A job page's children, and the check on deleting a job that others name as their parent.
+    "CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id)",
+    # A star (favourite) per person and job.
+    """CREATE TABLE IF NOT EXISTS stars (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (job_id, platform, user_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS stars_person ON stars(platform, user_id, job_id)",
+)
+
+# Version 7: the words of each job's prompts and LoRAs, for the gallery's search (row id = the job's id). The
+# prompts live inside the params JSON, so the table keeps its own copy, which triggers keep in step with jobs.
+# remove_diacritics 2: "cafe" finds "café".
+_SEARCH_TABLE = ("CREATE VIRTUAL TABLE jobs_fts USING fts5(prompt, negative_prompt, loras, "
+                 "tokenize='unicode61 remove_diacritics 2')")
+# What a jobs row puts in the search table; a face has no prompt ('').
+_SEARCH_VALUES = ("COALESCE(json_extract({row}params, '$.prompt'), ''), "
+                  "COALESCE(json_extract({row}params, '$.negative_prompt'), ''), COALESCE({row}loras, '')")
+_SEARCH_INSERT = ("INSERT INTO jobs_fts (rowid, prompt, negative_prompt, loras) "
+                  f"VALUES (new.id, {_SEARCH_VALUES.format(row='new.')})")
+_SEARCH_TRIGGERS = (
+    f"CREATE TRIGGER IF NOT EXISTS jobs_fts_insert AFTER INSERT ON jobs BEGIN {_SEARCH_INSERT}; END",
+    """CREATE TRIGGER IF NOT EXISTS jobs_fts_delete AFTER DELETE ON jobs BEGIN
+        DELETE FROM jobs_fts WHERE rowid = old.id;
+    END""",
+    # Only writes that can change the words (finish() sets loras); status updates leave the table alone.
+    f"""CREATE TRIGGER IF NOT EXISTS jobs_fts_update AFTER UPDATE OF id, params, loras ON jobs BEGIN
+        DELETE FROM jobs_fts WHERE rowid = old.id;
+        {_SEARCH_INSERT};
+    END""",
 )
 
 RUN_COLUMNS = (
@@ -135,6 +181,16 @@ def _add_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
 
+def _add_search(db: sqlite3.Connection) -> None:
+    """Versions 1–6 → 7: the search table, filled from the jobs already there, and the triggers that keep it so."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name='jobs_fts'").fetchone():
+        db.execute(_SEARCH_TABLE)
+        db.execute(f"INSERT INTO jobs_fts (rowid, prompt, negative_prompt, loras) "
+                   f"SELECT id, {_SEARCH_VALUES.format(row='')} FROM jobs")
+    for statement in _SEARCH_TRIGGERS:
+        db.execute(statement)
+
+
 def prepare(path: Path) -> None:
     """Create or upgrade the schema; every problem with the file becomes one StorageError line."""
     if path.exists() and not path.is_file():
@@ -186,6 +242,7 @@ def _create_or_upgrade(path: Path) -> None:
                 _add_columns(db)
             for statement in _INDEXES_AND_IMAGES:
                 db.execute(statement)
+            _add_search(db)
             problems = db.execute("PRAGMA foreign_key_check").fetchall()
             if problems:
                 raise StorageError(f"{path}: the upgrade would break {len(problems)} reference(s); left unchanged")

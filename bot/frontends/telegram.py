@@ -342,6 +342,17 @@ class TelegramFrontend(ChatFrontend[_Status]):
         """A reply, queued behind what its chat waits for already (in a flood, replies are dropped first)."""
         self._outbox.reply(chat_id, lambda: self.sender.text(chat_id, text, reply_to))
 
+    async def _tell_privately(self, owner: Owner, chat_id: int, text: str, reply_to: int | None) -> None:
+        """A private answer to a command given in a group: in the person's own chat with the bot, and a note in
+        the group that it went there (or, where the bot may not write to them yet, how to let it)."""
+        try:
+            await self.sender.text(int(owner.user_id), text)
+        except Forbidden:
+            self._say(chat_id, "I can only send that privately: open a chat with me (press Start), then ask again",
+                      reply_to)
+            return
+        self._say(chat_id, "sent you a private message", reply_to)
+
     def _submitted(self, owner: Owner, reply_to: int | None, reply: Reply) -> None:
         """A command's answer where it was asked: a finished job's result again, a line of text, or a queued
         job's status message, edited from then on."""
@@ -351,6 +362,9 @@ class TelegramFrontend(ChatFrontend[_Status]):
             # The owner has it now, or the job's own chat has it: either way it need not be replayed.
             delivers = owner.key == job.owner.key or owner.chat_id == job.owner.chat_id
             self._outbox.result(chat_id, lambda: self._deliver(job, chat_id, reply_to, delivers=delivers))
+            return
+        if reply.private and not owner.private:  # in a group: to the person's private chat with the bot
+            self._outbox.reply(int(owner.user_id), lambda: self._tell_privately(owner, chat_id, reply.text, reply_to))
             return
         if reply.job is None:
             self._say(chat_id, reply.text, reply_to)

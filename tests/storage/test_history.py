@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.errors import StorageError
+from storage.gallery import Gallery, GalleryQuery
 from storage.history import History, requeue_running
 from storage.schema import SCHEMA_VERSION
 from storage.records import ImageRecord, JobStatus, Owner, RunInfo
@@ -334,6 +335,7 @@ async def test_a_version_1_database_is_upgraded_and_every_job_stays_rerunnable(d
         assert (second.parent_id, second.crashes, second.delivered) == (1, 2, False)
         assert [j.id for j in await history.unfinished()] == [7]
         assert (await history.latest_with_seed(Owner("console", "me"), 43))[0].id == 1
+        assert [j.id for j in await Gallery(history).page(GalleryQuery(viewer=None, text="red lighthouse"))] == [1]  # searchable
         assert (await history.add_job(ALICE, params())).id == 8  # numbering carries on
     assert raw(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert raw(db_path, "PRAGMA foreign_key_check") == []

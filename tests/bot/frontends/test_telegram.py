@@ -438,3 +438,18 @@ async def test_a_strangers_press_is_refused_in_the_press_and_a_failing_handler_i
         await fake.push(fake.text("/queue"))
         await fake.wait_for_message(lambda m: m.from_bot and m.content == WENT_WRONG, WAIT)
     assert [r for r in caplog.records if r.name == "bot.frontends.telegram" and r.exc_info]  # PTB's error handler
+
+
+async def test_a_gallery_link_asked_for_in_a_group_goes_to_the_askers_private_chat(
+    fake: FakeTelegram, tmp_path: Path, tiny_model: Path
+) -> None:
+    from bot.config import WebConfig
+
+    config = make_config(tmp_path, tiny_model, fake).model_copy(update={"web": WebConfig(enabled=True)})
+    async with easel(fake, config):
+        await fake.push(fake.text("/gallery", chat=fake.group))
+        private = await fake.wait_for_message(lambda m: m.from_bot and m.chat.id == fake.alice_chat.id, WAIT)
+        note = await fake.wait_for_message(lambda m: m.from_bot and m.chat.id == fake.group.id, WAIT)
+    assert "http://127.0.0.1:8765/gallery?t=" in private.content
+    assert note.content == "sent you a private message"
+    assert not any("?t=" in m.content for m in fake.messages_in(fake.group))
