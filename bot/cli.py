@@ -1,4 +1,4 @@
-"""The `easel` command: run, console, init, worker, workers, make-tiny-model."""
+"""The `easel` command: run, console, init, worker, workers, train-pix2pix, make-tiny-model."""
 
 from __future__ import annotations
 
@@ -52,6 +52,21 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: every configured model); jobs of other models go to other workers")
     worker.add_argument("--name", help="how /queue and `easel workers` name it (default: host-pid)")
     command("workers", "list the workers connected to Redis", parents=[common])
+    train = command("train-pix2pix", "train a pix2pix drawing→photo model on a folder of your photos (resumable)",
+                    parents=[common])
+    train.add_argument("photos", help="the folder of photos (JPEG, PNG, …; not its subfolders)")
+    train.add_argument("--name", required=True, help="what to call the model (letters, digits, - and _); "
+                       "/sketch … --pix2pix NAME draws with it")
+    train.add_argument("--epochs", type=int, default=100, help="epochs at the full learning rate (default 100)")
+    train.add_argument("--decay-epochs", type=int, default=100,
+                       help="then epochs with the rate falling linearly to 0 (default 100)")
+    train.add_argument("--iterations", type=int, default=0,
+                       help="stop after this many iterations in all, for a short run (default: every epoch)")
+    train.add_argument("--edges", choices=("canny", "xdog"), default="canny",
+                       help="how a photo becomes a line drawing: canny (default) or xdog")
+    train.add_argument("--seed", type=int, default=0, help="the initial weights and the shuffling (default 0)")
+    train.add_argument("--ngf", type=int, default=64,
+                       help="the networks' base width (pix2pix's 64; less trains faster and draws worse)")
     tiny = command("make-tiny-model", "write a tiny random-weight SD model (draws noise) for tests and offline tries")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--family", choices=("sd15", "sdxl"), default="sd15",
@@ -86,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return _init(args.path)
     if args.command in ("worker", "workers"):
         return _worker(config_file, verbose, args)
+    if args.command == "train-pix2pix":
+        return _train(config_file, verbose, args)
     try:
         return _serve(config_file, verbose, console_only=args.command == "console")
     except KeyboardInterrupt:  # Ctrl-C before the event loop took over signals (imports, start-up)
@@ -144,6 +161,22 @@ def _serve(config_file: str | None, verbose: bool, console_only: bool) -> int:
         print("easel: stopped; unfinished jobs run again on the next start", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # one line; a traceback only in easel.log
+        return _fail(exc)
+
+
+def _train(config_file: str | None, verbose: bool, args: argparse.Namespace) -> int:
+    try:
+        from bot.config import load_config
+        from bot.logs import configure_logging, secrets_of
+        from bot.train_cli import train_pix2pix
+
+        config = load_config(_config_path(config_file))
+        configure_logging(config.storage.data_dir, verbose, secrets_of(config), name="easel-train.log")
+        return train_pix2pix(config, args)
+    except KeyboardInterrupt:  # before the training took over Ctrl-C (it checkpoints then)
+        print("easel: stopped before training began", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # one line; a traceback only in the log
         return _fail(exc)
 
 

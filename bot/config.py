@@ -16,7 +16,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from bot.limits import LimitsConfig, limit_problems
 from storage.params.base import CFG, STEPS
 from storage.params.img2img import STRENGTH
-from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, TrainingConfig, \
+    UpscaleConfig
 from generation.queue import QueueLimits
 from generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from generation.wire import RedisSettings
@@ -204,6 +205,7 @@ class Config(BaseModel):
     faces: FacesConfig = FacesConfig()
     upscale: UpscaleConfig = UpscaleConfig()
     actions: ActionsConfig = ActionsConfig()
+    training: TrainingConfig = TrainingConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     limits: LimitsConfig = LimitsConfig()
     queue: QueueConfig = QueueConfig()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -47,6 +48,32 @@ class SketchConfig(BaseModel):
     controlnet_sdxl: str = ""
     pix2pix: str = ""  # a pix2pix edges→photo generator (.pth state dict) for --mode pix2pix; empty = off
     control_scale: float = Field(1.0, ge=CONTROL_SCALE.low, le=CONTROL_SCALE.high)  # the default conditioning scale
+
+
+class TrainingConfig(BaseModel):
+    """[training]: pix2pix models trained on people's own photos, in turns between other jobs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # How long one turn of a training holds the GPU: someone's /imagine waits at most this long for it.
+    slice_seconds: float = Field(10.0, gt=0, le=3600)
+    # How often its whole state is written to disk: a crash or a kill loses at most this much training.
+    checkpoint_minutes: float = Field(5.0, gt=0, le=24 * 60)
+    # Where trained models go, one folder per name (NAME/latest_net_G.pth); empty: <data_dir>/pix2pix.
+    folder: str = ""
+
+    def models_dir(self, data_dir: Path) -> Path:
+        return Path(self.folder).expanduser() if self.folder else Path(data_dir) / "pix2pix"
+
+
+def pix2pix_model_file(models_dir: Path, name: str) -> Path:
+    """The generator of the pix2pix model trained here as `name`: as the reference code names its own."""
+    return Path(models_dir) / name / "latest_net_G.pth"
+
+
+def training_dir(models_dir: Path, name: str) -> Path:
+    """Where the run that makes model `name` keeps its pairs, checkpoint, sample sheets and loss plot."""
+    return Path(models_dir) / name / "training"
 
 
 class FacesConfig(BaseModel):

@@ -32,6 +32,9 @@ class EngineResult:
     images: tuple[Image.Image, ...]
     seeds: tuple[int, ...]
     run: RunInfo
+    # A job drawn in turns whose engine decides when it is done (a training): True while it wants another turn.
+    # Its turns' images are put together; an animation's turns end after params.slices frames instead.
+    more: bool = False
 
 
 class Progress(Protocol):
@@ -43,7 +46,8 @@ class Progress(Protocol):
     # Optional: False when nobody shows this job's previews, so the engine skips making them.
     wants_preview: bool
 
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None: ...
+    # `detail`: a line of its own about where the job is (a training's epoch, losses and time left), if any.
+    def step(self, done: int, total: int, preview: Image.Image | None, detail: str = "") -> None: ...
 
 
 def check_job(params: JobParams, inputs: tuple[Image.Image, ...], kinds: Collection[str]) -> None:
@@ -96,8 +100,11 @@ class _Turn(PartOf):
         super().__init__(progress)
         self._turn, self._turns = turn, turns
 
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
-        self._progress.step(self._turn * total + done, self._turns * total, preview)
+    def step(self, done: int, total: int, preview: Image.Image | None, detail: str = "") -> None:
+        if detail:  # a job that counts its own steps across turns (a training)
+            self._progress.step(done, total, preview, detail)
+        else:
+            self._progress.step(self._turn * total + done, self._turns * total, preview)
 
 
 def draw_whole(engine: Engine, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:
@@ -106,7 +113,7 @@ def draw_whole(engine: Engine, params: JobParams, inputs: tuple[Image.Image, ...
     images: list[Image.Image] = []
     seeds: list[int] = []
     result = None
-    while len(images) < params.slices:
+    while result is None or result.more or len(images) < params.slices:
         result = engine.run(params, inputs + tuple(images), _Turn(progress, len(images), params.slices))
         images += result.images
         seeds += result.seeds

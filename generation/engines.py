@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
-from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, FacesConfig, GenerationConfig, ModelsConfig, SketchConfig, \
+    TrainingConfig, UpscaleConfig
 from generation.engine import Engine
+
+
+class DataFolder(Protocol):
+    data_dir: Path
 
 
 class EngineConfig(Protocol):
     """The sections of the config that engines read (the bot's Config is one)."""
 
+    storage: DataFolder
+    training: TrainingConfig
     generation: GenerationConfig
     models: ModelsConfig
     sketch: SketchConfig
@@ -22,13 +30,21 @@ class EngineConfig(Protocol):
 def _diffusion(config: EngineConfig) -> Engine:
     from generation.diffusion import DiffusionEngine  # torch and diffusers: imported when an engine is built
 
-    return DiffusionEngine(config.generation, config.sketch, config.upscale, config.actions, config.models)
+    return DiffusionEngine(config.generation, config.sketch, config.upscale, config.actions, config.models,
+                           pix2pix_models=config.training.models_dir(config.storage.data_dir))
 
 
 def _faces(config: EngineConfig) -> Engine:
     from generation.faces.engine import FaceEngine
 
     return FaceEngine(config.faces, config.generation.device)
+
+
+def _training(config: EngineConfig) -> Engine:
+    from generation.training.engine import TrainingEngine
+
+    return TrainingEngine(config.training, config.training.models_dir(config.storage.data_dir),
+                          config.generation.device)
 
 
 # Kind → the factory of its engine. Kinds whose factory is the same function share one engine (and
@@ -43,6 +59,7 @@ ENGINES: dict[str, Callable[[EngineConfig], Engine]] = {
     "zoom": _diffusion,
     "pan": _diffusion,
     "animate": _diffusion,  # each frame an image→image (or text→image) drawing on the same pipelines
+    "train": _training,  # pix2pix's own two networks, beside whatever Stable Diffusion model is loaded
 }
 
 

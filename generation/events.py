@@ -35,6 +35,7 @@ class JobEvent:
     replayed: bool = False  # a finished job's end, sent again because its platform had not had it
     frame: int = 0  # an animation's frame being drawn (1-based) of `frames`; 0 for a job of one picture
     frames: int = 0
+    detail: str = ""  # where a long job is, in words of its own (a training's epoch, losses, time left)
 
     @classmethod
     def ending(cls, job: JobRecord, replayed: bool = False) -> JobEvent:

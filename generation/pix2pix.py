@@ -151,12 +151,30 @@ def draw_pix2pix(model: UnetGenerator, edges: Image.Image) -> Image.Image:
     param = next(model.parameters())
     x = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
     x = (x / 255.0 * 2.0 - 1.0).to(device=param.device, dtype=param.dtype)  # as Normalize((0.5,)*3, (0.5,)*3)
-    model.eval()  # batch norm from its running statistics, dropout off: the same photo for the same edges
-    with torch.inference_mode():
-        y = model(x)[0].float().clamp(-1.0, 1.0).cpu()
+    y = generate(model, x)[0].float().clamp(-1.0, 1.0).cpu()
     # Truncate rather than round, as that project's tensor2im does, so our pixels equal its saved results.
     pixels = ((y.permute(1, 2, 0).numpy() + 1.0) / 2.0 * 255.0).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
+
+
+def generate(model: UnetGenerator, x: torch.Tensor) -> torch.Tensor:
+    """The generator's output for a batch of one, as pix2pix runs it at test time: batch norm with the picture's
+    own statistics (the paper: "the statistics of the test batch" — with a batch of one, instance
+    normalisation; the reference test.py without --eval does the same), as in training, where every batch
+    was one picture; the running averages are not used. Dropout is off, so the same edges always give the
+    same photo. Leaves the model in eval mode."""
+    model.eval()
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    for norm in norms:  # batch statistics, and the running ones neither used nor updated
+        norm.train()
+        norm.track_running_stats = False
+    try:
+        with torch.inference_mode():
+            return model(x)
+    finally:
+        for norm in norms:
+            norm.eval()
+            norm.track_running_stats = True
 
 
 def _on_white(image: Image.Image) -> Image.Image:

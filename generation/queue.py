@@ -83,12 +83,12 @@ class _Job:
         self.by_user = self.by_user or by_user
         self._cancel.set()
 
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+    def step(self, done: int, total: int, preview: Image.Image | None, detail: str = "") -> None:
         self.steps = (done, total)
         slices = self.record.params.slices
         frame = (len(self.frames) + 1, slices) if slices > 1 and self.sliced else (0, 0)
         event = JobEvent(EventKind.PROGRESS, self.record, step=done, total=total, preview=preview,
-                         frame=frame[0], frames=frame[1])
+                         frame=frame[0], frames=frame[1], detail=detail)
         self.loop.call_soon_threadsafe(self.emit, event)
 
 
@@ -372,15 +372,18 @@ class JobQueue:
                 raise JobCancelled("cancelled before it started")
             if state.result is None:
                 drawn = await self.runner.draw(job, state)
-                if job.params.slices == 1:
+                if job.params.slices == 1 and not drawn.more:
                     state.result = drawn
                 else:
                     state.add_turn(drawn)
-                    if len(state.frames) < job.params.slices and not state.by_user:
-                        # Its next frame takes a turn like anyone's job: whoever was served least recently goes
-                        # first, and the animation goes on when its turn comes round again.
+                    if (drawn.more or len(state.frames) < job.params.slices) and not state.by_user:
+                        # Its next frame (or slice of training) takes a turn like anyone's job: whoever was served
+                        # least recently goes first, and the job goes on when its turn comes round again.
                         state.stage = Stage.TURN
-                        self._line.put_back(job)
+                        if job.params.BACKGROUND:
+                            self._line.add(job)  # behind its owner's own waiting jobs too
+                        else:
+                            self._line.put_back(job)
                         return None
                     state.result = state.so_far()
             if state.by_user:

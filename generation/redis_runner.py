@@ -343,7 +343,7 @@ class RedisRunner:
         out.progress.where = f"on {event.worker}"
         if isinstance(event, Progressed):
             preview = Image.open(io.BytesIO(event.preview)).convert("RGB") if event.preview else None
-            out.progress.step(event.step, event.total, preview)
+            out.progress.step(event.step, event.total, preview, event.detail)
         elif event.attempt > 1:
             log.warning("job #%d started again on %s (attempt %d): the worker before it stopped",
                         event.job, event.worker, event.attempt)

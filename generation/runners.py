@@ -6,6 +6,7 @@ The other runner, RedisRunner (generation/redis_runner.py), sends them to `easel
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable, Mapping, Protocol
@@ -15,6 +16,8 @@ from PIL import Image
 from generation.engine import Engine, EngineResult, EngineUnavailable, Progress
 from storage.images import ImageStore
 from storage.records import JobRecord, RunInfo
+
+log = logging.getLogger(__name__)
 
 
 class Drawing(Progress, Protocol):
@@ -94,6 +97,7 @@ class LocalRunner:
         self.engines = dict(engines)  # the engine for each kind; one engine may serve several kinds
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-gpu")
         self._busy = False
+        self._closed = False
         self._kept: dict[int, tuple[Image.Image, ...]] = {}  # a job drawn in turns: its inputs, read once
 
     async def start(self, wake: Callable[[], None], wants_end: Callable[[int], Awaitable[bool]]) -> None:
@@ -103,6 +107,18 @@ class LocalRunner:
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
 
     async def close(self) -> None:
+        if self._closed:  # a queue stopped twice
+            return
+        self._closed = True
+        # An engine that keeps a job in memory between its turns (a training) writes it down first, on the
+        # thread that owns it.
+        for engine in {id(engine): engine for engine in self.engines.values()}.values():
+            keep = getattr(engine, "close", None)
+            if keep is not None:
+                try:
+                    await self.run_on_gpu(keep)
+                except Exception:
+                    log.exception("%s could not save what it kept between turns", type(engine).__name__)
         await asyncio.to_thread(self._gpu.shutdown, wait=True)
 
     def check_available(self, kind: str) -> None:

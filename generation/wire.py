@@ -171,6 +171,7 @@ class Progressed(_Entry):
     step: int
     total: int
     preview: bytes | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)

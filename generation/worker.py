@@ -57,10 +57,10 @@ class _Progress:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def step(self, done: int, total: int, preview: Image.Image | None) -> None:
+    def step(self, done: int, total: int, preview: Image.Image | None, detail: str = "") -> None:
         self.last = (done, total)
         data = png_bytes(preview, compress_level=1) if preview is not None else None
-        event = Progressed(self._job_id, self._worker, done, total, data)
+        event = Progressed(self._job_id, self._worker, done, total, data, detail)
         asyncio.run_coroutine_threadsafe(self._send(event), self._loop)
 
 

@@ -4,7 +4,7 @@ command) is one module in this package and one line below."""
 from bot.commands.registry import COMMANDS, Command, CommandSpec, command, from_options, options_of, parse
 
 # The commands, in the order /help and the command menus list them: one line each.
-from bot.commands import imagine, sketch, face, upscale, vary, outpaint, animate, rerun, describe, models, gallery, basics  # noqa: E402, F401, I001
+from bot.commands import imagine, sketch, face, upscale, vary, outpaint, animate, train, rerun, describe, models, gallery, basics  # noqa: E402, F401, I001
 
 from bot.commands.basics import MAX_HISTORY, Cancel, Help, ShowHistory, ShowQueue, help_text  # noqa: E402
 from bot.commands.describe import Describe  # noqa: E402

@@ -152,7 +152,8 @@ def only_options_of(spec: CommandSpec, values: dict[str, object]) -> None:
         if owner is None:
             raise CommandError(f"/{spec.name} does not take --{name}")
         theirs = [option for option in owner.options if option not in spec.options]
-        names = " and ".join(f"--{option}" for option in theirs)
+        flags = [f"--{option}" for option in theirs]
+        names = " and ".join(filter(None, (", ".join(flags[:-1]), flags[-1])))
         raise CommandError(f"{names} {'are' if len(theirs) > 1 else 'is'} for /{owner.name}")
 
 

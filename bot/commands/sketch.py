@@ -13,10 +13,12 @@ from bot.commands.grammar import DRAWING_OPTIONS, Option, Settings, choice, numb
 from bot.commands.registry import Command, CommandSpec, Param, only_options_of, register
 from bot.config import DefaultsConfig
 from bot.limits import CommandError, register_rules
+from generation.config import pix2pix_model_file
 from generation.models import NATIVE_SIDE
 from storage.params import SketchParams
 from storage.params.animate import Mode as AnimationMode
 from storage.params.sketch import CONTROL_SCALE
+from storage.params.train import NAME, NAME_RULE
 
 if TYPE_CHECKING:
     from bot.replies import Attachment, Reply
@@ -29,6 +31,15 @@ ANIMATION_MODES: tuple[str, ...] = get_args(AnimationMode)
 register_option(Option("mode", (), choice("mode", MODES + ANIMATION_MODES),
                        "/sketch: scribble (follow the lines), img2img (coloured drawings) or pix2pix; "
                        "/animate: sweep, zoom or video", choices=MODES + ANIMATION_MODES))
+def model_name(text: str) -> str:
+    """A name of a pix2pix model trained here (a folder name: nothing that could step out of the folder)."""
+    if not NAME.fullmatch(text):
+        raise CommandError(f"a model name is {NAME_RULE}, got {text[:70]!r}")
+    return text
+
+
+register_option(Option("pix2pix", (), model_name, "/sketch: the pix2pix model trained here (easel train-pix2pix, "
+                       "/train) to draw with; implies --mode pix2pix", "pix2pix"))
 register_option(Option("control", ("control_scale",), number("control"),
                        f"/sketch: how strongly the drawing steers, {CONTROL_SCALE.text()}; /animate video: how "
                        "strongly each frame's edges steer (off unless given)", "control_scale",
@@ -66,6 +77,10 @@ def _sketch(prompt: str, values: dict[str, object], defaults: DefaultsConfig) ->
     mode = values.pop("mode", None)
     if mode is not None and mode not in MODES:
         raise CommandError(f"/sketch's mode is scribble, img2img or pix2pix, got {mode!r} (that is /animate's)")
+    if "pix2pix" in values:  # a model trained here: its mode goes without saying
+        if mode not in (None, "pix2pix"):
+            raise CommandError(f"--pix2pix is a model for --mode pix2pix, not --mode {mode}")
+        mode = "pix2pix"
     return Sketch(prompt, settings(values, defaults), mode)
 
 
@@ -86,8 +101,17 @@ async def run(service: Service, owner: Owner, command: Sketch, attachments: Sequ
         return dataclasses.replace(reply, text=reply.text + why)
     if given.get("strength") is not None:
         raise CommandError("--strength is for --mode img2img; scribble and pix2pix follow the lines")
-    if mode == "pix2pix" and not service.config.sketch.pix2pix:
-        raise CommandError("--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
+    trained = given.get("pix2pix")
+    if trained:
+        models = service.config.training.models_dir(service.config.storage.data_dir)
+        if not pix2pix_model_file(models, trained).is_file():
+            known = sorted(p.parent.name for p in models.glob("*/latest_net_G.pth")) if models.is_dir() else []
+            raise CommandError(f"there is no pix2pix model {trained!r} here; "
+                               + (f"trained ones: {', '.join(known)}" if known else
+                                  "train one with easel train-pix2pix PHOTOS --name NAME"))
+    elif mode == "pix2pix" and not service.config.sketch.pix2pix:
+        raise CommandError("--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file, or "
+                           "--pix2pix NAME of a model trained here")
     if mode == "pix2pix":
         control = await asyncio.to_thread(pix2pix_input, photo)
     else:  # the drawing at the model's own pixel count: SDXL's ControlNets want 1024², SD 1.x's 512²
@@ -116,7 +140,8 @@ SPEC = register(CommandSpec(
     parse=parse, run=run,
     from_options=lambda values, defaults: from_options(
         str(values.get("prompt") or ""), {k: v for k, v in values.items() if k != "prompt"}, defaults),
-    options=tuple(name for name in DRAWING_OPTIONS if name not in ("ar", "size")) + ("strength", "mode", "control"),
+    options=tuple(name for name in DRAWING_OPTIONS if name not in ("ar", "size")) + ("strength", "mode", "control",
+                                                                                   "pix2pix"),
     params=(Param("prompt", "text", "what it shows; flags work here too", required=True, limit="max_prompt_chars"),),
     image="required", image_help="a photo of the drawing, or the file",
     menus={"mode": MODES},

@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, TextIO
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "console"
 PROMPT = "> "
+DETAIL_EVERY = 30.0  # seconds between two log lines of a job that says where it is in words (a training)
 _FILE_OPTION = r"(?:^|\s)(?:(?:--|\u2014|\u2013){0}[\s=]|{0}=)\s*(\"[^\"]+\"|'[^']+'|\S+)"
 _IMAGE_OPTION = re.compile(_FILE_OPTION.format("image"))
 _VIDEO_OPTION = re.compile(_FILE_OPTION.format("video"))
@@ -92,6 +94,10 @@ class ConsoleFrontend:
         self._settled = asyncio.Event()
         self._steps: dict[int, tuple[int, int]] = {}  # running jobs of ours: (steps done, steps in all)
         self._cells: dict[int, int] = {}
+        # Jobs that say where they are in words (a training: epoch, losses, time left): that line, and when it
+        # was last printed in a log.
+        self._details: dict[int, str] = {}
+        self._said_at: dict[int, float] = {}
         self._frames: dict[int, tuple[int, int]] = {}  # running animations of ours: (frame drawn now, frames)
         self._in_command = False
         self._reading = False  # the prompt is in use: progress goes to its toolbar, not out as lines
@@ -114,7 +120,7 @@ class ConsoleFrontend:
 
     def toolbar(self) -> str:
         """The prompt's bottom line: our running job's progress and how many wait (`#3 ████████░░ 24/30  (2 waiting)`)."""
-        parts = [f"#{job} {self._frame_text(job)}{progress_bar(step, total)} {step}/{total}"
+        parts = [f"#{job} {self._frame_text(job)}{progress_bar(step, total)} {step}/{total}{self._detail_text(job)}"
                  for job, (step, total) in self._steps.items()]
         waiting = len(self.service.waiting())
         if waiting:
@@ -235,6 +241,8 @@ class ConsoleFrontend:
             if event.frames and self._frames.get(job.id) != (event.frame, event.frames):
                 self._frames[job.id] = (event.frame, event.frames)
                 self._cells.pop(job.id, None)  # each frame's steps get their own bar
+            if event.detail:
+                self._details[job.id] = event.detail
             self._progress(job.id, event.step, event.total)
         elif event.kind is EventKind.STALLED:  # e.g. a full disk: it waits, it has not failed
             self._steps.pop(job.id, None)
@@ -252,9 +260,18 @@ class ConsoleFrontend:
         cells = BAR_CELLS * step // max(total, 1)
         if job_id in self._frames:  # an animation: a line a frame in a log, not ten
             cells = 0
-        if cells != self._cells.get(job_id):  # at most ten lines a job in a log
-            self._cells[job_id] = cells
-            self.say(f"[#{job_id}] {self._frame_text(job_id)}{progress_bar(step, total)} {step}/{total}")
+        # At most ten lines a job in a log; one that says where it is in words (hours of training) gets one
+        # every DETAIL_EVERY seconds too.
+        now = time.monotonic()
+        due = job_id in self._details and now - self._said_at.get(job_id, 0.0) >= DETAIL_EVERY
+        if cells != self._cells.get(job_id) or due:
+            self._cells[job_id], self._said_at[job_id] = cells, now
+            self.say(f"[#{job_id}] {self._frame_text(job_id)}{progress_bar(step, total)} {step}/{total}"
+                     f"{self._detail_text(job_id)}")
+
+    def _detail_text(self, job_id: int) -> str:
+        detail = self._details.get(job_id)
+        return f" · {detail}" if detail else ""
 
     def _frame_text(self, job_id: int) -> str:
         frame = self._frames.get(job_id)
@@ -269,6 +286,8 @@ class ConsoleFrontend:
         self._steps.pop(job.id, None)
         self._cells.pop(job.id, None)
         self._frames.pop(job.id, None)
+        self._details.pop(job.id, None)
+        self._said_at.pop(job.id, None)
         video = animation_video(job) if job.images else None
         if video is not None:  # an animation, done or cancelled with the frames it has
             ended = "done" if event.kind is EventKind.DONE else \

@@ -48,7 +48,9 @@ def status_line(event: JobEvent) -> str:
                 f"{progress_bar(event.frame - 1, event.frames)} — {prompt}")
     if event.kind is EventKind.PROGRESS:
         percent = 100 * event.step // max(event.total, 1)
-        return f"#{job.id} {progress_bar(event.step, event.total)} {event.step}/{event.total} ({percent}%) — {prompt}"
+        detail = f" · {event.detail}" if event.detail else ""  # a training's epoch, losses and time left
+        return (f"#{job.id} {progress_bar(event.step, event.total)} {event.step}/{event.total} ({percent}%){detail}"
+                f" — {prompt}")
     if event.kind is EventKind.STARTED:
         return f"#{job.id} started — {prompt}"
     if event.kind is EventKind.STALLED:

@@ -18,7 +18,8 @@ import torch
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 from PIL import Image
 
-from generation.config import ActionsConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig
+from generation.config import ActionsConfig, GenerationConfig, ModelsConfig, SketchConfig, UpscaleConfig, \
+    pix2pix_model_file
 from generation.device import pick_device
 from generation.diffusion.actions import canvas_and_mask, paste_back
 from generation.diffusion.loading import (controlnet_pipeline, load_controlnet, load_inpaint_unet, load_pipelines,
@@ -108,8 +109,9 @@ class DiffusionEngine:
 
     def __init__(self, config: GenerationConfig, sketch: SketchConfig | None = None,
                  upscale: UpscaleConfig | None = None, actions: ActionsConfig | None = None,
-                 models: ModelsConfig | None = None) -> None:
+                 models: ModelsConfig | None = None, pix2pix_models: Path | None = None) -> None:
         self.config = config
+        self.pix2pix_models = pix2pix_models  # trained pix2pix models by name (--pix2pix NAME), one folder each
         self.sketch = sketch or SketchConfig()
         self.upscale = upscale or UpscaleConfig()
         self.actions = actions or ActionsConfig()
@@ -119,7 +121,7 @@ class DiffusionEngine:
         self._loaded: OrderedDict[str, _Model] = OrderedDict()  # least recently used first
         self._active: _Model | None = None  # the model on the device (the only one, where that is a GPU)
         self._upscaler = None  # the [upscale] network, loaded on the first job that enlarges with it
-        self._pix2pix = None  # the pix2pix generator, loaded on the first pix2pix job
+        self._pix2pix = None  # ((file, its mtime), the pix2pix generator) of the last pix2pix job
         self._device: torch.device | None = None
         self._addons = None  # LoRA state dicts read so far (generation/addons.py), made on the first LoRA
         self._owner_thread: int | None = None
@@ -504,13 +506,24 @@ class DiffusionEngine:
                      progress: Progress) -> EngineResult:
         from generation.pix2pix import draw_pix2pix, load_pix2pix
 
-        if not self.sketch.pix2pix:
-            raise ModelLoadError("--mode pix2pix needs [sketch] pix2pix set to a pix2pix generator (.pth)")
-        if self._pix2pix is None:
-            self._pix2pix = load_pix2pix(Path(self.sketch.pix2pix).expanduser(), self._device)
-        image = draw_pix2pix(self._pix2pix, inputs[0])
+        if params.pix2pix:  # a model trained here (easel train-pix2pix, /train), by name
+            if self.pix2pix_models is None:
+                raise ModelLoadError(f"no folder of trained pix2pix models is set up for --pix2pix {params.pix2pix}")
+            path, label = pix2pix_model_file(self.pix2pix_models, params.pix2pix), params.pix2pix
+        elif self.sketch.pix2pix:
+            path = Path(self.sketch.pix2pix).expanduser()
+            label = path.name
+        else:
+            raise ModelLoadError("--mode pix2pix needs [sketch] pix2pix set to a pix2pix generator (.pth), "
+                                 "or --pix2pix NAME of a model trained here")
+        # Keyed by the file's time too: a model trained again under the same name is loaded afresh.
+        key = (path, path.stat().st_mtime_ns if path.is_file() else 0)
+        if self._pix2pix is None or self._pix2pix[0] != key:
+            self._pix2pix = None  # the old generator goes before the new one loads
+            self._pix2pix = (key, load_pix2pix(path, self._device))
+        image = draw_pix2pix(self._pix2pix[1], inputs[0])
         progress.step(1, 1, None)
-        run = dataclasses.replace(self.run_info(), controlnet=f"pix2pix:{Path(self.sketch.pix2pix).name}")
+        run = dataclasses.replace(self.run_info(), controlnet=f"pix2pix:{label}")
         # One generator, no noise: every seed of a batch would draw the same picture.
         return EngineResult(images=(image,), seeds=params.seeds[:1], run=run)
 

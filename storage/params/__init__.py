@@ -13,8 +13,9 @@ from storage.params.upscale import UpscaleParams
 from storage.params.vary import VaryParams
 from storage.params.outpaint import PanParams, ZoomParams
 from storage.params.animate import AnimateParams
+from storage.params.train import TrainParams
 
 __all__ = [
     "MAX_SEED", "ActionParams", "AnimateParams", "DiffusionParams", "PanParams", "UpscaleParams", "VaryParams", "ZoomParams", "FaceParams", "Img2ImgParams", "JobParams", "Range", "SketchParams",
-    "Txt2ImgParams", "kinds", "params_from_json", "params_to_json", "register",
+    "TrainParams", "Txt2ImgParams", "kinds", "params_from_json", "params_to_json", "register",
 ]

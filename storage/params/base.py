@@ -75,6 +75,9 @@ class JobParams:
     # Why a rerun may not change a setting that is not in RERUN_SETTINGS ("*": any other); {job} is its number.
     RERUN_REFUSALS: ClassVar[dict[str, str]] = {}
     LABEL: ClassVar[str] = "job"  # what the job is, after "a"/"an": "text→image job"
+    # A job in turns that runs in the background (a training): between its turns, its owner's other jobs go first,
+    # not only other people's (an animation's next frame goes before its owner's later jobs).
+    BACKGROUND: ClassVar[bool] = False
     # Whether its input images are someone's own uploads (only they may rerun it), not pictures drawn here.
     PRIVATE_INPUTS: ClassVar[bool] = True
 

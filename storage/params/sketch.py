@@ -25,6 +25,7 @@ class SketchParams(DiffusionParams):
     control_scale: float = 1.0  # how strongly the drawing steers (A1111's ControlNet "Weight")
     guidance_start: float = 0.0  # the share of the steps before the ControlNet starts steering
     guidance_end: float = 1.0  # … and after which it stops
+    pix2pix: str = ""  # mode pix2pix: the name of a model trained here; "" = the [sketch] pix2pix file
     input_sha256: str  # the photo as sent
     control_sha256: str  # what the model saw: white lines on black (scribble) or dark on white (pix2pix)
 
@@ -48,6 +49,8 @@ class SketchParams(DiffusionParams):
 
     def summary(self) -> list[str]:
         mode = f"{self.mode} {plain_number(self.control_scale)}" if self.mode == "scribble" else self.mode
+        if self.pix2pix:
+            mode += f" {self.pix2pix}"
         return [*super().summary(), mode]
 
     def infotext_extra(self, run: RunInfo | None) -> list[tuple[str, object]]:

@@ -223,7 +223,7 @@ def test_history_queue_cancel_and_help():
         ("/cancel #2 #3", "/cancel does not take '#3'"),
         ("/queue now", "/queue does not take 'now'"),
         ("/draw a cat", "unknown command /draw; commands are /imagine, /sketch, /face, /rerun, /upscale, /vary, /zoom, /pan, "
-         "/animate, /describe, /models, /gallery, /history, /cancel, /queue, /help"),
+         "/animate, /train, /describe, /models, /gallery, /history, /cancel, /queue, /help"),
         ("a red lighthouse", "commands start with /, e.g. /imagine a red lighthouse (/help lists them)"),
         ("imagine a cat", "commands start with /, e.g. /imagine a cat (/help lists them)"),
         ("   ", "type a command, e.g. /imagine a red lighthouse at dusk (/help lists them)"),

@@ -23,7 +23,7 @@ DEFAULTS = DefaultsConfig()
 
 
 def test_every_kind_has_an_engine_and_every_engine_a_kind():
-    assert list(kinds()) == ["txt2img", "img2img", "sketch", "face", "upscale", "vary", "zoom", "pan", "animate"]
+    assert list(kinds()) == ["txt2img", "img2img", "sketch", "face", "upscale", "vary", "zoom", "pan", "animate", "train"]
     assert set(ENGINES) == set(kinds())
 
 

@@ -440,8 +440,8 @@ async def test_rerun_checks_its_settings(rig):
     assert await rig.refused(ALICE, "/rerun 3 steps=9999") == "steps must be 1–500, got 9999"
     assert await rig.refused(ALICE, "/rerun 3 cute=yes") == (
         "unknown setting 'cute'; settings are "
-        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, refiner, mode, control, psi, layers, scale, denoise, variation, factor, direction, "
-        "frames, fps, from, to, zoom, rotate, shift, reverse, fixed-seed, colour"
+        "no, seed, steps, cfg, ar, size, n, scheduler, model, strength, hires, hires-strength, refiner, mode, pix2pix, control, psi, layers, scale, denoise, variation, factor, direction, "
+        "frames, fps, from, to, zoom, rotate, shift, reverse, fixed-seed, colour, name, epochs, decay-epochs, iterations, edges, ngf"
     )
     assert await rig.refused(ALICE, "/rerun #1 strength=0.5") == "strength is for image→image; job #1 had no input image"
 
@@ -652,11 +652,12 @@ async def test_sketch_refusals_say_what_to_do(make_rig, tiny_controlnet: Path):
     assert await rig.refused(ALICE, "/sketch a house") == (
         "attach the drawing: a photo of it or the file (console: /sketch a house --image house.jpg)")
     assert await rig.refused(ALICE, "/sketch a house --mode pix2pix", drawing) == (
-        "--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file")
+        "--mode pix2pix needs a pix2pix generator: set [sketch] pix2pix to its .pth file, or --pix2pix NAME of a "
+        "model trained here")
     assert await rig.refused(ALICE, "/sketch a house --ar 16:9", drawing) == (
         "/sketch takes its size from the drawing; leave out --ar and --size")
     assert await rig.refused(ALICE, "/sketch a house --control 3 --mode scribble", drawing) == "control must be 0–2, got 3"
-    assert await rig.refused(ALICE, "/imagine a house --mode scribble") == "--mode and --control are for /sketch"
+    assert await rig.refused(ALICE, "/imagine a house --mode scribble") == "--mode, --control and --pix2pix are for /sketch"
     assert await rig.refused(ALICE, "/imagine a house --psi 0.5") == "--psi and --layers are for /face"
     assert await rig.refused(ALICE, "/sketch a house --psi 0.5", drawing) == "--psi and --layers are for /face"
     assert (await rig.refused(ALICE, "/sketch a house --mode crayon", drawing)).startswith("unknown mode 'crayon'")

@@ -45,7 +45,7 @@ def test_a_worker_refuses_an_unknown_kind(tmp_path: Path, tiny_model: Path) -> N
     (tmp_path / "config.toml").write_text(f'[generation]\nmodel = "{tiny_model}"\n[queue]\nbackend = "redis"\n')
     done = easel("worker", "--kinds", "txt2img,video", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == "easel: --kinds takes txt2img, img2img, sketch, face, upscale, vary, zoom, pan, animate; not video"
+    assert done.stderr.strip() == "easel: --kinds takes txt2img, img2img, sketch, face, upscale, vary, zoom, pan, animate, train; not video"
     done = easel("worker", "--models", "default,xl", cwd=tmp_path)
     assert (done.returncode, done.stderr.strip()) == (2, "easel: --models takes default; not xl")
 

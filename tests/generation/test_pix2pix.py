@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import io
 import re
 from pathlib import Path
@@ -311,11 +313,19 @@ def test_grey_and_transparent_input_are_drawn_like_rgb() -> None:
     assert np.array_equal(np.asarray(draw_pix2pix(g, transparent)), expected)
 
 
-def test_draw_matches_the_reference_pixel_mapping() -> None:
+def test_draw_matches_the_reference_test_script_and_its_pixel_mapping() -> None:
     g = tiny()
-    y = raw(g, edges())[0]
+    x = torch.from_numpy(np.asarray(edges(), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
+    with torch.no_grad():  # the reference test.py without --eval: batch norm with this picture's statistics
+        y = copy.deepcopy(g).train()(x)[0]
     expected = ((y.permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8)  # that project's tensor2im
     assert np.array_equal(np.asarray(draw_pix2pix(g, edges())), expected)
+    # Not the running averages: those are for batches of many pictures, and pix2pix trains on batches of one.
+    running = ((raw(g, edges())[0].permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8)
+    assert np.abs(running.astype(int) - expected.astype(int)).max() > 8
+    state = {key: value.clone() for key, value in g.state_dict().items()}
+    draw_pix2pix(g, edges())
+    assert all(torch.equal(state[key], value) for key, value in g.state_dict().items())  # nothing updated
 
 
 def test_wrong_size_is_refused() -> None:

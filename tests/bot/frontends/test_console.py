@@ -153,9 +153,9 @@ def test_bad_lines_get_one_line_errors_and_the_next_command_works(workdir: Path,
         "error: steps must be 1–500, got 100000",
         "error: width must be a multiple of 8 from 64 to 2048, got 99999",
         "error: unknown option --frobnicate; options are --no, --seed, --steps, --cfg, --ar, --size, --n, "
-        "--scheduler, --model, --strength, --hires, --hires-strength, --refiner, --mode, --control, --psi, --layers, --scale, --denoise, "
-        "--variation, --factor, --direction, --frames, --fps, --from, --to, --zoom, --rotate, --shift, --reverse, "
-        "--fixed-seed, --colour",
+        "--scheduler, --model, --strength, --hires, --hires-strength, --refiner, --mode, --pix2pix, --control, --psi, --layers, "
+        "--scale, --denoise, --variation, --factor, --direction, --frames, --fps, --from, --to, --zoom, --rotate, --shift, "
+        "--reverse, --fixed-seed, --colour, --name, --epochs, --decay-epochs, --iterations, --edges, --ngf",
         "error: the prompt is empty; describe what to draw, e.g. /imagine a red lighthouse at dusk",
         f"error: {NOT_AN_IMAGE}",
         "error: cannot read --image missing.png: No such file or directory",

@@ -1,0 +1,104 @@
+"""/train: an admin trains a pix2pix edges→photo model on a folder of photos, in turns between everyone's jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from bot.commands.grammar import Option, Settings, choice, register_option, settings, split_options, whole
+from bot.commands.registry import Command, CommandSpec, only_options_of, register
+from bot.config import DefaultsConfig
+from bot.limits import CommandError
+from generation.config import TrainingConfig, pix2pix_model_file
+from storage.params import TrainParams
+from bot.commands.sketch import model_name
+from storage.params.train import DECAY_EPOCHS, EPOCHS, ITERATIONS, NGF
+
+if TYPE_CHECKING:
+    from bot.replies import Attachment, Reply
+    from bot.service import Service
+    from storage.records import Owner
+
+EDGE_METHODS = ("canny", "xdog")
+
+
+for _option in (
+    Option("name", (), model_name, "/train: the name of the pix2pix model to make (the same name resumes it)", "name"),
+    Option("epochs", (), whole("epochs"), f"/train: epochs at the full learning rate, {EPOCHS.text()} (default 100)",
+           "epochs", EPOCHS, value="int"),
+    Option("decay-epochs", ("decay_epochs",), whole("decay-epochs"),
+           f"/train: then epochs with the rate falling to 0, {DECAY_EPOCHS.text()} (default 100)", "decay_epochs",
+           DECAY_EPOCHS, value="int"),
+    Option("iterations", (), whole("iterations"), "/train: stop after this many iterations in all (a short run)",
+           "iterations", ITERATIONS, value="int"),
+    Option("edges", (), choice("edges", EDGE_METHODS), "/train: how photos become drawings: canny (default) or xdog",
+           "method", choices=EDGE_METHODS),
+    Option("ngf", (), whole("ngf"), f"/train: the networks' base width, {NGF.text()} (pix2pix's 64; less is faster "
+           "and draws worse)", "ngf", NGF, value="int"),
+):
+    register_option(_option)
+
+
+@dataclass(frozen=True)
+class Train(Command):
+    name = "train"
+    queues_job = True
+    photos: str
+    settings: Settings
+
+
+def parse(words: list[str], defaults: DefaultsConfig) -> Train:
+    free, values = split_options(words, loose_keys=False)
+    only_options_of(SPEC, values)
+    if not free:
+        raise CommandError("/train takes the folder of photos: /train ~/photos/my-cat --name my-cat")
+    return Train(" ".join(free), settings(values, defaults))
+
+
+def checked_folder(text: str) -> Path:
+    """The photos folder as an absolute path, or why it cannot be one."""
+    folder = Path(text).expanduser().resolve()
+    if not folder.exists():
+        raise CommandError(f"there is no folder {folder}")
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is a file; /train takes the folder the photos are in")
+    return folder
+
+
+def refusal_to_overwrite(training: TrainingConfig, data_dir: Path, name: str) -> str | None:
+    """Why a model of this name cannot be trained now: a finished one would be overwritten. (An unfinished
+    run of that name, stopped or crashed, is resumed from its checkpoint.)"""
+    model = pix2pix_model_file(training.models_dir(data_dir), name)
+    if model.exists():
+        return (f"a pix2pix model called {name!r} exists already ({model}); pick another name, or delete "
+                f"{model.parent} to train it again")
+    return None
+
+
+async def run(service: Service, owner: Owner, command: Train, attachments: Sequence[Attachment]) -> Reply:
+    if not service.is_admin(owner):
+        raise CommandError("/train is for admins: a training holds a share of the GPU for hours")
+    given = command.settings
+    if given.name is None:
+        raise CommandError("/train needs --name NAME: what to call the model (/sketch … --pix2pix NAME uses it)")
+    folder = await asyncio.to_thread(checked_folder, command.photos)
+    refusal = refusal_to_overwrite(service.config.training, service.config.storage.data_dir, given.name)
+    if refusal:
+        raise CommandError(refusal)
+    params = given.apply(TrainParams(seed=0, name=given.name, photos=str(folder)))
+    service.check(params)
+    reply = await service.submit(owner, params)
+    return reply
+
+
+SPEC = register(CommandSpec(
+    name="train",
+    usage="/train FOLDER --name NAME [--epochs N] [--decay-epochs N] [--iterations N] [--edges canny|xdog] "
+          "[--seed N] — (admins) train a pix2pix drawing→photo model on a folder of photos",
+    summary="train a pix2pix model on your photos: /train ~/photos/cat --name cat",
+    parse=parse, run=run,
+    options=("name", "epochs", "decay-epochs", "iterations", "edges", "ngf", "seed"),
+    frontends=frozenset({"console"}),
+))
