@@ -40,6 +40,8 @@ class LimitsConfig(BaseModel):
     max_clip_bytes: int = Field(20_000_000, ge=1, le=2_000_000_000)  # Telegram's bots can fetch at most 20 MB
     max_clip_seconds: float = Field(10.0, gt=0, le=3600)
     max_animation_steps: int = Field(1500, ge=1, le=10_000_000)
+    # /train in a chat: a zip of photos (unpacked, at most ten times this; Telegram's bots fetch at most 20 MB).
+    max_zip_bytes: int = Field(20_000_000, ge=1, le=2_000_000_000)
 
 
 @dataclass(frozen=True)

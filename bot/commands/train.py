@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import shutil
+import stat
+import zipfile
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Sequence
 
 from bot.commands.grammar import Option, Settings, choice, register_option, settings, split_options, whole
-from bot.commands.registry import Command, CommandSpec, only_options_of, register
+from bot.commands.registry import Command, CommandSpec, Param, only_options_of, register
 from bot.config import DefaultsConfig
 from bot.limits import CommandError
 from generation.config import TrainingConfig, pix2pix_model_file
@@ -52,9 +57,51 @@ class Train(Command):
 def parse(words: list[str], defaults: DefaultsConfig) -> Train:
     free, values = split_options(words, loose_keys=False)
     only_options_of(SPEC, values)
-    if not free:
-        raise CommandError("/train takes the folder of photos: /train ~/photos/my-cat --name my-cat")
     return Train(" ".join(free), settings(values, defaults))
+
+
+def unpack_photos(data: bytes, folder: Path, limit: int) -> int:
+    """The files of a zip, flattened into `folder` (made afresh): names without their folders, never a path out
+    of it, links and folders skipped, at most `limit` bytes unpacked in all. The number of files written."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise CommandError("the file is not a zip; send the photos as one .zip file") from None
+    members = [info for info in archive.infolist() if not info.is_dir()
+               and stat.S_IFMT(info.external_attr >> 16) != stat.S_IFLNK  # a symbolic link, not a photo
+               and not info.filename.startswith("__MACOSX/") and not PurePosixPath(info.filename).name.startswith(".")]
+    if not members:
+        raise CommandError("the zip holds no files; zip the photos themselves")
+    if sum(info.file_size for info in members) > limit:
+        raise CommandError(f"the zip unpacks to more than {limit / 1e6:.0f} MB; send fewer or smaller photos")
+    building = folder.with_name(folder.name + ".unpacking")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    taken: set[str] = set()
+    written = 0
+    try:
+        for info in members:
+            name = PurePosixPath(info.filename.replace("\\", "/")).name
+            stem, suffix = Path(name).stem, Path(name).suffix
+            unique, n = name, 1
+            while unique.lower() in taken:  # two folders of the zip with a photo of the same name
+                unique, n = f"{stem}-{n}{suffix}", n + 1
+            taken.add(unique.lower())
+            with archive.open(info) as source:
+                content = source.read(info.file_size + 1)  # what it declared, and one byte to catch a liar
+            if len(content) > info.file_size:
+                raise CommandError(f"{name} in the zip is bigger than the zip says; send the photos zipped again")
+            written += len(content)
+            if written > limit:
+                raise CommandError(f"the zip unpacks to more than {limit / 1e6:.0f} MB; send fewer or smaller photos")
+            (building / unique).write_bytes(content)
+        shutil.rmtree(folder, ignore_errors=True)
+        building.rename(folder)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise CommandError(f"the zip is damaged or encrypted ({type(exc).__name__}); zip the photos again") from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return len(members)
 
 
 def checked_folder(text: str) -> Path:
@@ -83,10 +130,21 @@ async def run(service: Service, owner: Owner, command: Train, attachments: Seque
     given = command.settings
     if given.name is None:
         raise CommandError("/train needs --name NAME: what to call the model (/sketch … --pix2pix NAME uses it)")
-    folder = await asyncio.to_thread(checked_folder, command.photos)
+    if len(attachments) > 1 or (attachments and command.photos):
+        raise CommandError("/train takes one zip of photos, or a folder on this machine, not both")
+    if not attachments and not command.photos:
+        raise CommandError("/train takes the folder of photos (/train ~/photos/my-cat --name my-cat), or a zip of "
+                           "them sent with it")
     refusal = refusal_to_overwrite(service.config.training, service.config.storage.data_dir, given.name)
     if refusal:
         raise CommandError(refusal)
+    if attachments:  # unpacked beside where the model will be, and kept there for a resume after a restart
+        models = service.config.training.models_dir(service.config.storage.data_dir)
+        folder = models / given.name / "photos"
+        limit = 10 * service.config.limits.max_zip_bytes
+        await asyncio.to_thread(unpack_photos, attachments[0].data, folder, limit)
+    else:
+        folder = await asyncio.to_thread(checked_folder, command.photos)
     params = given.apply(TrainParams(seed=0, name=given.name, photos=str(folder)))
     service.check(params)
     reply = await service.submit(owner, params)
@@ -96,9 +154,11 @@ async def run(service: Service, owner: Owner, command: Train, attachments: Seque
 SPEC = register(CommandSpec(
     name="train",
     usage="/train FOLDER --name NAME [--epochs N] [--decay-epochs N] [--iterations N] [--edges canny|xdog] "
-          "[--seed N] — (admins) train a pix2pix drawing→photo model on a folder of photos",
-    summary="train a pix2pix model on your photos: /train ~/photos/cat --name cat",
+          "[--seed N] — (admins) train a pix2pix drawing→photo model on a folder of photos (in a chat: a zip of "
+          "them sent with the command)",
+    summary="(admins) train a pix2pix drawing→photo model on a zip of your photos",
     parse=parse, run=run,
     options=("name", "epochs", "decay-epochs", "iterations", "edges", "ngf", "seed"),
-    frontends=frozenset({"console"}),
+    params=(Param("folder", "text", "a folder of photos on the bot's machine (or attach a zip of them)"),),
+    image="optional", image_help="a .zip of your photos (8 or more of one subject)",
 ))

@@ -34,6 +34,7 @@ from bot.frontends.results import (
     fitted,
     fitted_video,
     is_animation,
+    is_archive,
     is_clip,
     over_limit,
     read_capped,
@@ -282,13 +283,15 @@ class DiscordFrontend(ChatFrontend[_Live]):
         A clip (a video, a GIF) passes within max_clip_bytes: the command says whether it takes one."""
         return upload_problem(image.filename, image.content_type, image.size, self.limits.max_upload_bytes,
                               unknown="unknown type", instead="attach a PNG, JPEG, WebP, GIF or BMP",
-                              clip_limit=self.limits.max_clip_bytes)
+                              clip_limit=self.limits.max_clip_bytes, zip_limit=self.limits.max_zip_bytes)
 
     async def _download(self, image: discord.Attachment) -> bytes:
         """The attachment's bytes, streamed from its URL and cut off past [limits] max_upload_bytes (a clip's:
         max_clip_bytes) whatever size it declared; every failure is a CommandError to show."""
         clip = is_clip(image.content_type)
-        limit = self.limits.max_clip_bytes if clip else self.limits.max_upload_bytes
+        archive = not clip and is_archive(image.filename, image.content_type)
+        limit = self.limits.max_clip_bytes if clip else self.limits.max_zip_bytes if archive \
+            else self.limits.max_upload_bytes
         if self._downloads is None:
             self._downloads = aiohttp.ClientSession(timeout=DOWNLOAD_TIMEOUT)
         try:
@@ -297,7 +300,7 @@ class DiscordFrontend(ChatFrontend[_Live]):
                 data = await read_capped(response.content.iter_chunked(1 << 16), response.content_length, limit)
                 if data is None:
                     response.close()  # hang up: the rest is never read
-                    raise CommandError(over_limit(image.filename, limit, clip))
+                    raise CommandError(over_limit(image.filename, limit, clip, archive))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             why = exc.status if isinstance(exc, aiohttp.ClientResponseError) else type(exc).__name__
             raise CommandError(f"could not download {image.filename} ({why})") from None

@@ -52,11 +52,21 @@ def is_clip(mime: str | None) -> bool:
     return (mime or "").startswith("video/") or mime == "image/gif"
 
 
+def is_archive(name: str, mime: str | None) -> bool:
+    """Whether an upload is a zip (of photos, for /train): checked against [limits] max_zip_bytes, and left to the
+    command to take or refuse."""
+    return mime in ("application/zip", "application/x-zip-compressed") or name.lower().endswith(".zip")
+
+
 def upload_problem(name: str, mime: str | None, size: int, limit: int, *, unknown: str, instead: str,
-                   clip_limit: int | None = None) -> str | None:
+                   clip_limit: int | None = None, zip_limit: int | None = None) -> str | None:
     """Why an upload is refused before anything of it is downloaded (its type, the size it declares), or None.
     `unknown` names a missing type; `instead` says what to send. With `clip_limit`, a clip (is_clip) passes
-    too, within that size."""
+    too, within that size; with `zip_limit`, a zip (is_archive)."""
+    if zip_limit is not None and is_archive(name, mime) and not is_clip(mime):
+        if size > zip_limit:
+            return f"{name} is {size / 1e6:.1f} MB; the limit for a zip of photos is {zip_limit / 1e6:.1f} MB"
+        return None
     if clip_limit is not None and is_clip(mime):
         if size > clip_limit:
             return f"{name} is {size / 1e6:.1f} MB; the limit for clips is {clip_limit / 1e6:.1f} MB"
@@ -68,8 +78,10 @@ def upload_problem(name: str, mime: str | None, size: int, limit: int, *, unknow
     return None
 
 
-def over_limit(name: str, limit: int, clip: bool = False) -> str:
+def over_limit(name: str, limit: int, clip: bool = False, archive: bool = False) -> str:
     """What to say of a download cut off at the limit, whatever size it had declared."""
+    if archive:
+        return f"{name} is over the {limit / 1e6:.1f} MB limit for a zip of photos; send fewer or smaller photos"
     if clip:
         return f"{name} is over the {limit / 1e6:.1f} MB limit for clips; send a shorter or smaller clip"
     return f"{name} is over the {limit / 1e6:.1f} MB limit; send a smaller image"

@@ -278,7 +278,7 @@ class TelegramFrontend(ChatFrontend[_Status]):
         except (TelegramError, httpx.HTTPError) as exc:
             # httpx's text names the URL, which holds the token: the kind of failure is enough here.
             why = exc.message if isinstance(exc, TelegramError) else type(exc).__name__
-            what = "clip" if upload.clip else "image"
+            what = "clip" if upload.clip else "zip" if upload.archive else "image"
             self._say(message.chat_id, f"could not download the {what} from Telegram: {why}", message.message_id)
             return
         owner = self._owner(update)

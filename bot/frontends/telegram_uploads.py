@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import httpx
 from telegram import Bot, Message
 
-from bot.frontends.results import is_clip, over_limit, read_capped, upload_problem
+from bot.frontends.results import is_archive, is_clip, over_limit, read_capped, upload_problem
 from bot.limits import LimitsConfig
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile on Telegram's own servers
@@ -28,6 +28,7 @@ class Upload:
     limit: int
     clip: bool = False  # a video or an animation (a GIF), capped by [limits] max_clip_bytes
     mime: str | None = None  # as Telegram says it is
+    archive: bool = False  # a zip (of photos, for /train), capped by [limits] max_zip_bytes
 
 
 class TelegramUploads:
@@ -39,6 +40,7 @@ class TelegramUploads:
         self.bot = bot
         self.limit = limits.max_upload_bytes if own_server else min(limits.max_upload_bytes, DOWNLOAD_LIMIT)
         self.clip_limit = limits.max_clip_bytes if own_server else min(limits.max_clip_bytes, DOWNLOAD_LIMIT)
+        self.zip_limit = limits.max_zip_bytes if own_server else min(limits.max_zip_bytes, DOWNLOAD_LIMIT)
         self._http: httpx.AsyncClient | None = None  # made on the first download
 
     def problem(self, message: Message) -> tuple[str | None, Upload]:
@@ -54,16 +56,18 @@ class TelegramUploads:
             mime = sent.mime_type or ("video/mp4" if sent is not message.document else None)
             size, file_id = sent.file_size or 0, sent.file_id
         problem = upload_problem(name, mime, size, self.limit, unknown="an unknown type", instead=f"send {IMAGE_TYPES}",
-                                 clip_limit=self.clip_limit)
+                                 clip_limit=self.clip_limit, zip_limit=self.zip_limit)
         clip = is_clip(mime)
-        return problem, Upload("" if problem else file_id, name, self.clip_limit if clip else self.limit, clip, mime)
+        archive = not clip and is_archive(name, mime)
+        limit = self.clip_limit if clip else self.zip_limit if archive else self.limit
+        return problem, Upload("" if problem else file_id, name, limit, clip, mime, archive)
 
     async def download(self, upload: Upload) -> bytes:
         """The file's bytes, streamed and cut off past the limit whatever size was declared for it (PTB's own
         download reads the whole file first); TooBig past it."""
         file = await self.bot.get_file(upload.file_id)
         if (file.file_size or 0) > upload.limit:
-            raise TooBig(over_limit(upload.name, upload.limit, upload.clip))
+            raise TooBig(over_limit(upload.name, upload.limit, upload.clip, upload.archive))
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT)
         # identity: a compressed answer could unpack to far more than the limit before it is counted
@@ -72,7 +76,7 @@ class TelegramUploads:
             data = await read_capped(response.aiter_raw(), int(response.headers.get("content-length") or 0),
                                      upload.limit)
             if data is None:
-                raise TooBig(over_limit(upload.name, upload.limit, upload.clip))  # hanging up: the rest is never read
+                raise TooBig(over_limit(upload.name, upload.limit, upload.clip, upload.archive))  # hanging up: the rest is never read
         return data
 
     async def close(self) -> None:

@@ -236,8 +236,8 @@ async def test_attachment_misuse(rig):
         "--strength is for image→image; attach an image to use it"
     )
     assert await rig.refused(ALICE, "/imagine a cat", image, image) == "attach one image at most"
-    assert await rig.refused(ALICE, "/history", image) == "/history does not take an image (only /imagine, /sketch and /animate do)"
-    assert await rig.refused(ALICE, "/face --seed 3", image) == "/face does not take an image (only /imagine, /sketch and /animate do)"
+    assert await rig.refused(ALICE, "/history", image) == "/history does not take an image (only /imagine, /sketch, /animate and /train do)"
+    assert await rig.refused(ALICE, "/face --seed 3", image) == "/face does not take an image (only /imagine, /sketch, /animate and /train do)"
     assert await rig.refused(ALICE, "/imagine a cat --strength 1.5", image) == (
         "strength must be above 0 and at most 1, got 1.5"
     )

@@ -159,3 +159,35 @@ def test_the_command_line_trainer_prints_falling_losses_and_resumes_after_a_kill
     lines = [line for line in finished.stdout.splitlines() if line.startswith("iteration ")]
     assert lines and lines[-1].startswith("iteration 60/60")
     load_pix2pix(tmp_path / "data" / "pix2pix" / "cat" / "latest_net_G.pth")
+
+
+def test_a_zip_is_unpacked_flat_inside_its_folder_and_bad_zips_are_refused_in_a_line(tmp_path: Path) -> None:
+    import zipfile
+
+    from bot.commands.train import unpack_photos
+    from bot.limits import CommandError
+
+    def zipped(files: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return buffer.getvalue()
+
+    folder = tmp_path / "cat" / "photos"
+    assert unpack_photos(zipped({"a/one.png": b"1", "b/one.png": b"2", "../../../x.jpg": b"3"}), folder, 100) == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["one-1.png", "one.png", "x.jpg"]
+    assert sorted(p.name for p in (tmp_path / "cat").iterdir()) == ["photos"]  # nothing beside it, no leftovers
+    assert not (tmp_path / "x.jpg").exists()
+
+    def refusal(data: bytes, limit: int = 10_000) -> str:
+        with pytest.raises(CommandError) as caught:
+            unpack_photos(data, folder, limit)
+        return str(caught.value)
+
+    assert refusal(b"PK not really") == "the file is not a zip; send the photos as one .zip file"
+    assert refusal(zipped({"__MACOSX/a/._x.png": b"", ".DS_Store": b"", "empty/": b""})).startswith(
+        "the zip holds no files")
+    bomb = zipped({"big.png": bytes(5_000_000)})  # a few kilobytes that unpack to 5 MB
+    assert len(bomb) < 20_000 and refusal(bomb).startswith("the zip unpacks to more than")
+    assert sorted(p.name for p in folder.iterdir()) == ["one-1.png", "one.png", "x.jpg"]  # the refusals left it

@@ -330,3 +330,30 @@ async def test_discord_clips_reach_the_command_and_one_too_big_is_refused_in_a_l
         await cut.message(lambda m: m.ephemeral and m.content.startswith("liar.mp4"), timeout=WAIT)
         assert on_discord.ephemeral_text(cut) == "liar.mp4 is over the 1.0 MB limit for clips; send a shorter or smaller clip"
         assert len(executed) == 1
+
+
+async def test_discord_a_zip_of_photos_reaches_train_and_one_too_big_is_refused_in_a_line(
+    discord_fake: FakeDiscord, tmp_path: Path, tiny_model: Path
+) -> None:
+    fake = discord_fake
+    config = on_discord.make_config(tmp_path, tiny_model, fake, limits=LimitsConfig(max_zip_bytes=1_000_000))
+    data = on_telegram.zipped_photos(_photos(tmp_path / "photos"))
+    async with on_discord.easel(fake, config) as bot:
+        executed = spy(bot.service, "execute")
+        photos = fake.attachment("cat.zip", data, "application/zip")
+        refused = await fake.interact(fake.slash("train", {"name": "cat", "image": photos}))
+        # It reached /train whole, which says who may train (alice is no admin here).
+        await refused.message(lambda m: m.ephemeral and "/train is for admins" in m.content, timeout=WAIT)
+        [(_, _, attachments)] = executed
+        assert attachments == [Attachment("cat.zip", data)]
+        big = fake.attachment("big.zip", bytes(1_500_000), "application/zip")
+        too_big = await fake.interact(fake.slash("train", {"name": "cat", "image": big}))
+        await too_big.callback(WAIT)
+        assert on_discord.ephemeral_text(too_big) == "big.zip is 1.5 MB; the limit for a zip of photos is 1.0 MB"
+        assert len(executed) == 1
+
+
+def _photos(folder: Path) -> Path:
+    from tests.generation.test_training_pairs import write_photos
+
+    return write_photos(folder, 8, junk=False)

@@ -453,3 +453,48 @@ async def test_a_gallery_link_asked_for_in_a_group_goes_to_the_askers_private_ch
     assert "http://127.0.0.1:8765/gallery?t=" in private.content
     assert note.content == "sent you a private message"
     assert not any("?t=" in m.content for m in fake.messages_in(fake.group))
+
+
+def zipped_photos(folder: Path) -> bytes:
+    """The photos of a folder as a zip sent from a phone: in a subfolder, with macOS litter, a name that tries to
+    climb out of wherever it is unpacked, and a symbolic link."""
+    import stat
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for photo in sorted(folder.iterdir()):
+            archive.write(photo, f"holiday/{photo.name}")
+        archive.writestr("__MACOSX/holiday/._photo-00.png", b"resource fork")
+        archive.writestr("../../escaped.txt", b"not a photo")
+        link = zipfile.ZipInfo("holiday/link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    return buffer.getvalue()
+
+
+async def test_an_admin_trains_a_pix2pix_model_from_a_zip_sent_with_train(
+    fake: FakeTelegram, tmp_path: Path, tiny_model: Path
+) -> None:
+    from generation.config import TrainingConfig
+    from generation.pix2pix import load_pix2pix
+    from tests.generation.test_training_pairs import write_photos
+
+    config = make_config(tmp_path, tiny_model, fake, admin_users=(fake.alice.id,)).model_copy(
+        update={"training": TrainingConfig(slice_seconds=0.001)})
+    data = zipped_photos(write_photos(tmp_path / "photos", 8, junk=False))
+    async with easel(fake, config) as bot:
+        await fake.push(fake.document(data, "cat.zip", "application/zip", caption="/train --name cat",
+                                      user=fake.bob, chat=fake.bob_chat))
+        await fake.wait_for_message(lambda m: m.from_bot and m.content == "/train is for admins: a training holds "
+                                    "a share of the GPU for hours", WAIT)
+        await fake.push(fake.document(data, "cat.zip", "application/zip",
+                                      caption="/train --name cat --ngf 4 --iterations 4"))
+        await fake.wait_for_message(result, WAIT * 2)
+        job = await bot.history.get(1)
+        assert job.status is JobStatus.DONE and job.params.kind == "train", job.error
+    models = tmp_path / "data" / "pix2pix"
+    load_pix2pix(models / "cat" / "latest_net_G.pth")
+    unpacked = sorted(p.name for p in (models / "cat" / "photos").iterdir())
+    assert unpacked == sorted([*(p.name for p in (tmp_path / "photos").iterdir()), "escaped.txt"])
+    assert [p.parent for p in tmp_path.rglob("escaped.txt")] == [models / "cat" / "photos"]  # nowhere else
