@@ -86,6 +86,8 @@ def positive(what: str, text: str) -> int:
 
 async def run(service: Service, owner: Owner, command: Rerun, attachments: Sequence[Attachment]) -> Reply:
     parent, base = await _parent(service, owner, command)
+    if not base.RERUNNABLE:
+        raise CommandError(base.RERUN_REFUSALS["*"].format(job=parent.id))
     for setting, value in command.settings.given().items():
         refusal = base.rerun_refusal(setting, value, parent.id)
         if refusal is not None and setting in ("psi", "layers") and base.title() == FACE_PROMPT:

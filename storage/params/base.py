@@ -75,6 +75,8 @@ class JobParams:
     # Why a rerun may not change a setting that is not in RERUN_SETTINGS ("*": any other); {job} is its number.
     RERUN_REFUSALS: ClassVar[dict[str, str]] = {}
     LABEL: ClassVar[str] = "job"  # what the job is, after "a"/"an": "text→image job"
+    # Whether /rerun may redraw such a job at all (RERUN_REFUSALS["*"] says why not).
+    RERUNNABLE: ClassVar[bool] = True
     # A job in turns that runs in the background (a training): between its turns, its owner's other jobs go first,
     # not only other people's (an animation's next frame goes before its owner's later jobs).
     BACKGROUND: ClassVar[bool] = False

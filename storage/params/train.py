@@ -41,6 +41,7 @@ class TrainParams(JobParams):
     RERUN_REFUSALS: ClassVar[dict[str, str]] = {
         "*": "job #{job} trained a pix2pix model; start a new one with /train (the same name resumes it)"}
     LABEL: ClassVar[str] = "pix2pix training"
+    RERUNNABLE: ClassVar[bool] = False  # its "picture" is a model: training it again is /train's to ask
     BACKGROUND: ClassVar[bool] = True  # hours long: anyone's picture, its owner's too, goes before its next slice
 
     def title(self) -> str:

@@ -89,6 +89,9 @@ async def test_a_training_takes_turns_with_its_owners_pictures_and_its_model_dra
     expected = np.asarray(draw_pix2pix(generator, control.convert("RGB")))
     assert np.array_equal(np.asarray(Image.open(drawn.images[0].path).convert("RGB")), expected)
 
+    # A training is not redrawn by /rerun, with settings or without.
+    for rerun in (f"/rerun #{training.id}", f"/rerun #{training.id} steps=50", "/rerun 0"):
+        assert (await rig.refused(CONSOLE, rerun)).startswith(f"job #{training.id} trained a pix2pix model;")
     # A name that is taken is refused before anything is queued, as are names that are no folder name.
     assert "exists already" in await rig.refused(CONSOLE, f"/train {photos} --name house {SMALL}")
     assert "no pix2pix model 'nope'" in await rig.refused(
