@@ -13,29 +13,22 @@ import sys
 import threading
 import time
 
+from bot.commands.sketch import model_name
 from bot.commands.train import checked_folder, refusal_to_overwrite
 from bot.config import Config
-from bot.limits import CommandError
-from storage.params.train import DECAY_EPOCHS, EPOCHS, ITERATIONS, NAME, NAME_RULE, NGF, TrainParams
+from bot.limits import CommandError, LimitsConfig, check_params
+from storage.params.train import TrainParams
 
 PRINT_EVERY = 5.0  # seconds between two progress lines
 
 
-def params_from(args: argparse.Namespace) -> TrainParams:
+def params_from(args: argparse.Namespace, limits: LimitsConfig) -> TrainParams:
     """The run the arguments ask for, checked as /train checks its options."""
-    if not NAME.fullmatch(args.name):
-        raise CommandError(f"a model name is {NAME_RULE}, got {args.name[:70]!r}")
-    for label, value, allowed in (("epochs", args.epochs, EPOCHS), ("decay-epochs", args.decay_epochs, DECAY_EPOCHS),
-                                  ("iterations", args.iterations, ITERATIONS), ("ngf", args.ngf, NGF)):
-        if not allowed.holds(value):
-            raise CommandError(f"--{label} must be {allowed.text()}, got {value}")
-    if args.epochs < 1:
-        raise CommandError(f"--epochs must be at least 1, got {args.epochs}")
-    if not 0 <= args.seed <= 2**32 - 1:
-        raise CommandError(f"--seed must be 0–{2**32 - 1}, got {args.seed}")
-    folder = checked_folder(args.photos)
-    return TrainParams(seed=args.seed, name=args.name, photos=str(folder), epochs=args.epochs,
-                       decay_epochs=args.decay_epochs, iterations=args.iterations, method=args.edges, ngf=args.ngf)
+    params = TrainParams(seed=args.seed, name=model_name(args.name), photos=str(checked_folder(args.photos)),
+                         epochs=args.epochs, decay_epochs=args.decay_epochs, iterations=args.iterations,
+                         method=args.edges, ngf=args.ngf)
+    check_params(params, limits)
+    return params
 
 
 class _Terminal:
@@ -75,27 +68,26 @@ class _Terminal:
 
 
 def train_pix2pix(config: Config, args: argparse.Namespace) -> int:
-    from generation.config import pix2pix_model_file, training_dir
+    from generation.config import pix2pix_model_file
     from generation.engine import JobCancelled
-    from generation.training.engine import TrainingEngine, pairs_for, result_text
+    from generation.training.engine import TrainingEngine, result_text
 
-    params = params_from(args)
+    params = params_from(args, config.limits)
     models = config.training.models_dir(config.storage.data_dir)
     refusal = refusal_to_overwrite(config.training, config.storage.data_dir, params.name)
     if refusal:
         raise CommandError(refusal)
-    folder = training_dir(models, params.name)
-    pairs = pairs_for(params, folder)
-    print(f"pairs: {len(pairs.train)} to learn from, {len(pairs.held_out)} held out to check it "
-          f"({pairs.method} edges, {pairs.size}×{pairs.size}); look at them first: {pairs.contact_sheet}", flush=True)
-    for skipped in pairs.skipped:
-        print(f"  skipped {skipped}", flush=True)
     engine = TrainingEngine(config.training, models, config.generation.device)
     terminal = _Terminal(engine)
     previous = {sig: signal.signal(sig, lambda *_: terminal.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run = engine.open(params)
-        trainer = run.trainer
+        trainer = engine.open(params).trainer
+        pairs = trainer.pairs
+        print(f"pairs: {len(pairs.train)} to learn from, {len(pairs.held_out)} held out to check it "
+              f"({pairs.method} edges, {pairs.size}×{pairs.size}); look at them first: {pairs.contact_sheet}",
+              flush=True)
+        for skipped in pairs.skipped:
+            print(f"  skipped {skipped}", flush=True)
         if trainer.iteration:
             print(f"resuming from the checkpoint at iteration {trainer.iteration} of {trainer.total}", flush=True)
         else:

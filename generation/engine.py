@@ -101,10 +101,7 @@ class _Turn(PartOf):
         self._turn, self._turns = turn, turns
 
     def step(self, done: int, total: int, preview: Image.Image | None, detail: str = "") -> None:
-        if detail:  # a job that counts its own steps across turns (a training)
-            self._progress.step(done, total, preview, detail)
-        else:
-            self._progress.step(self._turn * total + done, self._turns * total, preview)
+        self._progress.step(self._turn * total + done, self._turns * total, preview, detail)
 
 
 def draw_whole(engine: Engine, params: JobParams, inputs: tuple[Image.Image, ...], progress: Progress) -> EngineResult:

@@ -131,9 +131,9 @@ def load_pix2pix(path: Path, device: str | torch.device = "cpu") -> UnetGenerato
                 f"{path} holds pickled Python objects, not only tensors, and easel never runs code from a model "
                 f"file; {_EXPECTED}"
             ) from exc
-        raise Pix2PixLoadError(f"{path} is not a readable PyTorch file ({_short(exc)}); {_EXPECTED}") from exc
+        raise Pix2PixLoadError(f"{path} is not a readable PyTorch file ({short_reason(exc)}); {_EXPECTED}") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as exc:
-        raise Pix2PixLoadError(f"{path} is not a readable PyTorch file ({_short(exc)}); {_EXPECTED}") from exc
+        raise Pix2PixLoadError(f"{path} is not a readable PyTorch file ({short_reason(exc)}); {_EXPECTED}") from exc
     state = _unwrap(loaded, path)
     ngf, norm = _infer(state, path)
     model = UnetGenerator(ngf=ngf, norm=norm)
@@ -289,6 +289,7 @@ def _shape(tensor: torch.Tensor) -> str:
     return str(tuple(tensor.shape))
 
 
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
+    """An exception as one line of at most 120 characters, to put in a message."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."

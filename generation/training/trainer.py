@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from generation.pix2pix import UnetGenerator, draw_pix2pix, generate
+from generation.pix2pix import UnetGenerator, draw_pix2pix, generate, short_reason
 from generation.training.pairs import SIZE, PairSet, TrainingInputError, split_pair
 from generation.training.patchgan import PatchDiscriminator
 
@@ -242,7 +243,7 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # any unreadable file: the text says which and what to do
             raise TrainingInputError(
-                f"the training checkpoint {path} cannot be read ({_short(exc)}); delete it to start the run afresh"
+                f"the training checkpoint {path} cannot be read ({short_reason(exc)}); delete it to start the run afresh"
             ) from exc
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise TrainingInputError(f"{path} is not a training checkpoint easel wrote; delete it to start afresh")
@@ -319,7 +320,7 @@ class Trainer:
                 on_iteration(self._progress(losses))
         # A slice that ends as planned keeps its state in memory for the next one; a stop, the end, or a due
         # checkpoint writes it.
-        if stopped or self.done or self._checkpoint_due() or self.iteration == 0:
+        if stopped or self.done or self._checkpoint_due():
             self.save()
         return SliceReport(done_here, self.iteration, self.done, tuple(written))
 
@@ -566,29 +567,24 @@ def _pair_identity(pairs: PairSet) -> dict[str, object]:
 
 def _atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary file beside path, flushed to disk, then renamed over path."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, lambda file: torch.save(obj, file), sync=True)
 
 
 def _atomic_png(image: Image.Image, path: Path) -> None:
+    _atomic_write(path, lambda file: image.save(file, format="PNG"))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
+    """write() into a temporary file beside path (flushed to disk with `sync`), then renamed over path: a kill
+    leaves the old file or the new one, never half of one."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            image.save(file, format="PNG")
+            write(file)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from storage.params.base import JobParams, Range, register
 from storage.records import RunInfo
 
-EPOCHS = Range("epochs", 0, 10_000)
+EPOCHS = Range("epochs", 1, 10_000)  # the trainer needs one at the full rate
 DECAY_EPOCHS = Range("decay_epochs", 0, 10_000)
 ITERATIONS = Range("iterations", 0, 10_000_000)  # 0: every epoch
 NGF = Range("ngf", 4, 128)
