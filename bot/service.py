@@ -206,16 +206,23 @@ class Service:
                 raise CommandError(f"the input image of job #{parent_id} is no longer on disk")
             return await self._queue(owner, params, parent_id, note)
 
+    def more_steps_target(self, params: JobParams, factor: int = 5) -> int | None:
+        """The steps a "more steps" redraw of such a job runs: `factor` × its steps, at most [limits] max_steps;
+        None where that is no more than it ran (or it has no steps)."""
+        if not params.has_steps:
+            return None
+        more = min(params.steps * factor, self.config.limits.max_steps)
+        return more if more > params.steps else None
+
     async def more_steps(self, owner: Owner, job_id: int, factor: int = 5) -> Reply:
         """Redraw a job at `factor` × its steps (at most [limits] max_steps): a rerun button."""
         async def run() -> Reply:
             parent = await self.visible_job(owner, job_id)
             if not parent.params.has_steps:
                 raise CommandError(f"job #{job_id} has no steps to add to")
-            steps = parent.params.steps
-            more = min(steps * factor, self.config.limits.max_steps)
-            if more == steps:
-                raise CommandError(f"job #{job_id} already ran {steps} steps, the most allowed")
+            more = self.more_steps_target(parent.params, factor)
+            if more is None:
+                raise CommandError(f"job #{job_id} already ran {parent.params.steps} steps, the most allowed")
             return await self._run(owner, Rerun(job_id, None, Settings(steps=more)), ())
         return await self._reply(owner, f"more steps for #{job_id}", run)
 

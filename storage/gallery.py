@@ -179,10 +179,9 @@ class Gallery:
         images and, for an animation, its MP4); other jobs' files and kept inputs are left alone."""
         history = self._history
         async with history._transaction() as db:
-            found = await history._select("WHERE id=?", (job_id,))
-            if not found:
+            job = await history.get(job_id)
+            if job is None:
                 raise GalleryError(f"job #{job_id} is not in the history")
-            job = found[0]
             if not job.status.finished:
                 raise GalleryError(f"job #{job_id} is {job.status.value}; cancel it or let it finish first")
             for statement in ("DELETE FROM images WHERE job_id=?", "DELETE FROM stars WHERE job_id=?",

@@ -9,7 +9,6 @@ through the Service as the chat commands do.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
@@ -26,9 +25,12 @@ from aiohttp.abc import AbstractAccessLogger
 
 from bot.commands.rerun import MAX_JOB_ID
 from bot.config import WebConfig
-from bot.formatting import describe, title, without_paths
+from bot.formatting import describe, title, who, without_paths
 from bot.frontends import web_pages
-from bot.frontends.web_links import Viewer, csrf_ok, csrf_token, load_secret, read_token
+from bot.frontends.pacing import clip
+from bot.frontends.results import is_animation
+from bot.frontends.web_links import Viewer, b64url_decode, b64url_encode, csrf_ok, csrf_token, load_secret, \
+    read_token
 from bot.replies import Reply
 from bot.service import Service
 from storage.errors import EaselError
@@ -200,10 +202,6 @@ def may_see(viewer: Viewer, job: JobRecord) -> bool:
     return viewer.admin or job.owner.key == viewer.key
 
 
-def may_delete(viewer: Viewer, job: JobRecord) -> bool:
-    return viewer.admin or job.owner.key == viewer.key
-
-
 def acting_owner(viewer: Viewer, job: JobRecord) -> Owner:
     """Who a page's action runs as: the job's own owner record when it is the viewer's (the result goes to the chat
     the job came from), else the admin, answered in the job's chat."""
@@ -260,7 +258,7 @@ def _value(value: object, admin: bool) -> str:
 
 
 def _person(job: JobRecord) -> str:
-    return f"{job.owner.name or job.owner.user_id} ({job.owner.platform})"
+    return f"{who(job)} ({job.owner.platform})"
 
 
 class Pages:
@@ -288,10 +286,8 @@ class Pages:
     def error_page(self, request: web.Request, status: int, message: str) -> web.Response:
         headings = {400: "that cannot be shown", 401: "sign in with a link", 403: "not allowed", 404: "not found",
                     405: "not allowed", 413: "too large", 500: "something went wrong"}
-        # Never a viewer's name on an error page: a refused request learns nothing.
-        html = self.templates.get_template("error.html").render(
-            viewer=None, said=None, heading=headings.get(status, "error"), message=message)
-        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+        # Never a viewer's name on an error page (no request given): a refused request learns nothing.
+        return self.render(None, "error.html", status, heading=headings.get(status, "error"), message=message)
 
     def viewer(self, request: web.Request) -> Viewer:
         """Who the session cookie says is looking; 401 without a valid one."""
@@ -332,13 +328,13 @@ class Pages:
         if not raw:
             return None
         with contextlib.suppress(ValueError, TypeError, KeyError):
-            fields = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            fields = json.loads(b64url_decode(raw))
             return {"text": str(fields["t"])[:1000], "error": bool(fields["e"])}
         return None
 
     def tell(self, response: web.StreamResponse, text: str, error: bool) -> web.StreamResponse:
         data = json.dumps({"t": text[:1000], "e": error}, separators=(",", ":")).encode()
-        response.set_cookie(SAID_COOKIE, base64.urlsafe_b64encode(data).decode().rstrip("="), max_age=60, path="/",
+        response.set_cookie(SAID_COOKIE, b64url_encode(data), max_age=60, path="/",
                             httponly=True, samesite="Strict", secure=self.secure)
         return response
 
@@ -386,8 +382,7 @@ class Pages:
 
     def card(self, job: JobRecord, viewer: Viewer, starred: bool) -> Card:
         width, height = _fit(*(_size(job) or (THUMB_SIDE, THUMB_SIDE)), THUMB_SIDE)
-        name = title(job.params)
-        return Card(id=job.id, title=name if len(name) <= 80 else name[:79] + "…", kind=job.params.kind,
+        return Card(id=job.id, title=clip(title(job.params), 80), kind=job.params.kind,
                     status=str(job.status), when=_when(job.created_at), owner=_person(job) if viewer.admin else "",
                     thumb=f"/thumb/{job.id}/1" if job.images else "", width=width, height=height,
                     images=len(job.images), starred=starred)
@@ -422,25 +417,19 @@ class Pages:
         video = await asyncio.to_thread(self.video_of, job)
         shown = await asyncio.to_thread(self.shown_images, job)
         params = job.params
-        more = min(params.steps * 5, self.service.config.limits.max_steps) if params.has_steps else 0
         response = self.render(
             request, "job.html", said=self.said(request), job=job, heading=title(params), kind=params.kind,
             summary=describe(params), owner=_person(job) if viewer.admin and job.owner.key != viewer.key else "",
             error=_value(job.error, viewer.admin) if job.error else "", starred=starred,
-            ancestors=[Related(other.id, f"{other.params.kind}: {self.short(other)}") for other in ancestors
+            ancestors=[Related(other.id, f"{other.params.kind}: {clip(title(other.params), 40)}") for other in ancestors
                        if may_see(viewer, other)],
             children=[Related(other.id, other.params.kind) for other in children if may_see(viewer, other)],
-            more_steps=more if more > getattr(params, "steps", 0) else 0, can_delete=may_delete(viewer, job),
+            more_steps=self.service.more_steps_target(params) or 0,
             video=video is not None, size=_size(job), images=shown,
             parameters="" if shown else self.rebuilt(job, None),
             fields=self.fields(job, viewer), csrf=self.csrf(request),
         )
         return self.forget_said(request, response)
-
-    @staticmethod
-    def short(job: JobRecord) -> str:
-        name = title(job.params)
-        return name if len(name) <= 40 else name[:39] + "…"
 
     def video_of(self, job: JobRecord) -> Path | None:
         path = animation_video(job)
@@ -582,9 +571,7 @@ class Pages:
         return self.see_other(f"/job/{job.id}")
 
     async def confirm_delete(self, request: web.Request) -> web.StreamResponse:
-        job = await self.job(request)
-        if not may_delete(request[VIEWER], job):
-            raise not_found()
+        job = await self.job(request)  # one the viewer may see is one they may delete: theirs, or anyone's for an admin
         count = len(job.images)
         files = f"{count} image{'s' if count != 1 else ''}" + (" and its video" if job.params.slices > 1 else "")
         return self.render(request, "confirm.html", job=job, heading=title(job.params), files=files,
@@ -593,12 +580,10 @@ class Pages:
     async def delete(self, request: web.Request) -> web.StreamResponse:
         await self.form(request)
         job = await self.job(request)
-        if not may_delete(request[VIEWER], job):
-            raise not_found()
         if not job.status.finished or self.service.position(job.id) is not None:
             return self.tell(self.see_other(f"/job/{job.id}"),
                              f"job #{job.id} is {job.status}; cancel it first (/cancel {job.id}), then delete it", True)
-        folder = Path(job.images[0].path).parent if job.params.slices > 1 and job.images else None
+        folder = Path(job.images[0].path).parent if is_animation(job) else None
         files = await self.gallery.delete(job.id)  # its images and, for an animation, its video
         removed = await asyncio.to_thread(self.remove, files, folder)
         log.info("job #%d deleted from the web gallery by %s (%d files)", job.id, request[VIEWER].key, removed)

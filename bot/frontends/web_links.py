@@ -78,8 +78,8 @@ def make_token(secret: bytes, viewer: Viewer) -> str:
     """A URL-safe token for `viewer`: base64url(compact JSON) "." base64url(HMAC-SHA256)."""
     payload = json.dumps({"k": viewer.key, "n": viewer.name, "a": viewer.admin, "e": viewer.expires},
                          separators=(",", ":"), ensure_ascii=False).encode()
-    body = _encode(payload)
-    return f"{body}.{_encode(_mac(secret, body))}"
+    body = b64url_encode(payload)
+    return f"{body}.{b64url_encode(_mac(secret, body))}"
 
 
 def read_token(secret: bytes, token: str, now: float) -> Viewer | None:
@@ -88,13 +88,13 @@ def read_token(secret: bytes, token: str, now: float) -> Viewer | None:
         return None
     body, _, signature = token.partition(".")
     try:
-        given = _decode(signature)
+        given = b64url_decode(signature)
     except ValueError:
         return None
     if not hmac.compare_digest(given, _mac(secret, body)):
         return None
     try:
-        fields = json.loads(_decode(body))
+        fields = json.loads(b64url_decode(body))
         viewer = Viewer(key=fields["k"], name=fields["n"], admin=fields["a"], expires=fields["e"])
     except (ValueError, KeyError, TypeError):
         return None
@@ -122,11 +122,12 @@ def _mac(secret: bytes, body: str) -> bytes:
     return hmac.new(secret, _SIGNED + body.encode("ascii"), hashlib.sha256).digest()
 
 
-def _encode(data: bytes) -> str:
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _decode(text: str) -> bytes:
+def b64url_decode(text: str) -> bytes:
     """base64url without padding; anything else (other characters, a bad length) is a ValueError."""
     if not text or not text.isascii() or any(c not in _ALPHABET for c in text):
         raise ValueError("not base64url")

@@ -118,7 +118,7 @@ JOB = """\
   <form method="post" action="/job/{{ job.id }}/rerun">{{ csrf_field() }}<button type="submit">rerun</button></form>
   {% if more_steps %}<form method="post" action="/job/{{ job.id }}/more">{{ csrf_field() }}<button type="submit">5× steps ({{ more_steps }})</button></form>{% endif %}
   <form method="post" action="/job/{{ job.id }}/star">{{ csrf_field() }}<input type="hidden" name="on" value="{{ 0 if starred else 1 }}"><button type="submit">{{ "unstar" if starred else "☆ star" }}</button></form>
-  {% if can_delete %}<a class="danger" href="/job/{{ job.id }}/delete">delete…</a>{% endif %}
+  <a class="danger" href="/job/{{ job.id }}/delete">delete…</a>
 </div>
 {% if video %}
 <h2>video</h2>
